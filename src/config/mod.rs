@@ -1,0 +1,601 @@
+//! Configuration: `proxy.toml` in, typed and validated `Config` out.
+//!
+//! Pipeline: text → [`raw::RawConfig`] (serde, unknown keys refused) →
+//! [`Config`] (durations, addresses, URIs, header names, canonical route
+//! prefixes, secrets). Parsing a string is separate from reading a file.
+//! Every problem is collected and reported at once, each naming its key and
+//! the fix. Precedence for secrets: exactly one of `secrets_env`,
+//! `secrets_file`, `secrets` may provide them; none gives an ephemeral one.
+
+mod raw;
+mod secrets;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::Uri;
+use ipnet::IpNet;
+
+pub use cookie::SameSite;
+pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
+
+use crate::headers;
+use crate::path;
+use raw::{RawConfig, RawSecure};
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub cookie: CookieConfig,
+    pub session: SessionConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    /// Things worth telling the operator that do not stop the proxy.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub via: bool,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: Duration,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    Always,
+    Never,
+    /// Secure when the client connection is TLS or a trusted proxy says https.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    pub name: String,
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    pub secure: Secure,
+    pub max_age: Option<Duration>,
+    pub rolling: bool,
+    pub forward_to_upstream: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub secrets: Secrets,
+    pub save_uninitialized: bool,
+    /// Store lifetime of a session (the cookie's max_age when set).
+    pub ttl: Duration,
+    pub max_bytes: usize,
+    pub max_set_session_bytes: usize,
+    pub header_max_bytes: usize,
+    pub header_keys: Vec<String>,
+    /// Per-field headers: name and JSON pointer.
+    pub fields: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory {
+        max_sessions: usize,
+        sweep_interval: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deny {
+    /// Redirect browsers' GET/HEAD, 401 for everything else.
+    Auto,
+    Redirect,
+    Unauthorized,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProtectRule {
+    /// Canonical path, no trailing slash (except `/`).
+    pub prefix: String,
+    pub deny: Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub identity_key: String,
+    pub login_url: String,
+    pub case_sensitive: bool,
+    pub protect: Vec<ProtectRule>,
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The key at fault, e.g. `upstream.url`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.issues.len();
+        writeln!(
+            f,
+            "{count} problem{} in the configuration:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for issue in &self.issues {
+            writeln!(f, "  - {}: {}", issue.key, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            issues: vec![ConfigIssue {
+                key: "--config".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses and validates configuration text. Reads the environment
+    /// variable or file named for the secrets.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            issues: vec![ConfigIssue {
+                key: e.span().map_or("(file)".into(), |s| describe_span(text, s)),
+                message: e.message().to_owned(),
+            }],
+        })?;
+        let mut check = Checker::default();
+        let config = build(raw, &mut check);
+        match config {
+            Some(config) if check.issues.is_empty() => Ok(config),
+            _ => Err(ConfigError {
+                issues: check.issues,
+            }),
+        }
+    }
+}
+
+fn describe_span(text: &str, span: std::ops::Range<usize>) -> String {
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!("line {line}")
+}
+
+/// Collects issues while converting, so all of them are reported at once.
+#[derive(Default)]
+struct Checker {
+    issues: Vec<ConfigIssue>,
+    warnings: Vec<String>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        units::parse_duration(text).unwrap_or_else(|e| {
+            self.fail(key, e);
+            Duration::ZERO
+        })
+    }
+
+    fn positive_duration(&mut self, key: &str, text: &str) -> Duration {
+        let value = self.duration(key, text);
+        if value.is_zero() && units::parse_duration(text).is_ok() {
+            self.fail(key, "must be more than zero");
+        }
+        value
+    }
+
+    fn at_least(&mut self, key: &str, value: usize, min: usize) -> usize {
+        if value < min {
+            self.fail(key, format!("is {value}; use at least {min}"));
+        }
+        value
+    }
+}
+
+fn build(raw: RawConfig, check: &mut Checker) -> Option<Config> {
+    let listen = raw.server.listen.parse().map_err(|_| {
+        check.fail(
+            "server.listen",
+            format!(
+                "`{}` is not an address; write it like \"127.0.0.1:8080\"",
+                raw.server.listen
+            ),
+        )
+    });
+    let server = build_server(&raw, check);
+    let upstream = build_upstream(&raw, check);
+    let cookie = build_cookie(&raw, check);
+    let session = build_session(&raw, cookie.max_age, check);
+    let store = build_store(&raw, check);
+    let auth = build_auth(&raw, check);
+    Some(Config {
+        listen: listen.ok()?,
+        server,
+        upstream: upstream?,
+        cookie,
+        session: session?,
+        store: store?,
+        auth,
+        warnings: std::mem::take(&mut check.warnings),
+    })
+}
+
+fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
+    let s = &raw.server;
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .filter_map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    check.fail(
+                        "server.trusted_proxies",
+                        format!("`{text}` is not an address or CIDR range like \"10.0.0.0/8\""),
+                    )
+                })
+                .ok()
+        })
+        .collect();
+    ServerConfig {
+        header_read_timeout: check
+            .positive_duration("server.header_read_timeout", &s.header_read_timeout),
+        body_idle_timeout: check
+            .positive_duration("server.body_idle_timeout", &s.body_idle_timeout),
+        // hyper's smallest read buffer is 8 KiB.
+        max_header_bytes: check.at_least("server.max_header_bytes", s.max_header_bytes, 8192),
+        max_headers: check.at_least("server.max_headers", s.max_headers, 16),
+        max_connections: check.at_least("server.max_connections", s.max_connections, 1),
+        trusted_proxies,
+        via: s.via,
+        shutdown_grace: check.duration("server.shutdown_grace", &s.shutdown_grace),
+    }
+}
+
+fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamConfig> {
+    let u = &raw.upstream;
+    let url = match &u.url {
+        None => {
+            check.fail(
+                "upstream.url",
+                "is required: the address of your application, like \"http://127.0.0.1:3000\"",
+            );
+            None
+        }
+        Some(text) => parse_upstream_url(text)
+            .map_err(|m| check.fail("upstream.url", m))
+            .ok(),
+    };
+    let config = UpstreamConfig {
+        url: url?,
+        connect_timeout: check.positive_duration("upstream.connect_timeout", &u.connect_timeout),
+        response_timeout: check.positive_duration("upstream.response_timeout", &u.response_timeout),
+        pool_max_idle: u.pool_max_idle,
+        pool_idle_timeout: check
+            .positive_duration("upstream.pool_idle_timeout", &u.pool_idle_timeout),
+        preserve_host: u.preserve_host,
+    };
+    Some(config)
+}
+
+fn parse_upstream_url(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL; write it like \"http://127.0.0.1:3000\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https upstreams are not supported yet; use http:// on a private network".into(),
+            )
+        }
+        _ => return Err(format!("`{text}` needs the http:// scheme")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{text}` has a path or query; give only scheme, host and port"
+        ));
+    }
+    Ok(uri)
+}
+
+fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieConfig {
+    let c = &raw.cookie;
+    let name_ok = !c.name.is_empty()
+        && c.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b));
+    if !name_ok {
+        check.fail(
+            "cookie.name",
+            format!(
+                "`{}` is not a valid cookie name; use letters, digits, `-`, `_` or `.`",
+                c.name
+            ),
+        );
+    }
+    if !c.path.starts_with('/') || c.path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        check.fail("cookie.path", "must start with `/` and contain no `;`");
+    }
+    if let Some(domain) = &c.domain {
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            check.fail(
+                "cookie.domain",
+                format!("`{domain}` is not a domain name; remove the key for a host-only cookie"),
+            );
+        }
+    }
+    let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+        "lax" => SameSite::Lax,
+        "strict" => SameSite::Strict,
+        "none" => SameSite::None,
+        other => {
+            check.fail(
+                "cookie.same_site",
+                format!("`{other}` is not one of \"lax\", \"strict\", \"none\""),
+            );
+            SameSite::Lax
+        }
+    };
+    let secure = match &c.secure {
+        RawSecure::Flag(true) => Secure::Always,
+        RawSecure::Flag(false) => Secure::Never,
+        RawSecure::Word(w) if w == "auto" => Secure::Auto,
+        RawSecure::Word(w) => {
+            check.fail(
+                "cookie.secure",
+                format!("`{w}` is not true, false or \"auto\""),
+            );
+            Secure::Auto
+        }
+    };
+    if same_site == SameSite::None && secure == Secure::Never {
+        check.fail("cookie.same_site", "\"none\" needs a Secure cookie (browsers drop it otherwise); set cookie.secure to true or \"auto\"");
+    }
+    let max_age = c
+        .max_age
+        .as_deref()
+        .map(|text| check.positive_duration("cookie.max_age", text));
+    CookieConfig {
+        name: c.name.clone(),
+        path: c.path.clone(),
+        domain: c.domain.clone(),
+        http_only: c.http_only,
+        same_site,
+        secure,
+        max_age,
+        rolling: c.rolling,
+        forward_to_upstream: c.forward_to_upstream,
+    }
+}
+
+fn build_session(
+    raw: &RawConfig,
+    max_age: Option<Duration>,
+    check: &mut Checker,
+) -> Option<SessionConfig> {
+    let s = &raw.session;
+    let env_value = s
+        .secrets_env
+        .as_deref()
+        .and_then(|name| std::env::var(name).ok());
+    let secrets = secrets::resolve(secrets::SecretSources {
+        inline: &s.secrets,
+        env_value,
+        file: s.secrets_file.as_deref(),
+    })
+    .map_err(|p| check.fail(p.key, p.message))
+    .ok();
+    if let Some(secrets) = &secrets {
+        if secrets.ephemeral {
+            let from = s
+                .secrets_env
+                .as_deref()
+                .map_or(String::new(), |n| format!(" (set {n})"));
+            check.warnings.push(format!(
+                "no session secret configured{from}: using an ephemeral one; every session ends when the proxy restarts. Generate one with `cloakroom secret`"
+            ));
+        } else if secrets
+            .list
+            .iter()
+            .any(|x| x.expose().len() < RECOMMENDED_SECRET_BYTES)
+        {
+            check.warnings.push(format!("a session secret is shorter than {RECOMMENDED_SECRET_BYTES} bytes; rotate to one from `cloakroom secret`"));
+        }
+    }
+    let ttl = check.positive_duration("session.ttl", &s.ttl);
+    let fields = s
+        .headers
+        .fields
+        .iter()
+        .filter_map(|(name, pointer)| {
+            field_header(name, pointer)
+                .map_err(|m| check.fail(&format!("session.headers.fields.\"{name}\""), m))
+                .ok()
+        })
+        .collect();
+    Some(SessionConfig {
+        secrets: secrets?,
+        save_uninitialized: s.save_uninitialized,
+        ttl: max_age.unwrap_or(ttl),
+        max_bytes: check.at_least("session.max_bytes", s.max_bytes, 2),
+        max_set_session_bytes: check.at_least(
+            "session.max_set_session_bytes",
+            s.max_set_session_bytes,
+            16,
+        ),
+        header_max_bytes: check.at_least("session.headers.max_bytes", s.headers.max_bytes, 2),
+        header_keys: s.headers.keys.clone(),
+        fields,
+    })
+}
+
+fn field_header(name: &str, pointer: &str) -> Result<(HeaderName, String), String> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name"))?;
+    if headers::is_reserved_name(header.as_str()) {
+        return Err(format!(
+            "`{name}` is a header Cloakroom manages itself; pick another name such as X-App-User"
+        ));
+    }
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "`{pointer}` is not a JSON pointer; write it like \"/user/name\""
+        ));
+    }
+    Ok((header, pointer.to_owned()))
+}
+
+fn build_store(raw: &RawConfig, check: &mut Checker) -> Option<StoreConfig> {
+    let s = &raw.store;
+    match s.kind.as_str() {
+        "memory" => Some(StoreConfig::Memory {
+            max_sessions: check.at_least("store.max_sessions", s.max_sessions, 1),
+            sweep_interval: check.positive_duration("store.sweep_interval", &s.sweep_interval),
+        }),
+        other => {
+            check.fail(
+                "store.kind",
+                format!("`{other}` is not a store this build has; use \"memory\""),
+            );
+            None
+        }
+    }
+}
+
+fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
+    let a = &raw.auth;
+    if a.identity_key.is_empty() {
+        check.fail(
+            "auth.identity_key",
+            "must not be empty; the default is \"user\"",
+        );
+    }
+    let login_is_path = a.login_url.starts_with('/')
+        && !a.login_url.starts_with("//")
+        && !a.login_url.contains('\\');
+    let login_is_url = a
+        .login_url
+        .parse::<Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+    if !(login_is_path || login_is_url)
+        || a.login_url
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ')
+    {
+        check.fail(
+            "auth.login_url",
+            format!(
+                "`{}` must be a path like \"/login\" or an http(s) URL",
+                a.login_url
+            ),
+        );
+    }
+    let protect: Vec<ProtectRule> = a
+        .protect
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| {
+            let key = format!("auth.protect[{index}]");
+            let deny = match rule.deny.as_str() {
+                "auto" => Deny::Auto,
+                "redirect" => Deny::Redirect,
+                "401" => Deny::Unauthorized,
+                other => {
+                    check.fail(
+                        &format!("{key}.deny"),
+                        format!("`{other}` is not \"auto\", \"redirect\" or \"401\""),
+                    );
+                    return None;
+                }
+            };
+            let prefix = match path::canonicalize(&rule.prefix) {
+                Ok(p) if p != "*" => p.trim_end_matches('/').to_owned(),
+                _ => {
+                    check.fail(
+                        &format!("{key}.prefix"),
+                        format!("`{}` is not a plain path like \"/account\"", rule.prefix),
+                    );
+                    return None;
+                }
+            };
+            let prefix = if prefix.is_empty() {
+                "/".to_owned()
+            } else {
+                prefix
+            };
+            Some(ProtectRule { prefix, deny })
+        })
+        .collect();
+    let login_path = a.login_url.split(['?', '#']).next().unwrap_or_default();
+    if login_is_path {
+        if let Ok(login) = path::canonicalize(login_path) {
+            if crate::routes::Routes::new(&protect, a.case_sensitive)
+                .rule_for(&login)
+                .is_some()
+            {
+                check.fail("auth.login_url", format!("`{}` is itself login-only: browsers would loop; move it out of the protected prefixes", a.login_url));
+            }
+        }
+    }
+    AuthConfig {
+        identity_key: a.identity_key.clone(),
+        login_url: a.login_url.clone(),
+        case_sensitive: a.case_sensitive,
+        protect,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The shape of `proxy.toml`, exactly as written: strings, numbers, tables.
+//! Unknown keys are errors. Validation into typed values is in `config::load`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub cookie: RawCookie,
+    pub session: RawSession,
+    pub store: RawStore,
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub header_read_timeout: String,
+    pub body_idle_timeout: String,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub trusted_proxies: Vec<String>,
+    pub via: bool,
+    pub shutdown_grace: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            header_read_timeout: "10s".into(),
+            body_idle_timeout: "30s".into(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
+            via: false,
+            shutdown_grace: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub url: Option<String>,
+    pub connect_timeout: String,
+    pub response_timeout: String,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: String,
+    pub preserve_host: bool,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connect_timeout: "5s".into(),
+            response_timeout: "30s".into(),
+            pool_max_idle: 256,
+            pool_idle_timeout: "90s".into(),
+            preserve_host: true,
+        }
+    }
+}
+
+/// `secure = true | false | "auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecure {
+    Flag(bool),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCookie {
+    pub name: String,
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub same_site: String,
+    pub secure: RawSecure,
+    pub max_age: Option<String>,
+    pub rolling: bool,
+    pub forward_to_upstream: bool,
+}
+
+impl Default for RawCookie {
+    fn default() -> Self {
+        Self {
+            name: "sid".into(),
+            path: "/".into(),
+            domain: None,
+            http_only: true,
+            same_site: "lax".into(),
+            secure: RawSecure::Word("auto".into()),
+            max_age: None,
+            rolling: false,
+            forward_to_upstream: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub secrets: Vec<String>,
+    pub secrets_env: Option<String>,
+    pub secrets_file: Option<String>,
+    pub save_uninitialized: bool,
+    pub ttl: String,
+    pub max_bytes: usize,
+    pub max_set_session_bytes: usize,
+    pub headers: RawSessionHeaders,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            secrets_env: None,
+            secrets_file: None,
+            save_uninitialized: false,
+            ttl: "1d".into(),
+            max_bytes: 64 * 1024,
+            max_set_session_bytes: 16 * 1024,
+            headers: RawSessionHeaders::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSessionHeaders {
+    pub max_bytes: usize,
+    pub keys: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for RawSessionHeaders {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 * 1024,
+            keys: Vec::new(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub kind: String,
+    pub max_sessions: usize,
+    pub sweep_interval: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: "memory".into(),
+            max_sessions: 100_000,
+            sweep_interval: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub identity_key: String,
+    pub login_url: String,
+    pub case_sensitive: bool,
+    pub protect: Vec<RawProtect>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            identity_key: "user".into(),
+            login_url: "/login".into(),
+            case_sensitive: false,
+            protect: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtect {
+    pub prefix: String,
+    #[serde(default = "default_deny")]
+    pub deny: String,
+}
+
+fn default_deny() -> String {
+    "auto".into()
+}

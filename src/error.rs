@@ -1,0 +1,107 @@
+//! Request errors and the one place that maps them to responses.
+//!
+//! Each error records who is at fault: the client (4xx), the upstream (502
+//! or 504), the session store (503 with `Retry-After`) or the proxy itself
+//! (500). The match from error to status is exhaustive, with no catch-all.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use thiserror::Error;
+
+use crate::body::{self, ProxyBody};
+use crate::path::PathError;
+use crate::session::ops::SetSessionError;
+use crate::store::StoreError;
+
+/// Who caused a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Store,
+    Proxy,
+}
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("ambiguous request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("request has no usable Host")]
+    NoHost,
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    #[error("upstream sent an invalid Set-Session: {0}")]
+    BadSetSession(#[from] SetSessionError),
+    #[error("{0}")]
+    Store(StoreError),
+    #[error("no randomness for a session id: {0}")]
+    Randomness(getrandom::Error),
+    #[error("could not build the upstream request: {0}")]
+    BadUpstreamRequest(http::Error),
+}
+
+impl From<StoreError> for ProxyError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Rejected(e) => Self::BadSetSession(e),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::BadPath(_) | Self::NoHost => Fault::Client,
+            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) | Self::BadSetSession(_) => {
+                Fault::Upstream
+            }
+            Self::Store(_) => Fault::Store,
+            Self::Randomness(_) | Self::BadUpstreamRequest(_) => Fault::Proxy,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadPath(_) | Self::NoHost => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnreachable(_) | Self::BadSetSession(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Randomness(_) | Self::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short response that reveals nothing internal.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = match self.fault() {
+            Fault::Client => "bad request\n",
+            Fault::Upstream if status == StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
+            Fault::Upstream => "bad gateway\n",
+            Fault::Store => "session store unavailable, retry shortly\n",
+            Fault::Proxy => "internal error\n",
+        };
+        let mut response = Response::new(body::full(Bytes::from_static(text.as_bytes())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.fault() == Fault::Store {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// Errors that stop the proxy from starting or serving.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot use the listener: {0}")]
+    Listener(#[source] std::io::Error),
+}

@@ -1,0 +1,265 @@
+//! Header names and header hygiene: every custom header name as a constant,
+//! scrubbing of client-sent reserved headers, and hop-by-hop removal.
+//!
+//! Order matters and is fixed by the proxy: strip reserved headers first,
+//! then hop-by-hop processing on what is left, and only then inject the
+//! proxy's own headers. So a client can neither smuggle a session header in
+//! nor make the proxy drop one it injects (e.g. with `Connection: X-Session`).
+//!
+//! Reserved names are matched case-insensitively with `_` treated as `-`,
+//! since some backends (CGI, PHP, Rack) map both to the same variable.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+pub const X_SESSION: HeaderName = HeaderName::from_static("x-session");
+pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+/// Sent instead of `X-Session` when the session is over the header budget.
+pub const X_SESSION_OMITTED: HeaderName = HeaderName::from_static("x-session-omitted");
+pub const SET_SESSION: HeaderName = HeaderName::from_static("set-session");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Prefix of every session header; all names starting with it are reserved.
+const SESSION_PREFIX: &[u8] = b"x-session";
+/// Forwarding headers believed only from trusted proxies.
+const FORWARDING_EXACT: [&[u8]; 4] = [
+    b"forwarded",
+    b"x-real-ip",
+    b"x-original-url",
+    b"x-rewrite-url",
+];
+const FORWARDING_PREFIX: &[u8] = b"x-forwarded-";
+
+/// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers a `Connection` option may not remove: framing and routing.
+const CONNECTION_PROOF: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Compares header names with ASCII case folded and `_` read as `-`.
+fn same_name(name: &[u8], target: &[u8]) -> bool {
+    name.len() == target.len() && name.iter().zip(target).all(|(&a, &b)| fold(a) == b)
+}
+
+fn starts_with_name(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && same_name(&name[..prefix.len()], prefix)
+}
+
+fn fold(byte: u8) -> u8 {
+    if byte == b'_' {
+        b'-'
+    } else {
+        byte.to_ascii_lowercase()
+    }
+}
+
+fn is_session_name(name: &[u8]) -> bool {
+    starts_with_name(name, SESSION_PREFIX) || same_name(name, b"set-session")
+}
+
+fn is_forwarding_name(name: &[u8]) -> bool {
+    starts_with_name(name, FORWARDING_PREFIX) || FORWARDING_EXACT.iter().any(|t| same_name(name, t))
+}
+
+/// True for names a per-field session header may not take.
+pub fn is_reserved_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    is_session_name(bytes)
+        || is_forwarding_name(bytes)
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| same_name(bytes, h.as_str().as_bytes()))
+        || [
+            header::HOST,
+            header::COOKIE,
+            header::CONTENT_LENGTH,
+            header::VIA,
+        ]
+        .iter()
+        .any(|h| same_name(bytes, h.as_str().as_bytes()))
+}
+
+/// Removes client-sent reserved headers from requests.
+#[derive(Debug, Clone)]
+pub struct Scrubber {
+    /// Configured per-field header names, lower case.
+    field_names: Vec<Vec<u8>>,
+}
+
+impl Scrubber {
+    pub fn new(field_names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let field_names = field_names
+            .into_iter()
+            .map(|n| n.as_str().as_bytes().to_vec())
+            .collect();
+        Self { field_names }
+    }
+
+    fn is_reserved(&self, name: &[u8], trusted_peer: bool) -> bool {
+        is_session_name(name)
+            || (!trusted_peer && is_forwarding_name(name))
+            || self.field_names.iter().any(|f| same_name(name, f))
+    }
+
+    /// Removes every copy of every reserved header. Forwarding headers are
+    /// kept only when the peer is a trusted proxy.
+    pub fn scrub(&self, headers: &mut HeaderMap, trusted_peer: bool) {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.is_reserved(name.as_str().as_bytes(), trusted_peer))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !CONNECTION_PROOF.contains(name))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes every spelling of `Set-Session` from an upstream response and
+/// returns the values of the canonical one, in order.
+pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
+    let values: Vec<http::HeaderValue> = match headers.entry(SET_SESSION) {
+        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        header::Entry::Vacant(_) => Vec::new(),
+    };
+    // An underscore spelling is not the protocol, but must not reach clients.
+    let stray: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| same_name(n.as_str().as_bytes(), b"set-session"))
+        .cloned()
+        .collect();
+    for name in stray {
+        headers.remove(name);
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn session_headers_in_any_spelling_are_scrubbed() {
+        let scrubber = Scrubber::new([HeaderName::from_static("x-user")]);
+        let mut headers = map(&[
+            ("x-session", "{}"),
+            ("X_Session_Id", "abc"),
+            ("x-session-anything", "1"),
+            ("set-session", "destroy"),
+            ("set_session", "destroy"),
+            ("x_user", "admin"),
+            ("x-user", "admin"),
+            ("accept", "*/*"),
+        ]);
+        scrubber.scrub(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarding_headers_survive_only_from_trusted_peers() {
+        let scrubber = Scrubber::new([]);
+        let pairs = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x_forwarded_proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+        ];
+        let mut untrusted = map(&pairs);
+        scrubber.scrub(&mut untrusted, false);
+        assert!(untrusted.is_empty(), "{untrusted:?}");
+        let mut trusted = map(&pairs);
+        scrubber.scrub(&mut trusted, true);
+        assert_eq!(trusted.len(), pairs.len());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go_but_framing_stays() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-private, host, content-length"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("host", "example.com"),
+            ("content-length", "0"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "content-length"]);
+    }
+
+    #[test]
+    fn set_session_is_taken_in_order_and_every_spelling_removed() {
+        let mut headers = map(&[
+            ("set-session", "{\"a\":1}"),
+            ("set_session", "destroy"),
+            ("set-session", "regenerate"),
+        ]);
+        let values = take_set_session(&mut headers);
+        assert_eq!(values, ["{\"a\":1}", "regenerate"]);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn reserved_names_cover_protocol_and_routing_headers() {
+        for name in [
+            "X-Session",
+            "x-session-id",
+            "Set-Session",
+            "X-Forwarded-For",
+            "Cookie",
+            "Host",
+            "Connection",
+        ] {
+            assert!(is_reserved_name(name), "{name}");
+        }
+        assert!(!is_reserved_name("x-user"));
+    }
+}

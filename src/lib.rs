@@ -1,0 +1,52 @@
+//! Cloakroom: a reverse proxy that gives any web application server-side
+//! sessions. The browser keeps a signed ticket (the session cookie, in
+//! express-session's format); the session data stays in a store. The
+//! upstream reads the session from request headers and changes it with
+//! `Set-Session` response headers.
+//!
+//! # Code map
+//! - [`config`]: `proxy.toml` → validated [`config::Config`].
+//! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain.
+//! - [`proxy`]: the phases of one request (scrub → canonicalise → identify →
+//!   load → authorise → inject → forward → commit).
+//! - [`path`]: the canonical request path; [`routes`]: login-only policy.
+//! - [`signing`]: HMAC signatures; [`session_cookie`]: the cookie on the wire.
+//! - [`session`]: ids, data, `Set-Session` operations (pure).
+//! - [`store`]: the store trait, its conformance suite, and the stores.
+//! - [`headers`]: header names, scrubbing, hop-by-hop;
+//!   [`session_headers`]: session → upstream headers.
+//! - [`upstream`]: the pooled client and request rewriting; [`body`]:
+//!   streamed bodies with stall timeouts; [`error`]: fault → status.
+//!
+//! # Invariants
+//! - Client-sent session headers, `Set-Session`, and (from untrusted peers)
+//!   forwarding headers are removed before anything else, in every spelling.
+//! - No store lookup with an id whose signature was not verified; ids the
+//!   proxy did not issue are never adopted.
+//! - The path the route decision sees is the path forwarded.
+//! - `Set-Session` never reaches a client and is applied before the response
+//!   head leaves.
+//! - The store never sees HTTP types; the session model does no I/O.
+//! - Logs never hold a session id, a cookie value, a secret or session data.
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod path;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod session_cookie;
+pub mod session_headers;
+pub mod signing;
+pub mod store;
+pub mod upstream;
+
+pub use error::Error;
+pub use server::run;

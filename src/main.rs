@@ -1,0 +1,95 @@
+//! The `cloakroom` binary: parse the command line, trace, load the
+//! configuration (exit 64 before binding anything if it is bad), bind,
+//! serve, drain on SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use cloakroom::cli::{self, Cli, Command, EXIT_BAD_CONFIG};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Some(Command::Secret) = cli.command {
+        return match cli::new_secret() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cloakroom: no randomness available: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let config = match cli::load_config(cli.config.as_ref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("cloakroom: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(Command::Check) = cli.command {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cloakroom: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (server.listen)", config.listen))?;
+        tracing::info!(upstream = %config.upstream.url, "cloakroom starting");
+        cloakroom::run(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,114 @@
+//! The commit phase: `Set-Session` values in, store write and cookie
+//! decision out. The store write completes before the response head is
+//! released, so a redirect that follows a login never races the save.
+//!
+//! When a `Set-Cookie` is sent (express-session's rules):
+//! - the session is new or moved to a fresh id: the new cookie;
+//! - the session was destroyed: an expired cookie;
+//! - the session was written and the cookie has a max age, or `rolling` is
+//!   on: a refreshed cookie (and with `rolling`, the store's expiry too).
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde_json::Map;
+
+use super::{Current, Proxy};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::session::ops::{self, SessionOp};
+use crate::session::SessionId;
+use crate::store::{Commit, Committed, SessionStore};
+
+/// The session settings the commit phase follows.
+pub struct Policy {
+    rolling: bool,
+    save_uninitialized: bool,
+    refresh_on_write: bool,
+    ttl: Duration,
+    max_bytes: usize,
+    max_set_session_bytes: usize,
+}
+
+impl Policy {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            rolling: config.cookie.rolling,
+            save_uninitialized: config.session.save_uninitialized,
+            refresh_on_write: config.cookie.max_age.is_some(),
+            ttl: config.session.ttl,
+            max_bytes: config.session.max_bytes,
+            max_set_session_bytes: config.session.max_set_session_bytes,
+        }
+    }
+}
+
+impl Proxy {
+    /// Applies the upstream's `Set-Session` values and returns the
+    /// `Set-Cookie` to send, if any. Every value is parsed before anything
+    /// is written: one bad value leaves the store untouched.
+    pub(super) async fn commit(
+        &self,
+        current: Option<&Current>,
+        values: &[HeaderValue],
+        secure: bool,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        let policy = &self.policy;
+        let mut parsed = values
+            .iter()
+            .map(|v| ops::parse(v.as_bytes(), policy.max_set_session_bytes))
+            .collect::<Result<Vec<SessionOp>, _>>()?;
+        if parsed.is_empty() {
+            match current {
+                Some(current) if policy.rolling => return self.roll(current, secure).await,
+                Some(_) => return Ok(None),
+                None if policy.save_uninitialized => parsed.push(SessionOp::Patch(Map::new())),
+                None => return Ok(None),
+            }
+        }
+        let commit = Commit {
+            current: current.map(|c| &c.id),
+            ops: &parsed,
+            fresh_id: SessionId::generate().map_err(ProxyError::Randomness)?,
+            ttl: policy.ttl,
+            max_bytes: policy.max_bytes,
+        };
+        let signer = self.cookie.signer();
+        Ok(match self.store.commit(commit).await? {
+            Committed::Unchanged => match current {
+                Some(current) if policy.rolling => return self.roll(current, secure).await,
+                _ => None,
+            },
+            Committed::Saved { id, .. } => {
+                let moved = current.is_none_or(|c| c.id != id);
+                if moved {
+                    tracing::debug!(session = %signer.log_tag(&id), "session saved under a new id");
+                }
+                (moved || policy.rolling || policy.refresh_on_write)
+                    .then(|| self.cookie.issue(&id, secure))
+            }
+            Committed::Destroyed => Some(self.cookie.clear(secure)),
+            Committed::Vanished => {
+                if let Some(current) = current {
+                    tracing::info!(
+                        session = %signer.log_tag(&current.id),
+                        "session ended by a concurrent request; its Set-Session was dropped"
+                    );
+                }
+                parsed
+                    .contains(&SessionOp::Destroy)
+                    .then(|| self.cookie.clear(secure))
+            }
+        })
+    }
+
+    /// `rolling`: extend the session in the store and re-send the cookie.
+    async fn roll(
+        &self,
+        current: &Current,
+        secure: bool,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        let alive = self.store.touch(&current.id, self.policy.ttl).await?;
+        Ok(alive.then(|| self.cookie.issue(&current.id, secure)))
+    }
+}

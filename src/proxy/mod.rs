@@ -1,0 +1,264 @@
+//! The request path, as a fixed list of phases:
+//!
+//! 1. **scrub** — client-sent reserved headers go, then hop-by-hop headers;
+//! 2. **canonicalise** — the path every later phase and the upstream use;
+//! 3. **identify** — verify the session cookie(s) (no store lookup before);
+//! 4. **load** — the session from the store;
+//! 5. **authorise** — login-only routes; denied requests end here;
+//! 6. **inject** — session and forwarding headers, once each;
+//! 7. **forward** — to the pooled upstream, bodies streamed;
+//! 8. **commit** — read and strip `Set-Session`, apply it atomically in the
+//!    store, then set or clear the cookie, all before the response head
+//!    goes to the client.
+//!
+//! [`Proxy::handle`] is the outer handler that logs and renders errors;
+//! [`Proxy::serve`] is the inner one that uses `?`.
+
+mod commit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{self, IdleTimeout, ProxyBody};
+use crate::config::{Config, Secure};
+use crate::error::{Fault, ProxyError};
+use crate::headers::{self, Scrubber};
+use crate::path;
+use crate::routes::{self, Denial, Routes};
+use crate::session::{SessionData, SessionId};
+use crate::session_cookie::{SessionCookie, Ticket};
+use crate::session_headers::SessionHeaders;
+use crate::signing::Signer;
+use crate::store::{AnyStore, SessionStore};
+use crate::upstream::{self, Forwarding, Upstream};
+
+const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
+
+/// What the proxy knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// The peer is a configured trusted proxy.
+    pub trusted: bool,
+    /// The connection is TLS.
+    pub tls: bool,
+}
+
+/// The session a request is served with.
+struct Current {
+    id: SessionId,
+    data: Arc<SessionData>,
+}
+
+/// Everything a request needs, built once at start-up and shared.
+pub struct Proxy {
+    cookie: SessionCookie,
+    store: AnyStore,
+    routes: Routes,
+    scrubber: Scrubber,
+    session_headers: SessionHeaders,
+    upstream: Upstream,
+    identity_key: String,
+    login_url: String,
+    secure: Secure,
+    via: bool,
+    body_idle_timeout: std::time::Duration,
+    policy: commit::Policy,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, store: AnyStore) -> Self {
+        let session_headers = SessionHeaders::new(&config.session);
+        let signer = Signer::new(&config.session.secrets.list);
+        Self {
+            cookie: SessionCookie::new(config.cookie.clone(), signer),
+            store,
+            routes: Routes::new(&config.auth.protect, config.auth.case_sensitive),
+            scrubber: Scrubber::new(session_headers.field_names()),
+            session_headers,
+            upstream: Upstream::new(&config.upstream),
+            identity_key: config.auth.identity_key.clone(),
+            login_url: config.auth.login_url.clone(),
+            secure: config.cookie.secure,
+            via: config.server.via,
+            body_idle_timeout: config.server.body_idle_timeout,
+            policy: commit::Policy::new(config),
+        }
+    }
+
+    /// Serves one request; never fails: errors become short responses.
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        let method = request.method().clone();
+        match self.serve(request, peer).await {
+            Ok(response) => response,
+            Err(error) => {
+                match error.fault() {
+                    Fault::Client => {
+                        tracing::info!(peer = %peer.addr, %method, %error, "request refused")
+                    }
+                    Fault::Upstream => tracing::error!(%method, %error, "upstream failure"),
+                    Fault::Store | Fault::Proxy => {
+                        tracing::error!(%method, %error, "request failed")
+                    }
+                }
+                error.to_response()
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+
+        // 1. scrub
+        self.scrubber.scrub(&mut parts.headers, peer.trusted);
+        headers::remove_hop_by_hop(&mut parts.headers);
+
+        // 2. canonicalise
+        let rewritten = match path::canonicalize(parts.uri.path())? {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(path) => Some(path),
+        };
+        let path = rewritten.as_deref().unwrap_or(parts.uri.path()).to_owned();
+
+        // 3. identify, 4. load
+        let ticket = self.cookie.read(&parts.headers);
+        if ticket.forged {
+            tracing::warn!(peer = %peer.addr, "session cookie with a forged signature ignored");
+        }
+        let current = self.load(&ticket).await?;
+
+        // 5. authorise
+        if let Some(rule) = self.routes.rule_for(&path) {
+            let logged_in = current
+                .as_ref()
+                .is_some_and(|c| c.data.is_logged_in(&self.identity_key));
+            if !logged_in {
+                let next = match parts.uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.clone(),
+                };
+                let denial = routes::deny(
+                    rule.deny,
+                    &parts.method,
+                    &parts.headers,
+                    &self.login_url,
+                    &next,
+                );
+                return Ok(denied(denial));
+            }
+        }
+
+        // 6. inject
+        let host = upstream::requested_host(&parts)?;
+        let https = peer.tls || upstream::forwarded_https(&parts.headers, peer.trusted);
+        self.cookie.strip(&mut parts.headers);
+        if let Some(current) = &current {
+            let omissions =
+                self.session_headers
+                    .inject(&mut parts.headers, &current.id, &current.data);
+            if omissions.any() {
+                tracing::error!(
+                    session = %self.cookie.signer().log_tag(&current.id),
+                    x_session = omissions.session,
+                    fields = ?omissions.fields,
+                    "session headers over [session.headers] max_bytes were not sent"
+                );
+            }
+        }
+        let forwarding = Forwarding {
+            peer: peer.addr,
+            trusted: peer.trusted,
+            proto: if https { "https" } else { "http" },
+        };
+        upstream::add_forwarding(&mut parts.headers, forwarding, host.as_ref());
+        if self.via {
+            parts.headers.append(header::VIA, VIA);
+        }
+        self.upstream
+            .retarget(&mut parts, host, rewritten.as_deref())?;
+
+        // 7. forward
+        let body = IdleTimeout::new(body, self.body_idle_timeout);
+        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+
+        // 8. commit
+        let (mut parts, body) = response.into_parts();
+        let set_session = headers::take_set_session(&mut parts.headers);
+        headers::remove_hop_by_hop(&mut parts.headers);
+        let secure = match self.secure {
+            Secure::Always => true,
+            Secure::Never => false,
+            Secure::Auto => https,
+        };
+        let set_cookie = self
+            .commit(current.as_ref(), &set_session, secure)
+            .await
+            .inspect_err(|error| {
+                tracing::error!(path = %path, %error, "Set-Session refused; store left unchanged");
+            })?;
+        if let Some(value) = set_cookie {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
+        if self.via {
+            parts.headers.append(header::VIA, VIA);
+        }
+        Ok(Response::from_parts(
+            parts,
+            body::streamed(body, self.body_idle_timeout),
+        ))
+    }
+
+    /// The live session among the verified candidates. Several different
+    /// live sessions are ambiguous and mean no session.
+    async fn load(&self, ticket: &Ticket) -> Result<Option<Current>, ProxyError> {
+        let mut found: Option<Current> = None;
+        for id in &ticket.candidates {
+            let Some(data) = self.store.load(id).await? else {
+                continue;
+            };
+            if found.is_some() {
+                tracing::warn!("request carries two live sessions; serving it with none");
+                return Ok(None);
+            }
+            found = Some(Current {
+                id: id.clone(),
+                data,
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// The answer to a request refused by route policy. It never reaches the
+/// upstream.
+fn denied(denial: Denial) -> Response<ProxyBody> {
+    let (status, body, content_type, location) = match denial {
+        Denial::Redirect(location) => (StatusCode::FOUND, Bytes::new(), None, Some(location)),
+        Denial::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(b"{\"error\":\"login required\"}\n"),
+            Some(HeaderValue::from_static("application/json")),
+            None,
+        ),
+    };
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(location) = location {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,0 +1,305 @@
+//! `Set-Session`: parsing the upstream's instructions and planning their
+//! effect on a session.
+//!
+//! Values: a JSON object (an RFC 7396 merge patch), `regenerate` or
+//! `destroy`. Several headers apply in order. [`plan`] is the one place that
+//! decides what a list of operations does; every store calls it inside its
+//! own atomic section, so all stores agree on the semantics.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use super::SessionData;
+
+/// Top-level key reserved for the cookie metadata of connect-redis records.
+pub const RESERVED_KEY: &str = "cookie";
+
+/// One instruction from the upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOp {
+    /// RFC 7396 merge patch on the session data.
+    Patch(Map<String, Value>),
+    /// Move the session to a fresh id, keeping its data.
+    Regenerate,
+    /// End the session: delete it and clear the cookie.
+    Destroy,
+}
+
+/// Why a `Set-Session` value or its result was refused. The upstream is at
+/// fault for every one of these.
+#[derive(Debug, Error, PartialEq)]
+pub enum SetSessionError {
+    #[error("Set-Session value of {0} bytes is over the limit of {1}")]
+    TooLong(usize, usize),
+    #[error("Set-Session value is neither a JSON object nor `regenerate` / `destroy`")]
+    UnknownVerb,
+    #[error("Set-Session JSON is invalid: {0}")]
+    InvalidJson(String),
+    #[error("Set-Session JSON must be an object, got {0}")]
+    NotAnObject(&'static str),
+    #[error("Set-Session may not change the reserved key `cookie`")]
+    ReservedKey,
+    #[error("session would be {0} bytes, over the limit of {1}")]
+    SessionTooLarge(usize, usize),
+}
+
+/// Parses one `Set-Session` header value (raw bytes: the upstream may send
+/// anything).
+pub fn parse(value: &[u8], max_len: usize) -> Result<SessionOp, SetSessionError> {
+    if value.len() > max_len {
+        return Err(SetSessionError::TooLong(value.len(), max_len));
+    }
+    let text = value.trim_ascii();
+    match text {
+        b"regenerate" => return Ok(SessionOp::Regenerate),
+        b"destroy" => return Ok(SessionOp::Destroy),
+        _ => {}
+    }
+    if text.first() != Some(&b'{') {
+        return Err(SetSessionError::UnknownVerb);
+    }
+    let value: Value =
+        serde_json::from_slice(text).map_err(|e| SetSessionError::InvalidJson(e.to_string()))?;
+    match value {
+        Value::Object(map) if map.contains_key(RESERVED_KEY) => Err(SetSessionError::ReservedKey),
+        Value::Object(map) => Ok(SessionOp::Patch(map)),
+        other => Err(SetSessionError::NotAnObject(kind(&other))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// RFC 7396: `null` deletes, objects merge recursively, anything else replaces.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(slot) = slot {
+                    merge_patch(slot, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+/// What a list of operations does to a session, decided without I/O.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to write.
+    Keep,
+    /// Store this data. `fresh_id`: under a new id (the old one, if any, is
+    /// removed); otherwise under the current id.
+    Write {
+        data: Arc<SessionData>,
+        fresh_id: bool,
+    },
+    /// Delete the current session (if any) and clear the cookie.
+    Delete,
+}
+
+/// Plans `ops` on the current data (`None`: no session). A patch on no
+/// session creates one under a fresh id: ids are never adopted from clients.
+pub fn plan(
+    current: Option<&SessionData>,
+    ops: &[SessionOp],
+    max_bytes: usize,
+) -> Result<Plan, SetSessionError> {
+    if ops.is_empty() {
+        return Ok(Plan::Keep);
+    }
+    let mut state: Option<Map<String, Value>> = current.map(|d| d.map().clone());
+    let mut fresh_id = current.is_none();
+    let mut destroyed = false;
+    for op in ops {
+        match op {
+            SessionOp::Patch(patch) => {
+                let map = state.get_or_insert_with(|| {
+                    fresh_id = true;
+                    Map::new()
+                });
+                merge_patch(map, patch);
+            }
+            SessionOp::Regenerate => fresh_id |= state.is_some(),
+            SessionOp::Destroy => {
+                state = None;
+                destroyed = true;
+            }
+        }
+    }
+    match state {
+        None if destroyed => Ok(Plan::Delete),
+        None => Ok(Plan::Keep),
+        Some(map) => {
+            let data = SessionData::new(map);
+            let size = data.ascii_json().len();
+            if size > max_bytes {
+                return Err(SetSessionError::SessionTooLarge(size, max_bytes));
+            }
+            Ok(Plan::Write {
+                data: Arc::new(data),
+                fresh_id,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn data(v: Value) -> SessionData {
+        SessionData::new(obj(v))
+    }
+
+    #[test]
+    fn parses_verbs_and_patches() {
+        assert_eq!(parse(b" regenerate ", 100), Ok(SessionOp::Regenerate));
+        assert_eq!(parse(b"destroy", 100), Ok(SessionOp::Destroy));
+        assert_eq!(
+            parse(br#"{"a":1}"#, 100),
+            Ok(SessionOp::Patch(obj(json!({"a": 1}))))
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        assert_eq!(parse(b"Destroy", 100), Err(SetSessionError::UnknownVerb));
+        assert_eq!(parse(b"[1]", 100), Err(SetSessionError::UnknownVerb));
+        assert!(matches!(
+            parse(b"{nope", 100),
+            Err(SetSessionError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"a\":1} x", 100),
+            Err(SetSessionError::InvalidJson(_))
+        ));
+        assert_eq!(
+            parse(br#"{"cookie":{}}"#, 100),
+            Err(SetSessionError::ReservedKey)
+        );
+        assert_eq!(
+            parse(&[b' '; 101], 100),
+            Err(SetSessionError::TooLong(101, 100))
+        );
+        assert!(matches!(
+            parse(b"{\"a\":\"\xff\"}", 100),
+            Err(SetSessionError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = obj(json!({"a": "b", "c": {"d": "e", "f": "g"}, "x": 1}));
+        merge_patch(
+            &mut target,
+            &obj(json!({"a": "z", "c": {"f": null}, "x": {"y": 2}})),
+        );
+        assert_eq!(
+            Value::Object(target),
+            json!({"a": "z", "c": {"d": "e"}, "x": {"y": 2}})
+        );
+    }
+
+    #[test]
+    fn patch_on_no_session_creates_one_under_a_fresh_id() {
+        let ops = [SessionOp::Patch(obj(json!({"user": "ada"})))];
+        match plan(None, &ops, 1000).unwrap() {
+            Plan::Write { data, fresh_id } => {
+                assert!(fresh_id);
+                assert_eq!(data.ascii_json().as_ref(), br#"{"user":"ada"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn regenerate_keeps_data_under_a_fresh_id() {
+        let current = data(json!({"cart": [1]}));
+        let ops = [
+            SessionOp::Regenerate,
+            SessionOp::Patch(obj(json!({"user": "ada"}))),
+        ];
+        match plan(Some(&current), &ops, 1000).unwrap() {
+            Plan::Write { data, fresh_id } => {
+                assert!(fresh_id);
+                assert_eq!(
+                    Value::Object(data.map().clone()),
+                    json!({"cart": [1], "user": "ada"})
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn destroy_deletes_and_a_later_patch_starts_afresh() {
+        let current = data(json!({"user": "ada"}));
+        assert!(matches!(
+            plan(Some(&current), &[SessionOp::Destroy], 1000),
+            Ok(Plan::Delete)
+        ));
+        assert!(matches!(
+            plan(None, &[SessionOp::Destroy], 1000),
+            Ok(Plan::Delete)
+        ));
+        let ops = [
+            SessionOp::Destroy,
+            SessionOp::Patch(obj(json!({"flash": "bye"}))),
+        ];
+        match plan(Some(&current), &ops, 1000).unwrap() {
+            Plan::Write { data, fresh_id } => {
+                assert!(fresh_id);
+                assert_eq!(Value::Object(data.map().clone()), json!({"flash": "bye"}));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn regenerate_without_a_session_does_nothing() {
+        assert!(matches!(
+            plan(None, &[SessionOp::Regenerate], 1000),
+            Ok(Plan::Keep)
+        ));
+    }
+
+    #[test]
+    fn oversized_result_is_refused() {
+        let ops = [SessionOp::Patch(obj(json!({"big": "x".repeat(100)})))];
+        assert!(matches!(
+            plan(None, &ops, 50),
+            Err(SetSessionError::SessionTooLarge(_, 50))
+        ));
+    }
+}

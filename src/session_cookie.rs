@@ -1,0 +1,211 @@
+//! The session cookie on the wire: finding Cloakroom's cookie among the
+//! request's cookies, removing it from what the upstream sees, and writing
+//! `Set-Cookie` with express-session's options and encoding.
+//!
+//! Value encoding is express-session's: `encodeURIComponent("s:<id>.<sig>")`.
+//! Reading accepts both the encoded and the raw form (as express-session does).
+//!
+//! Several cookies with our name in one request (e.g. one per path, or one
+//! planted from a sibling domain): every one is verified; forged ones are
+//! ignored; the distinct valid ids become candidates (at most
+//! [`MAX_CANDIDATES`]) and the proxy uses the session only if exactly one of
+//! them is live in the store. Two different live sessions mean no session:
+//! never "the first one wins".
+
+use std::time::Duration;
+
+use cookie::time::OffsetDateTime;
+use cookie::{Cookie, Expiration};
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::config::CookieConfig;
+use crate::session::SessionId;
+use crate::signing::{Signer, Verdict};
+
+/// Distinct valid ids looked up at most for one request.
+pub const MAX_CANDIDATES: usize = 4;
+
+/// What the request's cookies claim.
+#[derive(Debug, Default)]
+pub struct Ticket {
+    /// Distinct verified ids, in order of appearance.
+    pub candidates: Vec<SessionId>,
+    /// A cookie with our name had a signature none of our secrets made.
+    pub forged: bool,
+    /// At least one cookie with our name was present.
+    pub present: bool,
+}
+
+pub struct SessionCookie {
+    signer: Signer,
+    config: CookieConfig,
+}
+
+impl SessionCookie {
+    pub fn new(config: CookieConfig, signer: Signer) -> Self {
+        Self { signer, config }
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Reads and verifies every cookie with our name.
+    pub fn read(&self, headers: &HeaderMap) -> Ticket {
+        let mut ticket = Ticket::default();
+        for (name, value) in cookie_pairs(headers) {
+            if name != self.config.name {
+                continue;
+            }
+            ticket.present = true;
+            let Some(value) = decode_value(value) else {
+                continue;
+            };
+            match self.signer.verify(&value) {
+                Verdict::Valid(id) => {
+                    if !ticket.candidates.contains(&id) && ticket.candidates.len() < MAX_CANDIDATES
+                    {
+                        ticket.candidates.push(id);
+                    }
+                }
+                Verdict::Forged => ticket.forged = true,
+                Verdict::Malformed => {}
+            }
+        }
+        ticket
+    }
+
+    /// Rewrites the `Cookie` header for the upstream: our cookie removed
+    /// (unless configured to forward it) and HTTP/2 cookie crumbs joined
+    /// into one header. Left alone when there is nothing to change.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let crumbs = headers.get_all(header::COOKIE).iter().count();
+        let ours = !self.config.forward_to_upstream
+            && cookie_pairs(headers).any(|(name, _)| name == self.config.name);
+        if crumbs <= 1 && !ours {
+            return;
+        }
+        let kept: Vec<&str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| std::str::from_utf8(pair).ok())
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| {
+                !ours || pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != self.config.name
+            })
+            .collect();
+        let joined = kept.join("; ");
+        match HeaderValue::from_str(&joined) {
+            Ok(value) if !joined.is_empty() => {
+                headers.insert(header::COOKIE, value);
+            }
+            _ => {
+                headers.remove(header::COOKIE);
+            }
+        }
+    }
+
+    /// `Set-Cookie` for a session, signed with the first secret.
+    pub fn issue(&self, id: &SessionId, secure: bool) -> HeaderValue {
+        let value = encode_value(&self.signer.sign(id));
+        let mut cookie = self.base(value, secure);
+        if let Some(max_age) = self.config.max_age {
+            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            let lifetime = cookie::time::Duration::seconds(seconds);
+            cookie.set_max_age(lifetime);
+            let expires = OffsetDateTime::now_utc().checked_add(lifetime);
+            cookie.set_expires(expires.map_or(Expiration::Session, Expiration::DateTime));
+        }
+        to_header(&cookie)
+    }
+
+    /// `Set-Cookie` that makes the browser forget the session cookie.
+    pub fn clear(&self, secure: bool) -> HeaderValue {
+        let mut cookie = self.base(String::new(), secure);
+        cookie.set_max_age(cookie::time::Duration::ZERO);
+        cookie.set_expires(OffsetDateTime::UNIX_EPOCH);
+        to_header(&cookie)
+    }
+
+    fn base(&self, value: String, secure: bool) -> Cookie<'static> {
+        let mut cookie = Cookie::new(self.config.name.clone(), value);
+        cookie.set_path(self.config.path.clone());
+        if let Some(domain) = &self.config.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie.set_http_only(self.config.http_only);
+        cookie.set_same_site(self.config.same_site);
+        cookie.set_secure(secure);
+        cookie
+    }
+
+    /// The configured cookie lifetime, if any.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.config.max_age
+    }
+}
+
+fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
+    // Names, paths and domains were validated at start-up and the value is
+    // percent-encoded ASCII, so the header is always valid.
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them).
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.trim(), value.trim()))
+}
+
+/// express-session's reading: strip surrounding quotes, percent-decode when
+/// the value holds a `%`. `None` for broken escapes or non-UTF-8 results.
+fn decode_value(value: &str) -> Option<String> {
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if !value.contains('%') {
+        return Some(value.to_owned());
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `encodeURIComponent`: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
+fn encode_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 12);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use serde_json::Value;
+
+use super::*;
+use crate::config::{Secret, Secure};
+
+fn config(name: &str) -> CookieConfig {
+    CookieConfig {
+        name: name.into(),
+        path: "/".into(),
+        domain: None,
+        http_only: true,
+        same_site: cookie::SameSite::Lax,
+        secure: Secure::Auto,
+        max_age: None,
+        rolling: false,
+        forward_to_upstream: false,
+    }
+}
+
+fn jar(name: &str, secrets: &[&str]) -> SessionCookie {
+    let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::new((*s).into())).collect();
+    SessionCookie::new(config(name), Signer::new(&secrets))
+}
+
+fn cookie_header(value: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
+    headers
+}
+
+fn vectors() -> Value {
+    serde_json::from_str(include_str!("../../tests/vectors/express_session.json")).unwrap()
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn express_session_cookies_verify_and_ours_match_theirs() {
+    let vectors = vectors();
+    let name = vectors["cookie_name"].as_str().unwrap();
+    for case in vectors["cases"].as_array().unwrap() {
+        let label = case["name"].as_str().unwrap();
+        let jar = jar(name, &strings(&case["secrets"]));
+        let id = SessionId::parse(case["id"].as_str().unwrap()).unwrap();
+        let cookie_value = case["cookie_value"].as_str().unwrap();
+
+        let ticket = jar.read(&cookie_header(&format!("{name}={cookie_value}")));
+        assert_eq!(
+            ticket.candidates,
+            std::slice::from_ref(&id),
+            "{label}: theirs verifies here"
+        );
+
+        let raw = case["signed"].as_str().unwrap();
+        let ticket = jar.read(&cookie_header(&format!("{name}={raw}")));
+        assert_eq!(
+            ticket.candidates,
+            std::slice::from_ref(&id),
+            "{label}: unencoded form verifies too"
+        );
+
+        let signing = [case["signing_secret"].as_str().unwrap()];
+        let ours = jar_issue(name, &signing, &id);
+        assert!(
+            ours.starts_with(&format!("{name}={cookie_value};")),
+            "{label}: {ours}"
+        );
+    }
+}
+
+fn jar_issue(name: &str, secrets: &[&str], id: &SessionId) -> String {
+    jar(name, secrets)
+        .issue(id, false)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn express_session_rejections_are_rejected_here() {
+    let vectors = vectors();
+    let name = vectors["cookie_name"].as_str().unwrap();
+    for case in vectors["negative"].as_array().unwrap() {
+        let label = case["name"].as_str().unwrap();
+        let jar = jar(name, &strings(&case["secrets"]));
+        let ticket = jar.read(&cookie_header(&format!(
+            "{name}={}",
+            case["cookie_value"].as_str().unwrap()
+        )));
+        assert!(ticket.candidates.is_empty(), "{label}");
+        assert!(ticket.present, "{label}");
+    }
+}
+
+#[test]
+fn several_cookies_give_distinct_candidates_and_flag_forgeries() {
+    let jar = jar("sid", &["k"]);
+    let a = SessionId::generate().unwrap();
+    let b = SessionId::generate().unwrap();
+    let sa = encode_value(&jar.signer().sign(&a));
+    let sb = encode_value(&jar.signer().sign(&b));
+    let mut headers = cookie_header(&format!("sid={sa}; other=1; sid={sa}; sid=s%3Afake.AAAA"));
+    headers.append(
+        header::COOKIE,
+        HeaderValue::from_str(&format!("sid={sb}")).unwrap(),
+    );
+    let ticket = jar.read(&headers);
+    assert_eq!(ticket.candidates, [a, b]);
+    assert!(ticket.forged);
+}
+
+#[test]
+fn strip_removes_only_our_cookie_and_joins_crumbs() {
+    let jar = jar("sid", &["k"]);
+    let mut headers = cookie_header("a=1; sid=s%3Axyz.abc; b=2");
+    headers.append(header::COOKIE, HeaderValue::from_static("c=3"));
+    jar.strip(&mut headers);
+    assert_eq!(
+        headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+        ["a=1; b=2; c=3"]
+    );
+
+    let mut only_ours = cookie_header("sid=s%3Axyz.abc");
+    jar.strip(&mut only_ours);
+    assert!(!only_ours.contains_key(header::COOKIE));
+
+    let mut untouched = cookie_header("a=1;b=2");
+    jar.strip(&mut untouched);
+    assert_eq!(untouched[header::COOKIE], "a=1;b=2");
+}
+
+#[test]
+fn issued_cookie_carries_the_configured_attributes() {
+    let mut cfg = config("sid");
+    cfg.max_age = Some(Duration::from_secs(3600));
+    cfg.domain = Some("example.com".into());
+    cfg.same_site = cookie::SameSite::Strict;
+    let jar = SessionCookie::new(cfg, Signer::new(&[Secret::new("k".into())]));
+    let id = SessionId::generate().unwrap();
+    let header = jar.issue(&id, true);
+    let text = header.to_str().unwrap();
+    for part in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Path=/",
+        "Domain=example.com",
+        "Max-Age=3600",
+        "Expires=",
+    ] {
+        assert!(text.contains(part), "{part} missing in {text}");
+    }
+    let cleared = jar.clear(false);
+    let cleared = cleared.to_str().unwrap();
+    assert!(
+        cleared.starts_with("sid=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert!(!cleared.contains("Secure"));
+}

@@ -1,0 +1,198 @@
+//! What the upstream learns about the session: `X-Session-Id`, `X-Session`
+//! (the data as ASCII JSON) and the configured per-field headers.
+//!
+//! Per-field values: a string of visible ASCII (inner spaces allowed) that
+//! does not start with `json:` is sent as it is; every other value is sent as
+//! `json:` followed by its ASCII JSON. Decoding: if the header starts with
+//! `json:`, JSON-parse the rest; otherwise it is the string itself. No value
+//! can put a CR, LF, control or non-ASCII byte into a header.
+//!
+//! Budget: `X-Session` (and each field header) larger than the configured
+//! byte budget is not sent; `X-Session-Omitted: too-large` says so instead.
+//! A truncated or invalid header is never sent.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::config::SessionConfig;
+use crate::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
+use crate::session::ascii_json;
+use crate::session::{SessionData, SessionId};
+
+/// Marks an encoded (non-plain) per-field value.
+pub const ENCODED_PREFIX: &str = "json:";
+
+const TOO_LARGE: HeaderValue = HeaderValue::from_static("too-large");
+
+/// Builds the session headers for the upstream, from configuration fixed at
+/// start-up.
+#[derive(Debug, Clone)]
+pub struct SessionHeaders {
+    budget: usize,
+    keys: Vec<String>,
+    fields: Vec<(HeaderName, String)>,
+}
+
+/// Which headers had to be left out for the budget, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Omissions {
+    pub session: bool,
+    pub fields: Vec<HeaderName>,
+}
+
+impl Omissions {
+    pub fn any(&self) -> bool {
+        self.session || !self.fields.is_empty()
+    }
+}
+
+impl SessionHeaders {
+    pub fn new(config: &SessionConfig) -> Self {
+        Self {
+            budget: config.header_max_bytes,
+            keys: config.header_keys.clone(),
+            fields: config.fields.clone(),
+        }
+    }
+
+    /// Names of the per-field headers, for scrubbing.
+    pub fn field_names(&self) -> impl Iterator<Item = HeaderName> + '_ {
+        self.fields.iter().map(|(name, _)| name.clone())
+    }
+
+    /// Adds the session headers (the request was scrubbed before).
+    pub fn inject(&self, headers: &mut HeaderMap, id: &SessionId, data: &SessionData) -> Omissions {
+        let mut omissions = Omissions::default();
+        // Ids are URL-safe base64 by construction: always a valid value.
+        if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+            headers.insert(X_SESSION_ID, value);
+        }
+        match self.session_value(data) {
+            Some(value) => {
+                headers.insert(X_SESSION, value);
+            }
+            None => {
+                headers.insert(X_SESSION_OMITTED, TOO_LARGE);
+                omissions.session = true;
+            }
+        }
+        for (name, pointer) in &self.fields {
+            let Some(value) = lookup(data.map(), pointer) else {
+                continue;
+            };
+            match encode_field(value).filter(|v| v.len() <= self.budget) {
+                Some(value) => {
+                    headers.insert(name.clone(), value);
+                }
+                None => omissions.fields.push(name.clone()),
+            }
+        }
+        omissions
+    }
+
+    fn session_value(&self, data: &SessionData) -> Option<HeaderValue> {
+        let json: Bytes = if self.keys.is_empty() {
+            data.ascii_json().clone()
+        } else {
+            let allowed: Map<String, Value> = data
+                .map()
+                .iter()
+                .filter(|(key, _)| self.keys.iter().any(|k| k == *key))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            Bytes::from(ascii_json::object_to_ascii(&allowed))
+        };
+        if json.len() > self.budget {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(json).ok()
+    }
+}
+
+/// Resolves a JSON pointer (RFC 6901) inside the session data.
+fn lookup<'a>(map: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return None;
+    }
+    let rest = pointer.strip_prefix('/')?;
+    let (first, tail) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, ""),
+    };
+    let first = first.replace("~1", "/").replace("~0", "~");
+    map.get(&first)?.pointer(tail)
+}
+
+/// Encodes one value for a per-field header.
+pub fn encode_field(value: &Value) -> Option<HeaderValue> {
+    if let Value::String(text) = value {
+        if is_plain(text) {
+            return HeaderValue::from_str(text).ok();
+        }
+    }
+    let mut encoded = ENCODED_PREFIX.as_bytes().to_vec();
+    encoded.extend_from_slice(&ascii_json::to_ascii(value));
+    HeaderValue::from_maybe_shared(Bytes::from(encoded)).ok()
+}
+
+/// Visible ASCII with inner spaces only, and not mistakable for an encoded
+/// value (header parsers trim outer spaces, so those would not round-trip).
+fn is_plain(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+        && bytes[0] != b' '
+        && bytes[bytes.len() - 1] != b' '
+        && !text.starts_with(ENCODED_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(header: &HeaderValue) -> Value {
+        let text = header.to_str().unwrap();
+        match text.strip_prefix(ENCODED_PREFIX) {
+            Some(json) => serde_json::from_str(json).unwrap(),
+            None => Value::String(text.to_owned()),
+        }
+    }
+
+    #[test]
+    fn field_values_round_trip_and_stay_on_one_line() {
+        let values = [
+            json!("ada"),
+            json!("Ada Lovelace"),
+            json!(" padded "),
+            json!(""),
+            json!("json:looks encoded"),
+            json!("line\r\nX-Injected: 1"),
+            json!("Zoë ✓"),
+            json!(42),
+            json!(null),
+            json!({"roles": ["admin"]}),
+        ];
+        for value in values {
+            let header = encode_field(&value).unwrap();
+            assert!(
+                header.as_bytes().iter().all(|b| (0x20..0x7f).contains(b)),
+                "{header:?}"
+            );
+            assert_eq!(decode(&header), value);
+        }
+        assert_eq!(encode_field(&json!("ada")).unwrap(), "ada");
+    }
+
+    #[test]
+    fn pointers_reach_nested_fields() {
+        let data = json!({"user": {"name": "ada", "a/b": 1}, "list": [10, 20]});
+        let map = data.as_object().unwrap();
+        assert_eq!(lookup(map, "/user/name"), Some(&json!("ada")));
+        assert_eq!(lookup(map, "/user/a~1b"), Some(&json!(1)));
+        assert_eq!(lookup(map, "/list/1"), Some(&json!(20)));
+        assert_eq!(lookup(map, "/missing"), None);
+        assert_eq!(lookup(map, ""), None);
+    }
+}

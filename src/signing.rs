@@ -1,0 +1,185 @@
+//! Cookie signatures in express-session's format, and keyed log tags.
+//!
+//! A signed value is `s:<id>.<sig>` with `sig` = standard base64 of
+//! HMAC-SHA256(secret, id), `=` padding removed (the `cookie-signature` npm
+//! package). The first secret signs; every secret verifies, so secrets
+//! rotate without logging anyone out. Verification decodes the signature
+//! strictly (no padding, no URL-safe alphabet, no stray bits), so exactly one
+//! spelling of a signature is accepted, and compares MACs in constant time.
+//! HMAC keys are set up once at start-up and cloned per use.
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::Secret;
+use crate::session::SessionId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
+
+/// What a cookie value turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed by one of our secrets.
+    Valid(SessionId),
+    /// Shaped like a signed value, but no secret signed it: suspicious.
+    Forged,
+    /// Not a signed value at all (stale format, garbage).
+    Malformed,
+}
+
+pub struct Signer {
+    keys: Vec<HmacSha256>,
+    log_key: HmacSha256,
+}
+
+impl Signer {
+    /// `secrets` must not be empty; the first one signs.
+    pub fn new(secrets: &[Secret]) -> Self {
+        let keys: Vec<HmacSha256> = secrets.iter().map(|s| keyed(s.expose())).collect();
+        // Log tags use a key derived from the signing secret, so the same
+        // session has the same tag across restarts and instances, and a tag
+        // reveals nothing usable.
+        let mut derive = keys[0].clone();
+        derive.update(b"cloakroom log tag v1");
+        let log_key = keyed(&derive.finalize().into_bytes());
+        Self { keys, log_key }
+    }
+
+    /// The signed value for `id`, before cookie encoding: `s:<id>.<sig>`.
+    pub fn sign(&self, id: &SessionId) -> String {
+        let mut mac = self.keys[0].clone();
+        mac.update(id.as_str().as_bytes());
+        let sig = STANDARD_NO_PAD.encode(mac.finalize().into_bytes());
+        let mut out = String::with_capacity(3 + id.as_str().len() + sig.len());
+        out.push_str("s:");
+        out.push_str(id.as_str());
+        out.push('.');
+        out.push_str(&sig);
+        out
+    }
+
+    /// Checks a signed value (already cookie-decoded).
+    pub fn verify(&self, value: &str) -> Verdict {
+        let Some(signed) = value.strip_prefix("s:") else {
+            return Verdict::Malformed;
+        };
+        let Some((id, sig)) = signed.rsplit_once('.') else {
+            return Verdict::Malformed;
+        };
+        let mut tag = [0u8; TAG_LEN];
+        let canonical = matches!(STANDARD_NO_PAD.decode_slice(sig, &mut tag), Ok(TAG_LEN))
+            && sig.len() == STANDARD_NO_PAD.encode(tag).len();
+        if !canonical {
+            return Verdict::Forged;
+        }
+        let signed_by_us = self.keys.iter().any(|key| {
+            let mut mac = key.clone();
+            mac.update(id.as_bytes());
+            mac.verify_slice(&tag).is_ok()
+        });
+        match (signed_by_us, SessionId::parse(id)) {
+            (true, Some(id)) => Verdict::Valid(id),
+            // Signed by us but not an id we can use: treat as no session.
+            (true, None) => Verdict::Malformed,
+            (false, _) => Verdict::Forged,
+        }
+    }
+
+    /// A short keyed hash of an id: identifies a session in logs without
+    /// revealing the id.
+    pub fn log_tag(&self, id: &SessionId) -> String {
+        let mut mac = self.log_key.clone();
+        mac.update(id.as_str().as_bytes());
+        let tag = mac.finalize().into_bytes();
+        tag[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; this cannot fail.
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(secrets: &[&str]) -> Signer {
+        let secrets: Vec<Secret> = secrets
+            .iter()
+            .map(|s| Secret::new((*s).to_owned()))
+            .collect();
+        Signer::new(&secrets)
+    }
+
+    #[test]
+    fn signs_like_cookie_signature() {
+        // Vector from tests/vectors/express_session.json (express-session 1.19.0).
+        let id = SessionId::parse("tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj").unwrap();
+        let value = signer(&["keyboard cat"]).sign(&id);
+        assert!(value.starts_with("s:tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj."));
+        assert_eq!(signer(&["keyboard cat"]).verify(&value), Verdict::Valid(id));
+    }
+
+    #[test]
+    fn any_secret_verifies_but_the_first_signs() {
+        let id = SessionId::generate().unwrap();
+        let old = signer(&["old secret"]).sign(&id);
+        let rotated = signer(&["new secret", "old secret"]);
+        assert_eq!(rotated.verify(&old), Verdict::Valid(id.clone()));
+        assert_ne!(rotated.sign(&id), old);
+        assert_eq!(signer(&["new secret"]).verify(&old), Verdict::Forged);
+    }
+
+    #[test]
+    fn only_the_canonical_signature_spelling_verifies() {
+        let s = signer(&["k"]);
+        let id = SessionId::generate().unwrap();
+        let good = s.sign(&id);
+        let url_safe = good.replace('+', "-").replace('/', "_");
+        let variants = [
+            format!("{good}="),
+            format!("{good}A"),
+            format!("{good} "),
+            good[..good.len() - 1].to_string(),
+            good.replacen("s:", "S:", 1),
+        ];
+        for bad in variants
+            .iter()
+            .chain((url_safe != good).then_some(&url_safe))
+        {
+            assert_ne!(s.verify(bad), Verdict::Valid(id.clone()), "{bad}");
+        }
+        // Flipping the last character's low bits gives a non-canonical encoding.
+        let last = good.chars().last().unwrap();
+        let flipped = match last {
+            'A' => 'B',
+            'E' => 'F',
+            _ => 'A',
+        };
+        let tampered = format!("{}{flipped}", &good[..good.len() - 1]);
+        assert_eq!(s.verify(&tampered), Verdict::Forged);
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_forged() {
+        let s = signer(&["k"]);
+        assert_eq!(s.verify("hello"), Verdict::Malformed);
+        assert_eq!(s.verify("s:nodot"), Verdict::Malformed);
+        assert_eq!(s.verify("s:id.c2ln"), Verdict::Forged);
+    }
+
+    #[test]
+    fn log_tags_are_stable_and_do_not_contain_the_id() {
+        let s = signer(&["k"]);
+        let id = SessionId::generate().unwrap();
+        assert_eq!(s.log_tag(&id), s.log_tag(&id));
+        assert_eq!(s.log_tag(&id).len(), 12);
+        assert!(!id.as_str().contains(&s.log_tag(&id)));
+    }
+}

@@ -1,0 +1,222 @@
+//! The conformance suite every store must pass: the semantics of the store
+//! verbs, written once. A store's test module calls `suite!(constructor)`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::{Commit, Committed, SessionStore, StoreError};
+use crate::session::ops::SessionOp;
+use crate::session::SessionId;
+
+const TTL: Duration = Duration::from_secs(60);
+const MAX: usize = 64 * 1024;
+
+fn obj(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn patch(value: Value) -> SessionOp {
+    SessionOp::Patch(obj(value))
+}
+
+async fn commit<S: SessionStore>(
+    store: &S,
+    current: Option<&SessionId>,
+    ops: &[SessionOp],
+) -> Result<Committed, StoreError> {
+    let commit = Commit {
+        current,
+        ops,
+        fresh_id: SessionId::generate().unwrap(),
+        ttl: TTL,
+        max_bytes: MAX,
+    };
+    store.commit(commit).await
+}
+
+/// Creates a session holding `data` and returns its id.
+pub async fn create<S: SessionStore>(store: &S, data: Value, ttl: Duration) -> SessionId {
+    let ops = [SessionOp::Patch(obj(data))];
+    let commit = Commit {
+        current: None,
+        ops: &ops,
+        fresh_id: SessionId::generate().unwrap(),
+        ttl,
+        max_bytes: MAX,
+    };
+    match store.commit(commit).await.unwrap() {
+        Committed::Saved { id, .. } => id,
+        other => panic!("create gave {other:?}"),
+    }
+}
+
+async fn data_of<S: SessionStore>(store: &S, id: &SessionId) -> Option<Value> {
+    let data = store.load(id).await.unwrap()?;
+    Some(Value::Object(data.map().clone()))
+}
+
+pub async fn unknown_id_loads_nothing<S: SessionStore>(store: S) {
+    assert!(store
+        .load(&SessionId::generate().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn patch_without_session_creates_one_under_the_fresh_id<S: SessionStore>(store: S) {
+    let ops = [patch(json!({"user": {"name": "ada"}}))];
+    let fresh = SessionId::generate().unwrap();
+    let commit = Commit {
+        current: None,
+        ops: &ops,
+        fresh_id: fresh.clone(),
+        ttl: TTL,
+        max_bytes: MAX,
+    };
+    match store.commit(commit).await.unwrap() {
+        Committed::Saved { id, .. } => assert_eq!(id, fresh),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        data_of(&store, &fresh).await,
+        Some(json!({"user": {"name": "ada"}}))
+    );
+}
+
+pub async fn patch_merges_into_the_existing_session<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"a": 1, "b": {"c": 2}}), TTL).await;
+    let saved = commit(
+        &store,
+        Some(&id),
+        &[patch(json!({"b": {"d": 3}, "a": null}))],
+    )
+    .await;
+    assert!(matches!(saved, Ok(Committed::Saved { id: ref same, .. }) if *same == id));
+    assert_eq!(
+        data_of(&store, &id).await,
+        Some(json!({"b": {"c": 2, "d": 3}}))
+    );
+}
+
+pub async fn regenerate_moves_the_data_and_kills_the_old_id<S: SessionStore>(store: S) {
+    let old = create(&store, json!({"cart": [1, 2]}), TTL).await;
+    let ops = [SessionOp::Regenerate, patch(json!({"user": "ada"}))];
+    let Committed::Saved { id: new, .. } = commit(&store, Some(&old), &ops).await.unwrap() else {
+        panic!("regenerate did not save");
+    };
+    assert_ne!(new, old);
+    assert_eq!(data_of(&store, &old).await, None);
+    assert_eq!(
+        data_of(&store, &new).await,
+        Some(json!({"cart": [1, 2], "user": "ada"}))
+    );
+}
+
+pub async fn destroy_deletes_the_session<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"user": "ada"}), TTL).await;
+    let result = commit(&store, Some(&id), &[SessionOp::Destroy])
+        .await
+        .unwrap();
+    assert!(matches!(result, Committed::Destroyed));
+    assert_eq!(data_of(&store, &id).await, None);
+}
+
+pub async fn patch_never_recreates_a_session_ended_meanwhile<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"user": "ada"}), TTL).await;
+    commit(&store, Some(&id), &[SessionOp::Destroy])
+        .await
+        .unwrap();
+    let late = commit(&store, Some(&id), &[patch(json!({"visits": 2}))])
+        .await
+        .unwrap();
+    assert!(matches!(late, Committed::Vanished), "{late:?}");
+    assert_eq!(data_of(&store, &id).await, None);
+}
+
+pub async fn rejected_operations_leave_the_session_unchanged<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"user": "ada"}), TTL).await;
+    let ops = [
+        patch(json!({"user": "eve"})),
+        patch(json!({"big": "x".repeat(MAX)})),
+    ];
+    let result = commit(&store, Some(&id), &ops).await;
+    assert!(matches!(result, Err(StoreError::Rejected(_))), "{result:?}");
+    assert_eq!(data_of(&store, &id).await, Some(json!({"user": "ada"})));
+}
+
+pub async fn sessions_expire_at_their_ttl<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"user": "ada"}), Duration::from_millis(300)).await;
+    assert!(data_of(&store, &id).await.is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(data_of(&store, &id).await, None);
+}
+
+pub async fn touch_extends_life_without_changing_data<S: SessionStore>(store: S) {
+    let id = create(&store, json!({"user": "ada"}), Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(store.touch(&id, Duration::from_secs(5)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(data_of(&store, &id).await, Some(json!({"user": "ada"})));
+    assert!(!store
+        .touch(&SessionId::generate().unwrap(), TTL)
+        .await
+        .unwrap());
+}
+
+pub async fn concurrent_patches_on_distinct_keys_all_survive<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let id = create(&*store, json!({}), TTL).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|n| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let ops = [patch(json!({ format!("k{n}"): n }))];
+                commit(&*store, Some(&id), &ops).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Committed::Saved { .. }));
+    }
+    let data = data_of(&*store, &id).await.unwrap();
+    for n in 0..100 {
+        assert_eq!(data[format!("k{n}")], json!(n), "k{n} lost");
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a new
+/// store from `$make()`.
+macro_rules! suite {
+    ($make:expr) => {
+        $crate::store::conformance::suite!(@tests $make;
+            unknown_id_loads_nothing,
+            patch_without_session_creates_one_under_the_fresh_id,
+            patch_merges_into_the_existing_session,
+            regenerate_moves_the_data_and_kills_the_old_id,
+            destroy_deletes_the_session,
+            patch_never_recreates_a_session_ended_meanwhile,
+            rejected_operations_leave_the_session_unchanged,
+            sessions_expire_at_their_ttl,
+            touch_extends_life_without_changing_data,
+            concurrent_patches_on_distinct_keys_all_survive,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        mod conformance_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::store::conformance::$name($make()).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use suite;

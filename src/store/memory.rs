@@ -1,0 +1,300 @@
+//! The in-process session store: the default, and the reference for the
+//! store semantics.
+//!
+//! Sessions live in a fixed number of shards, each a `HashMap` behind its own
+//! `std::sync::Mutex`. Why a blocking mutex: every critical section is a map
+//! operation plus, on commit, one merge patch; nothing awaits while a lock is
+//! held, and sharding keeps two requests on different sessions off each
+//! other's lock. Why shards at all: with one lock every request on every
+//! core would queue on it.
+//!
+//! Bounded: at `max_sessions` a new session evicts an old one (expired first,
+//! then empty, then closest to expiry, among a small sample — the way Redis
+//! approximates LRU), so anonymous traffic cannot grow memory. A background
+//! task sweeps expired sessions so memory is freed without requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Commit, Committed, SessionStore, StoreError};
+use crate::session::ops::{self, Plan};
+use crate::session::{SessionData, SessionId};
+
+/// How many entries eviction looks at to choose a victim.
+const EVICTION_SAMPLE: usize = 16;
+/// Upper bound on shards; fewer for small stores so the limit stays exact.
+const MAX_SHARDS: usize = 64;
+/// Sessions per shard below which another shard is not worth it.
+const SESSIONS_PER_SHARD: usize = 1024;
+
+struct Entry {
+    data: Arc<SessionData>,
+    expires: Instant,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+type Shard = HashMap<SessionId, Entry>;
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard_limit: usize,
+    evictions: AtomicU64,
+}
+
+/// Cheap to clone: clones share one store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_sessions` (at least 1). When called
+    /// inside a tokio runtime it starts a sweeper that runs every
+    /// `sweep_interval` and stops when the last clone of the store is dropped.
+    pub fn new(max_sessions: usize, sweep_interval: Duration) -> Self {
+        let max_sessions = max_sessions.max(1);
+        let shard_count = (max_sessions / SESSIONS_PER_SHARD)
+            .clamp(1, MAX_SHARDS)
+            .next_power_of_two()
+            .min(MAX_SHARDS);
+        let inner = Arc::new(Inner {
+            shards: (0..shard_count).map(|_| Mutex::default()).collect(),
+            per_shard_limit: max_sessions.div_ceil(shard_count),
+            evictions: AtomicU64::new(0),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
+        }
+        Self { inner }
+    }
+
+    /// Sessions currently held, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every expired session now; returns how many.
+    pub fn sweep(&self) -> usize {
+        self.inner.sweep()
+    }
+}
+
+impl Inner {
+    fn shard(&self, id: &str) -> &Mutex<Shard> {
+        // FNV-1a over the id: ids are random, so this spreads them evenly.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        // The shard count is a power of two.
+        &self.shards[(hash as usize) & (self.shards.len() - 1)]
+    }
+
+    fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = lock(shard);
+            let before = map.len();
+            map.retain(|_, entry| entry.is_live(now));
+            removed += before - map.len();
+        }
+        removed
+    }
+
+    /// Inserts into a shard, evicting one entry when the shard is full.
+    fn insert(&self, id: SessionId, entry: Entry, now: Instant) -> Result<(), StoreError> {
+        let mut map = lock(self.shard(id.as_str()));
+        if map.len() >= self.per_shard_limit && !map.contains_key(id.as_str()) {
+            let victim = choose_victim(&map, now).ok_or(StoreError::Full)?;
+            map.remove(&victim);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        map.insert(id, entry);
+        Ok(())
+    }
+}
+
+/// The entry to give up: an expired one, else an empty one, else the one
+/// closest to expiry, among the first entries of the map's (random) order.
+fn choose_victim(map: &Shard, now: Instant) -> Option<SessionId> {
+    map.iter()
+        .take(EVICTION_SAMPLE)
+        .min_by_key(|(_, e)| (e.is_live(now), !e.data.is_empty(), e.expires))
+        .map(|(id, _)| id.clone())
+}
+
+/// A poisoned lock only means another thread panicked mid-operation; every
+/// operation leaves the map consistent, so the data is still usable.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.tick().await;
+    let mut reported_evictions = 0;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let swept = inner.sweep();
+        let evictions = inner.evictions.load(Ordering::Relaxed);
+        if evictions > reported_evictions {
+            tracing::warn!(
+                evicted = evictions - reported_evictions,
+                "memory store is full: live sessions were evicted; raise [store] max_sessions"
+            );
+            reported_evictions = evictions;
+        }
+        tracing::debug!(swept, "expired sessions swept");
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
+        let now = Instant::now();
+        let mut map = lock(self.inner.shard(id.as_str()));
+        match map.get(id.as_str()) {
+            Some(entry) if entry.is_live(now) => Ok(Some(entry.data.clone())),
+            Some(_) => {
+                map.remove(id.as_str());
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        let now = Instant::now();
+        let expires = now + commit.ttl;
+        let Some(current_id) = commit.current else {
+            return match ops::plan(None, commit.ops, commit.max_bytes)? {
+                Plan::Keep => Ok(Committed::Unchanged),
+                Plan::Delete => Ok(Committed::Destroyed),
+                Plan::Write { data, .. } => {
+                    let entry = Entry {
+                        data: data.clone(),
+                        expires,
+                    };
+                    self.inner.insert(commit.fresh_id.clone(), entry, now)?;
+                    Ok(Committed::Saved {
+                        id: commit.fresh_id,
+                        data,
+                    })
+                }
+            };
+        };
+        let mut map = lock(self.inner.shard(current_id.as_str()));
+        let current = match map.get(current_id.as_str()) {
+            Some(entry) if entry.is_live(now) => entry.data.clone(),
+            _ => return Ok(Committed::Vanished),
+        };
+        match ops::plan(Some(&current), commit.ops, commit.max_bytes)? {
+            Plan::Keep => Ok(Committed::Unchanged),
+            Plan::Delete => {
+                map.remove(current_id.as_str());
+                Ok(Committed::Destroyed)
+            }
+            Plan::Write {
+                data,
+                fresh_id: false,
+            } => {
+                map.insert(
+                    current_id.clone(),
+                    Entry {
+                        data: data.clone(),
+                        expires,
+                    },
+                );
+                Ok(Committed::Saved {
+                    id: current_id.clone(),
+                    data,
+                })
+            }
+            Plan::Write {
+                data,
+                fresh_id: true,
+            } => {
+                map.remove(current_id.as_str());
+                // Never hold two shard locks at once: no lock-order deadlocks.
+                drop(map);
+                let entry = Entry {
+                    data: data.clone(),
+                    expires,
+                };
+                self.inner.insert(commit.fresh_id.clone(), entry, now)?;
+                Ok(Committed::Saved {
+                    id: commit.fresh_id,
+                    data,
+                })
+            }
+        }
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut map = lock(self.inner.shard(id.as_str()));
+        match map.get_mut(id.as_str()) {
+            Some(entry) if entry.is_live(now) => {
+                entry.expires = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(1000, Duration::from_secs(3600))
+    }
+
+    conformance::suite!(store);
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_sessions_are_swept_without_any_request() {
+        let store = MemoryStore::new(1000, Duration::from_secs(1));
+        let id = conformance::create(
+            &store,
+            serde_json::json!({"user": "ada"}),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(store.len(), 1);
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        // Let the sweeper run.
+        tokio::task::yield_now().await;
+        assert_eq!(store.len(), 0, "sweeper should have freed {id:?}");
+    }
+
+    #[tokio::test]
+    async fn the_limit_holds_and_evicts_empty_sessions_first() {
+        let store = MemoryStore::new(3, Duration::from_secs(3600));
+        let ttl = Duration::from_secs(60);
+        let empty = conformance::create(&store, serde_json::json!({}), ttl).await;
+        let a = conformance::create(&store, serde_json::json!({"user": "a"}), ttl).await;
+        let b = conformance::create(&store, serde_json::json!({"user": "b"}), ttl).await;
+        let c = conformance::create(&store, serde_json::json!({"user": "c"}), ttl).await;
+        assert_eq!(store.len(), 3);
+        assert!(store.load(&empty).await.unwrap().is_none());
+        for id in [a, b, c] {
+            assert!(store.load(&id).await.unwrap().is_some());
+        }
+    }
+}

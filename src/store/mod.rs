@@ -1,0 +1,120 @@
+//! Session stores: where the data behind a cookie lives.
+//!
+//! A store knows ids, session data and lifetimes, never HTTP. Every verb is
+//! atomic on its own: [`SessionStore::commit`] applies a whole list of
+//! `Set-Session` operations in one step, using [`crate::session::ops::plan`]
+//! for the semantics, so concurrent requests on one session that patch
+//! different keys never lose each other's writes. Expiry is the store's job.
+
+pub mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::session::ops::{SessionOp, SetSessionError};
+use crate::session::{SessionData, SessionId};
+
+pub use memory::MemoryStore;
+
+/// What to commit: the upstream's operations against the session the request
+/// carried.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// The session the request was served with; `None` for an anonymous request.
+    pub current: Option<&'a SessionId>,
+    pub ops: &'a [SessionOp],
+    /// The id to use if the operations create or regenerate the session.
+    pub fresh_id: SessionId,
+    /// How long the written session lives.
+    pub ttl: Duration,
+    /// Largest session, as ASCII JSON, the store accepts.
+    pub max_bytes: usize,
+}
+
+/// The result of a commit, for the cookie decision.
+#[derive(Debug)]
+pub enum Committed {
+    /// Nothing was written.
+    Unchanged,
+    /// The session now lives under `id` (the current one or the fresh one).
+    Saved {
+        id: SessionId,
+        data: Arc<SessionData>,
+    },
+    /// The session was deleted (or there was none); the cookie is cleared.
+    Destroyed,
+    /// The request's session was destroyed or regenerated meanwhile by
+    /// another request; nothing was written and nothing was re-created.
+    Vanished,
+}
+
+/// A store failure, the same for every backend.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The operations themselves are invalid (the upstream's fault).
+    #[error(transparent)]
+    Rejected(#[from] SetSessionError),
+    /// The store could not take a new session (memory limit).
+    #[error("session store is full")]
+    Full,
+}
+
+/// The verbs every store offers. The returned futures are `Send` so the
+/// proxy can run them on any worker thread.
+pub trait SessionStore: Send + Sync + 'static {
+    /// The live session under `id`, if any.
+    fn load(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Arc<SessionData>>, StoreError>> + Send;
+
+    /// Applies `commit.ops` atomically.
+    fn commit(
+        &self,
+        commit: Commit<'_>,
+    ) -> impl Future<Output = Result<Committed, StoreError>> + Send;
+
+    /// Extends a live session's life without rewriting its data. `false`
+    /// when the session no longer exists.
+    fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The store chosen by configuration. An enum rather than a trait object:
+/// the hot path calls the store with static dispatch and no boxed futures.
+#[derive(Clone)]
+pub enum AnyStore {
+    Memory(MemoryStore),
+}
+
+impl SessionStore for AnyStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.load(id).await,
+        }
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        match self {
+            Self::Memory(store) => store.commit(commit).await,
+        }
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(store) => store.touch(id, ttl).await,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

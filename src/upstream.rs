@@ -1,0 +1,243 @@
+//! The upstream: one pooled keep-alive client built at start-up, and the
+//! rewriting of a client request into an upstream request (target URI,
+//! Host, version, forwarding headers).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::IdleTimeout;
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+
+/// Request body type sent upstream: the client's body, with a stall timeout.
+pub type UpstreamBody = IdleTimeout<Incoming>;
+
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    scheme: Scheme,
+    authority: Authority,
+    authority_header: HeaderValue,
+    response_timeout: Duration,
+    preserve_host: bool,
+}
+
+/// Facts about the client connection the forwarding headers are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub peer: IpAddr,
+    /// The peer is a configured trusted proxy.
+    pub trusted: bool,
+    /// The scheme the client used to reach us (`http` until TLS exists).
+    pub proto: &'static str,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            // The client sets no Host: the proxy decides it.
+            .set_host(false)
+            .build(connector);
+        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        // Validated at start-up: the upstream URL has an authority.
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let authority_header = HeaderValue::from_str(authority.as_str())
+            .unwrap_or(HeaderValue::from_static("127.0.0.1"));
+        Self {
+            client,
+            scheme,
+            authority,
+            authority_header,
+            response_timeout: config.response_timeout,
+            preserve_host: config.preserve_host,
+        }
+    }
+
+    /// Points the request at the upstream: URI, version and Host. `path` is
+    /// the canonical path when it differs from the request's.
+    pub fn retarget(
+        &self,
+        parts: &mut http::request::Parts,
+        host: Option<HeaderValue>,
+        path: Option<&str>,
+    ) -> Result<(), ProxyError> {
+        let path_and_query = match path {
+            None => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            Some(path) => {
+                let joined = match parts.uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_owned(),
+                };
+                PathAndQuery::try_from(joined)
+                    .map_err(|e| ProxyError::BadUpstreamRequest(e.into()))?
+            }
+        };
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(ProxyError::BadUpstreamRequest)?;
+        parts.version = Version::HTTP_11;
+        let host = match host {
+            Some(host) if self.preserve_host => host,
+            _ => self.authority_header.clone(),
+        };
+        parts.headers.insert(header::HOST, host);
+        Ok(())
+    }
+
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(describe(&error))),
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+        }
+    }
+}
+
+/// The client error with its causes, for the log.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The host the client asked for: the Host header, or the HTTP/2 authority.
+/// `Err` when HTTP/1.1 has none or there are several.
+pub fn requested_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::NoHost),
+        (Some(host), None) => Ok(Some(host.clone())),
+        (None, _) => match parts.uri.authority() {
+            Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
+            None if parts.version == Version::HTTP_11 => Err(ProxyError::NoHost),
+            None => Ok(None),
+        },
+    }
+}
+
+/// True when the request reached the client side over HTTPS according to
+/// the nearest trusted proxy (the last value of `X-Forwarded-Proto`).
+pub fn forwarded_https(headers: &HeaderMap, trusted: bool) -> bool {
+    trusted
+        && headers
+            .get_all(X_FORWARDED_PROTO)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the
+/// chain is extended and its proto/host kept; from anyone else (whose
+/// copies were scrubbed) they are set afresh.
+pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding, host: Option<&HeaderValue>) {
+    let peer = fwd.peer.to_string();
+    let chain = if fwd.trusted {
+        let earlier: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if earlier.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", earlier.join(", "))
+        }
+    } else {
+        peer
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !(fwd.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    }
+    if !(fwd.trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_peers_get_fresh_forwarding_headers() {
+        let mut headers = HeaderMap::new();
+        let fwd = Forwarding {
+            peer: "10.1.2.3".parse().unwrap(),
+            trusted: false,
+            proto: "http",
+        };
+        add_forwarding(
+            &mut headers,
+            fwd,
+            Some(&HeaderValue::from_static("app.example")),
+        );
+        assert_eq!(headers[X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[X_FORWARDED_HOST], "app.example");
+    }
+
+    #[test]
+    fn trusted_peers_extend_the_chain_and_keep_proto() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let fwd = Forwarding {
+            peer: "10.0.0.1".parse().unwrap(),
+            trusted: true,
+            proto: "http",
+        };
+        add_forwarding(&mut headers, fwd, None);
+        assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1, 10.0.0.1");
+        assert_eq!(headers[X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn https_is_read_from_the_nearest_trusted_hop_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https, http"));
+        assert!(!forwarded_https(&headers, true));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http, https"));
+        assert!(forwarded_https(&headers, true));
+        assert!(!forwarded_https(&headers, false));
+    }
+}
