@@ -1,0 +1,256 @@
+//! Test harness: a real upstream (a hyper server that records what it
+//! receives and answers as the request's `x-test-*` headers script it), the
+//! real proxy on an ephemeral port, and a real HTTP client with a cookie jar.
+//! Everything is torn down when its handle drops.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloakroom::config::Config;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A fixed test secret; tests that need express interop use their own.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// What the upstream received for one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The session JSON the upstream received, if any.
+    pub fn session(&self) -> Option<serde_json::Value> {
+        self.header("x-session")
+            .map(|s| serde_json::from_str(s).expect("X-Session is JSON"))
+    }
+}
+
+/// The recording upstream. Scripting headers on the request:
+/// - `x-test-set-session`: each value is answered as a `Set-Session`;
+/// - `x-test-status`: the response status;
+/// - `x-test-delay-ms`: wait before answering;
+/// - `x-test-header`: `name: value` added to the response.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| answer(request, record.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    record: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers = parts.headers.clone();
+    record.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: headers.clone(),
+        body_len: body.len(),
+    });
+    if let Some(ms) = headers
+        .get("x-test-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(format!(
+        "upstream saw {} {} ({} body bytes)",
+        parts.method,
+        parts.uri,
+        body.len()
+    ))));
+    if let Some(status) = headers
+        .get("x-test-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    }
+    for value in headers.get_all("x-test-set-session") {
+        response.headers_mut().append("set-session", value.clone());
+    }
+    for value in headers.get_all("x-test-header") {
+        if let Some((name, value)) = value.to_str().ok().and_then(|v| v.split_once(':')) {
+            response.headers_mut().append(
+                http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                value.trim().parse().unwrap(),
+            );
+        }
+    }
+    Ok(response)
+}
+
+/// The proxy under test, stopped on drop.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Proxy {
+    /// Starts the proxy with `extra` TOML appended to a minimal config that
+    /// points at `upstream`. Tables in `extra` must not repeat the base ones
+    /// (`[upstream]`, `[session]`): use dotted keys for those.
+    pub async fn start(upstream: &Upstream, extra: &str) -> Self {
+        Self::start_with(&format!(
+            "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n{extra}",
+            upstream.url()
+        ))
+        .await
+    }
+
+    /// Starts the proxy with exactly this configuration (listen is ignored).
+    pub async fn start_with(toml: &str) -> Self {
+        let config =
+            Config::from_toml_str(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            cloakroom::run(config, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self { addr, _stop: stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// A browser-like client: cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A client without a cookie jar, for hand-made Cookie headers.
+pub fn bare() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `name=value` part of every Set-Cookie for `name`.
+pub fn set_cookies(response: &reqwest::Response, name: &str) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `sid=...` pair of the response's session cookie.
+pub fn sid_pair(response: &reqwest::Response) -> String {
+    let cookies = set_cookies(response, "sid");
+    assert_eq!(
+        cookies.len(),
+        1,
+        "expected one session cookie, got {cookies:?}"
+    );
+    cookies[0].split(';').next().unwrap().to_owned()
+}
+
+/// Logs in through the proxy as `name`, with the client's jar.
+pub async fn log_in(client: &reqwest::Client, proxy: &Proxy, name: &str) -> reqwest::Response {
+    let patch = serde_json::json!({"user": {"name": name}}).to_string();
+    let response = client
+        .post(proxy.url("/login"))
+        .header("x-test-set-session", "regenerate")
+        .header("x-test-set-session", patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
