@@ -29,6 +29,10 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("request has no usable Host")]
     NoHost,
+    #[error("request body stalled")]
+    RequestBodyStalled,
+    #[error("request body failed: {0}")]
+    RequestBodyFailed(String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer within {0:?}")]
@@ -55,7 +59,10 @@ impl From<StoreError> for ProxyError {
 impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
-            Self::BadPath(_) | Self::NoHost => Fault::Client,
+            Self::BadPath(_)
+            | Self::NoHost
+            | Self::RequestBodyStalled
+            | Self::RequestBodyFailed(_) => Fault::Client,
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) | Self::BadSetSession(_) => {
                 Fault::Upstream
             }
@@ -66,7 +73,8 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadPath(_) | Self::NoHost => StatusCode::BAD_REQUEST,
+            Self::BadPath(_) | Self::NoHost | Self::RequestBodyFailed(_) => StatusCode::BAD_REQUEST,
+            Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable(_) | Self::BadSetSession(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +86,7 @@ impl ProxyError {
     pub fn to_response(&self) -> Response<ProxyBody> {
         let status = self.status();
         let text = match self.fault() {
+            Fault::Client if status == StatusCode::REQUEST_TIMEOUT => "request body timed out\n",
             Fault::Client => "bad request\n",
             Fault::Upstream if status == StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
             Fault::Upstream => "bad gateway\n",

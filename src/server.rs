@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
@@ -66,13 +66,31 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The HTTP/2 connection preface, which protocol detection waits for.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Resolves once enough bytes have arrived to tell HTTP/1 from HTTP/2 (or
+/// the peer closed). Peeks only: nothing is consumed.
+async fn first_bytes(stream: &TcpStream) -> std::io::Result<()> {
+    let mut buffer = [0u8; H2_PREFACE.len()];
+    loop {
+        stream.readable().await?;
+        let read = stream.peek(&mut buffer).await?;
+        if read == 0 || read == buffer.len() || buffer[..read] != H2_PREFACE[..read] {
+            return Ok(());
+        }
+        // A partial HTTP/2 preface: peeking again at once would spin.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn serve(
     proxy: Arc<Proxy>,
     config: &ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let builder = connection_builder(config);
+    let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let trusted: Arc<[IpNet]> = config.trusted_proxies.clone().into();
@@ -103,6 +121,7 @@ async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let first_bytes_timeout = config.header_read_timeout;
         let addr = remote.ip().to_canonical();
         let peer = Peer {
             addr,
@@ -114,12 +133,20 @@ async fn serve(
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // Protocol detection reads the first bytes without a timeout of
+            // its own: a client that sends nothing must not hold a slot.
+            if tokio::time::timeout(first_bytes_timeout, first_bytes(&stream))
+                .await
+                .is_err()
+            {
+                tracing::debug!(peer = %addr, "no request within the header read timeout; closed");
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(permit);

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::IdleTimeout;
+use crate::body::{BodyStalled, IdleTimeout};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
@@ -116,10 +116,29 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(describe(&error))),
+            Ok(Err(error)) => Err(classify(&error)),
             Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
         }
     }
+}
+
+/// Whose fault a failed exchange was: the client's request body (stalled
+/// or broken off) or the upstream.
+fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<BodyStalled>() {
+            return ProxyError::RequestBodyStalled;
+        }
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return ProxyError::RequestBodyFailed(describe(error));
+        }
+        source = cause.source();
+    }
+    ProxyError::UpstreamUnreachable(describe(error))
 }
 
 /// The client error with its causes, for the log.

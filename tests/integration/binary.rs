@@ -1,1 +1,296 @@
-//! (tests to come)
+//! Smoke tests of the real `cloakroom` binary: `check`, `secret`, serving
+//! and draining on SIGTERM, and logs that hold no session secrets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloakroom");
+
+/// The binary with a predictable environment: no secrets or log filter
+/// inherited from whoever runs the tests.
+fn cloakroom() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("CLOAKROOM_SECRETS")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn run(command: &mut Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A file under the temp dir with a name no other test (or run) uses,
+/// removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(label: &str, text: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "cloakroom-test-{}-{label}-{}-{nanos}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `decodeURIComponent` for the ASCII a cookie value holds.
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(u8::from_str_radix(&hex, 16).unwrap());
+        } else {
+            out.push(byte);
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn check_accepts_the_example_proxy_toml() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let (code, stdout, stderr) = run(cloakroom().arg("check").arg("--config").arg(&example));
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+}
+
+#[test]
+fn check_names_every_bad_key_and_exits_64() {
+    let config = TempFile::new(
+        "bad",
+        r#"
+[server]
+listen = "nowhere"
+max_headers = 3
+[upstream]
+url = "ftp://app.internal"
+[cookie]
+same_site = "sometimes"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+ttl = "forever"
+"#,
+    );
+    let (code, _, stderr) = run(cloakroom().arg("check").arg("--config").arg(config.path()));
+    assert_eq!(code, Some(64), "stderr: {stderr}");
+    for key in [
+        "server.listen",
+        "server.max_headers",
+        "upstream.url",
+        "cookie.same_site",
+        "session.ttl",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in: {stderr}");
+    }
+}
+
+#[test]
+fn check_names_a_missing_config_file_and_exits_64() {
+    let missing = TempFile::new("missing", "");
+    let path = missing.path().to_owned();
+    drop(missing);
+    let (code, _, stderr) = run(cloakroom().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, Some(64), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "the path is not named in: {stderr}"
+    );
+}
+
+#[test]
+fn secret_prints_a_fresh_url_safe_secret_each_time() {
+    let secret = || {
+        let (code, stdout, stderr) = run(cloakroom().arg("secret"));
+        assert_eq!(code, Some(0), "stderr: {stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stdout:?}");
+        let secret = lines[0].to_owned();
+        assert_eq!(secret.len(), 43, "{secret}");
+        assert!(
+            secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "URL-safe base64 without padding: {secret}"
+        );
+        secret
+    };
+    assert_ne!(secret(), secret());
+}
+
+#[test]
+fn check_without_config_uses_the_embedded_one_and_warns_of_the_ephemeral_secret() {
+    let (code, stdout, stderr) = run(cloakroom().arg("check"));
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("ephemeral"), "{stderr}");
+}
+
+/// Waits until `port` accepts connections, failing if the process ends.
+async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("cloakroom exited before listening: {status}");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cloakroom never listened on {port}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_drains_on_sigterm_and_logs_no_session_secrets() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let secret = format!(
+        "log-hygiene-secret-{}-{port}-0123456789abcdef",
+        std::process::id()
+    );
+    let user = format!("hygiene-user-{port}");
+    let config = TempFile::new(
+        "serve",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"5s\"\n\
+             [upstream]\nurl = \"{}\"\n[session]\nsecrets = [\"{secret}\"]\n",
+            upstream.url()
+        ),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config.path())
+        .env_remove("CLOAKROOM_SECRETS")
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    wait_for_port(port, &mut child).await;
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = browser();
+    let login = client
+        .post(format!("{base}/login"))
+        .header("x-test-set-session", "regenerate")
+        .header(
+            "x-test-set-session",
+            json!({"user": {"name": user}}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let pair = sid_pair(&login);
+    let cookie_value = pair.strip_prefix("sid=").unwrap().to_owned();
+
+    client.get(format!("{base}/me")).send().await.unwrap();
+    let seen = upstream.last();
+    assert_eq!(seen.session(), Some(json!({"user": {"name": user}})));
+    let id = seen.header("x-session-id").unwrap().to_owned();
+
+    // Paths that log: a refused Set-Session and a tampered cookie.
+    let refused = client
+        .get(format!("{base}/save"))
+        .header("x-test-set-session", format!("{{\"user\":\"{user}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    let last = if pair.ends_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{}{last}", &pair[..pair.len() - 1]);
+    bare()
+        .get(format!("{base}/"))
+        .header("cookie", &tampered)
+        .send()
+        .await
+        .unwrap();
+    drop(client);
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("cloakroom did not exit within 15 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let log = log.await.unwrap();
+    assert!(log.contains("listening"), "the log was captured: {log}");
+    assert!(
+        log.contains("session saved under a new id"),
+        "debug logging was on: {log}"
+    );
+    assert!(log.contains("Set-Session refused"), "{log}");
+    assert!(log.contains("forged signature"), "{log}");
+    let decoded = percent_decode(&cookie_value);
+    let signature = decoded.rsplit('.').next().unwrap().to_owned();
+    for (what, needle) in [
+        ("session id", id.as_str()),
+        ("cookie value", cookie_value.as_str()),
+        ("decoded cookie value", decoded.as_str()),
+        ("cookie signature", signature.as_str()),
+        ("secret", secret.as_str()),
+        ("user name", user.as_str()),
+    ] {
+        assert!(!log.contains(needle), "the log holds the {what}: {log}");
+    }
+}
