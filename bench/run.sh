@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Benchmark: the bench upstream hit directly, behind nginx, and behind
+# Cloakroom, for three scenarios, measured with wrk in one run.
+# See bench/README.md for what each column means.
+#
+#   bench/run.sh                       # defaults: 3 runs of 10 s per cell
+#   DURATION=3 REPS=1 bench/run.sh     # a quick look
+#
+# Prints a Markdown report on stdout and writes it to bench/results/latest.md;
+# progress goes to stderr; logs and raw numbers of the last run stay in
+# bench/results/last-run/.
+set -euo pipefail
+
+DURATION=${DURATION:-10}        # seconds per measured run
+REPS=${REPS:-3}                 # measured runs per cell; the median is shown
+WARMUP=${WARMUP:-2}             # seconds of unmeasured load per cell first
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+read -r -a TARGETS <<<"${TARGETS:-direct nginx cloakroom}"
+SCENARIOS=(anonymous session-read session-write)
+
+# Fixed, because bench/proxy.bench.toml names them too.
+UPSTREAM_ADDR=127.0.0.1:3900
+CLOAKROOM_ADDR=127.0.0.1:3901
+NGINX_ADDR=127.0.0.1:3902
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$REPO_DIR/bench
+RESULTS_DIR=$BENCH_DIR/results
+RUN_DIR=$RESULTS_DIR/last-run
+RAW=$RUN_DIR/raw.tsv
+CLK_TCK=$(getconf CLK_TCK)
+
+declare -A PID=()           # what this script started: name -> PID
+NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
+SESSION_COOKIE=""
+SESSION_CHECK="not run (Cloakroom is not among the targets)"
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "run.sh: $*"
+    exit 1
+}
+
+# --- tools ---------------------------------------------------------------
+
+nginx_bin() {
+    command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }
+}
+
+install_missing_tools() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    nginx_bin >/dev/null || missing+=(nginx)
+    ((${#missing[@]} == 0)) && return 0
+
+    log "installing ${missing[*]} with apt-get"
+    local sudo=()
+    [[ $EUID -eq 0 ]] || sudo=(sudo)
+    # Debian's nginx package starts the system service on install unless a
+    # policy says no; this benchmark runs its own nginx and wants no other.
+    local policy=/usr/sbin/policy-rc.d made_policy=0 status=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod +x "$policy"
+        made_policy=1
+    fi
+    local apt_log=$RUN_DIR/apt.log
+    "${sudo[@]}" apt-get update -qq >"$apt_log" 2>&1 || status=$?
+    ((status != 0)) || "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$apt_log" 2>&1 || status=$?
+    ((made_policy == 0)) || "${sudo[@]}" rm -f "$policy"
+    ((status == 0)) || die "apt-get failed to install ${missing[*]}; see $apt_log"
+}
+
+build_binaries() {
+    local what=(--example bench_upstream)
+    wants_target cloakroom && what+=(--bin cloakroom)
+    log "building ${what[*]} (release)"
+    (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
+}
+
+wants_target() {
+    local target
+    for target in "${TARGETS[@]}"; do [[ $target == "$1" ]] && return 0; done
+    return 1
+}
+
+# --- processes -----------------------------------------------------------
+
+port_is_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+require_free_port() {
+    ! port_is_open "$1" || die "something already listens on $1; stop it first"
+}
+
+wait_for_port() { # name address
+    local name=$1 addr=$2 tries
+    for ((tries = 0; tries < 100; tries++)); do
+        port_is_open "$addr" && return 0
+        kill -0 "${PID[$name]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$name did not start listening on $addr; the end of its log:"
+    tail -n 20 "$RUN_DIR/$name.log" >&2 || true
+    die "$name failed to start"
+}
+
+start_upstream() {
+    require_free_port "$UPSTREAM_ADDR"
+    "$REPO_DIR/target/release/examples/bench_upstream" "$UPSTREAM_ADDR" \
+        >"$RUN_DIR/upstream.log" 2>&1 &
+    PID[upstream]=$!
+    wait_for_port upstream "$UPSTREAM_ADDR"
+}
+
+start_nginx() {
+    require_free_port "$NGINX_ADDR"
+    local prefix=$RUN_DIR/nginx
+    mkdir -p "$prefix/tmp"
+    sed -e "s|@LISTEN@|$NGINX_ADDR|" -e "s|@UPSTREAM@|$UPSTREAM_ADDR|" \
+        "$BENCH_DIR/nginx.conf" >"$prefix/nginx.conf"
+    "$(nginx_bin)" -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/error.log" \
+        >"$RUN_DIR/nginx.log" 2>&1 &
+    PID[nginx]=$!
+    wait_for_port nginx "$NGINX_ADDR"
+    read -r -a NGINX_WORKERS <<<"$(child_pids "${PID[nginx]}")"
+}
+
+start_cloakroom() {
+    require_free_port "$CLOAKROOM_ADDR"
+    # Only the secret in the bench config, whatever this shell exports.
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$REPO_DIR/target/release/cloakroom" \
+        --config "$BENCH_DIR/proxy.bench.toml" >"$RUN_DIR/cloakroom.log" 2>&1 &
+    PID[cloakroom]=$!
+    wait_for_port cloakroom "$CLOAKROOM_ADDR"
+}
+
+# A crash under load must stop the benchmark, not turn into odd numbers.
+require_all_running() {
+    local name
+    for name in "${!PID[@]}"; do
+        kill -0 "${PID[$name]}" 2>/dev/null && continue
+        log "$name exited during the benchmark; the end of its log:"
+        tail -n 20 "$RUN_DIR/$name.log" >&2 || true
+        die "$name exited during the benchmark"
+    done
+}
+
+stop_everything() {
+    local name pid waited
+    for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
+    for name in "${!PID[@]}"; do
+        pid=${PID[$name]}
+        for ((waited = 0; waited < 50; waited++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name did not stop within 5 s of SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    for pid in "${NGINX_WORKERS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    PID=()
+}
+
+child_pids() { # parent PID -> its children's PIDs, from /proc/*/stat
+    awk -v parent="$1" '{
+        sub(/^.*\) /, "")               # drop "pid (comm) "; $2 is now the ppid
+        if ($2 == parent) { split(FILENAME, path, "/"); print path[3] }
+    }' /proc/[0-9]*/stat 2>/dev/null | tr '\n' ' '
+}
+
+# --- measuring -----------------------------------------------------------
+
+# The processes whose CPU a target's row reports: the proxy itself, or the
+# upstream when it is hit directly. nginx is its master plus every worker.
+measured_pids() {
+    case $1 in
+    direct) echo "${PID[upstream]}" ;;
+    nginx) echo "${PID[nginx]} $(child_pids "${PID[nginx]}")" ;;
+    cloakroom) echo "${PID[cloakroom]}" ;;
+    esac
+}
+
+cpu_ticks() { # PIDs -> utime + stime summed over all of them, in clock ticks
+    local pid total=0
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || die "process $pid exited during the benchmark"
+        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# Busy CPU ticks of the whole machine minus those of this script, its
+# children (wrk, curl, awk) and the servers it started: what other processes
+# used. Near 0 means the numbers were taken on a quiet machine.
+foreign_ticks() {
+    local machine own servers=("${PID[@]}") workers=()
+    [[ -z ${PID[nginx]:-} ]] || read -r -a workers <<<"$(child_pids "${PID[nginx]}")"
+    # user + nice + system + irq + softirq: a process's stime includes the
+    # interrupt time spent while it ran, which /proc/stat counts apart.
+    machine=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat)
+    own=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$$/stat")
+    echo $((machine - own - $(cpu_ticks "${servers[@]}" "${workers[@]}")))
+}
+
+target_url() { # target scenario
+    local addr path=/
+    case $1 in
+    direct) addr=$UPSTREAM_ADDR ;;
+    nginx) addr=$NGINX_ADDR ;;
+    cloakroom) addr=$CLOAKROOM_ADDR ;;
+    esac
+    [[ $2 == session-write ]] && path=/write
+    echo "http://$addr$path"
+}
+
+scenario_cookie() {
+    [[ $1 == anonymous ]] || echo "$SESSION_COOKIE"
+}
+
+run_wrk() { # target scenario seconds output-file
+    BENCH_COOKIE=$(scenario_cookie "$2") wrk -t "$THREADS" -c "$CONNECTIONS" \
+        -d "${3}s" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
+}
+
+warm_up() { # target scenario
+    run_wrk "$1" "$2" "$WARMUP" "$RUN_DIR/wrk-$2-$1-warmup.txt"
+}
+
+# One measured wrk run; appends a line to $RAW:
+# scenario target rep req/s p99(µs) CPU-per-request(µs) errors other-load(cores)
+measure_once() { # target scenario rep
+    local target=$1 scenario=$2 rep=$3 out pids before after foreign_before foreign_after
+    out=$RUN_DIR/wrk-$scenario-$target-$rep.txt
+    read -r -a pids <<<"$(measured_pids "$target")"
+    foreign_before=$(foreign_ticks)
+    before=$(cpu_ticks "${pids[@]}")
+    run_wrk "$target" "$scenario" "$DURATION" "$out"
+    require_all_running
+    after=$(cpu_ticks "${pids[@]}")
+    foreign_after=$(foreign_ticks)
+
+    local requests duration_us p99_us socket_errors status_errors
+    read -r requests duration_us p99_us socket_errors status_errors < <(
+        awk '/^BENCH / { for (i = 2; i <= NF; i++) { split($i, kv, "="); printf "%s ", kv[2] }; print "" }' "$out"
+    ) || die "wrk printed no result; see $out"
+    awk -v s="$scenario" -v t="$target" -v r="$rep" -v n="$requests" -v d="$duration_us" \
+        -v p="$p99_us" -v ticks="$((after - before))" -v hz="$CLK_TCK" \
+        -v e="$((socket_errors + status_errors))" -v f="$((foreign_after - foreign_before))" 'BEGIN {
+            rps = d > 0 ? n * 1e6 / d : 0
+            cpu = n > 0 ? sprintf("%.2f", ticks * 1e6 / hz / n) : "n/a"
+            other = d > 0 && f > 0 ? f * 1e6 / hz / d : 0
+            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.2f\n", s, t, r, rps, p, cpu, e, other
+        }' | tee -a "$RAW" | awk -F'\t' '{
+            printf "  %-13s %-9s run %s: %7d req/s, p99 %6.2f ms, %s µs CPU/req, %d errors, other load %s cores\n",
+                $1, $2, $3, $4, $5 / 1000, $6, $7, $8 }' >&2
+}
+
+run_matrix() {
+    local scenario target rep
+    : >"$RAW"
+    for scenario in "${SCENARIOS[@]}"; do
+        log "$scenario: warming up for ${WARMUP}s per target"
+        for target in "${TARGETS[@]}"; do warm_up "$target" "$scenario"; done
+        require_all_running
+        # Runs of the targets alternate, so a slow drift of the machine
+        # (thermal, a background job) spreads over all of them alike.
+        for ((rep = 1; rep <= REPS; rep++)); do
+            for target in "${TARGETS[@]}"; do measure_once "$target" "$scenario" "$rep"; done
+        done
+    done
+}
+
+# --- checks before measuring ---------------------------------------------
+
+check_targets_answer() {
+    local target body
+    for target in "${TARGETS[@]}"; do
+        body=$(curl -s --max-time 5 "$(target_url "$target" anonymous)") || true
+        [[ $body == hello ]] || die "$target answered '$body' to GET /, expected 'hello'"
+    done
+}
+
+# Logs in through Cloakroom once; the session-read and session-write
+# scenarios of every target then send this cookie.
+obtain_session_cookie() {
+    # Shaped like a real signed cookie, for runs without Cloakroom.
+    local placeholder="sid=s%3ANO-CLOAKROOM-SESSION-xxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    SESSION_COOKIE=$placeholder
+    wants_target cloakroom || return 0
+
+    local cookie user
+    cookie=$(curl -s --max-time 5 -D - -o /dev/null "http://$CLOAKROOM_ADDR/login" | tr -d '\r' |
+        awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }') || true
+    if [[ -z $cookie ]]; then
+        SESSION_CHECK="FAILED: GET /login through Cloakroom set no sid cookie; session rows are anonymous traffic"
+        log "warning: $SESSION_CHECK"
+        return 0
+    fi
+    SESSION_COOKIE=$cookie
+    user=$(curl -s --max-time 5 -H "Cookie: $cookie" "http://$CLOAKROOM_ADDR/whoami") || true
+    if [[ $user == bench ]]; then
+        SESSION_CHECK="ok (the cookie from /login is recognised and X-User reaches the upstream)"
+    else
+        SESSION_CHECK="FAILED: with the /login cookie, the upstream saw X-User '$user', expected 'bench'"
+        log "warning: $SESSION_CHECK"
+    fi
+}
+
+# --- report --------------------------------------------------------------
+
+median() { # scenario target column-number of $RAW
+    awk -F'\t' -v s="$1" -v t="$2" -v c="$3" \
+        '$1 == s && $2 == t && $c ~ /^[0-9.]+$/ { print $c }' "$RAW" | sort -g |
+        awk '{ v[NR] = $1 } END {
+            if (NR == 0) print "n/a"
+            else if (NR % 2) print v[(NR + 1) / 2]
+            else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+
+total_errors() { # scenario target
+    awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t { n += $7 } END { print n + 0 }' "$RAW"
+}
+
+other_load() { # -> "median M, max X" cores used by other processes per run
+    cut -f 8 "$RAW" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a"; exit }
+        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "median %.2f, max %.2f cores", m, v[NR]
+    }'
+}
+
+ratio() { # numerator denominator
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a"
+    }'
+}
+
+format_number() { # value printf-format [divisor]
+    awk -v v="$1" -v f="$2" -v d="${3:-1}" 'BEGIN { if (v ~ /^[0-9.]+$/) printf f, v / d; else print v }'
+}
+
+tool_versions() {
+    local nginx_version wrk_version
+    nginx_version=$("$(nginx_bin)" -v 2>&1 | sed 's|.*nginx/||')
+    wrk_version=$(wrk -v 2>&1 | awk 'NR == 1 { sub(/^debian\//, "", $2); print $2 }' || true)
+    echo "nginx $nginx_version, wrk $wrk_version"
+}
+
+render_report() {
+    local commit scenario target
+    commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "none yet")
+    cat <<EOF
+# Cloakroom benchmark
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $commit (working tree as built)
+- machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+- tools: $(tool_versions)
+- load: wrk -t $THREADS -c $CONNECTIONS; per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
+- session check: $SESSION_CHECK
+- other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
+
+| scenario | target | req/s | p99 latency (ms) | CPU per request (µs) | errors |
+|---|---|---:|---:|---:|---:|
+EOF
+    for scenario in "${SCENARIOS[@]}"; do
+        for target in "${TARGETS[@]}"; do
+            printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" "$target" \
+                "$(format_number "$(median "$scenario" "$target" 4)" '%.0f')" \
+                "$(format_number "$(median "$scenario" "$target" 5)" '%.2f' 1000)" \
+                "$(format_number "$(median "$scenario" "$target" 6)" '%.1f')" \
+                "$(total_errors "$scenario" "$target")"
+        done
+    done
+    wants_target nginx && wants_target cloakroom || return 0
+    cat <<EOF
+
+| scenario | req/s, Cloakroom / nginx | CPU per request, Cloakroom / nginx |
+|---|---:|---:|
+EOF
+    for scenario in "${SCENARIOS[@]}"; do
+        printf '| %s | %s | %s |\n' "$scenario" \
+            "$(ratio "$(median "$scenario" cloakroom 4)" "$(median "$scenario" nginx 4)")" \
+            "$(ratio "$(median "$scenario" cloakroom 6)" "$(median "$scenario" nginx 6)")"
+    done
+}
+
+report_proxy_log() {
+    local logfile=$RUN_DIR/cloakroom.log
+    [[ -s $logfile ]] || return 0
+    log "cloakroom logged $(wc -l <"$logfile") line(s) at RUST_LOG=warn; the first ones:"
+    head -n 5 "$logfile" >&2
+}
+
+main() {
+    rm -rf "$RUN_DIR"
+    mkdir -p "$RUN_DIR"
+    trap stop_everything EXIT
+    trap 'exit 130' INT TERM
+
+    install_missing_tools
+    build_binaries
+    start_upstream
+    wants_target nginx && start_nginx
+    wants_target cloakroom && start_cloakroom
+    check_targets_answer
+    obtain_session_cookie
+    run_matrix
+    render_report | tee "$RESULTS_DIR/latest.md"
+    report_proxy_log
+}
+
+main "$@"
