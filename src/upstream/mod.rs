@@ -1,17 +1,16 @@
-//! The upstream: one pooled keep-alive client built at start-up, and the
-//! rewriting of a client request into an upstream request (target URI,
-//! Host, version, forwarding headers).
+//! The upstream: the connection pool built at start-up, and the rewriting
+//! of a client request into an upstream request (target, Host, version,
+//! forwarding headers).
+
+mod pool;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{BodyStalled, IdleTimeout};
 use crate::config::UpstreamConfig;
@@ -21,10 +20,10 @@ use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 /// Request body type sent upstream: the client's body, with a stall timeout.
 pub type UpstreamBody = IdleTimeout<Incoming>;
 
+pub use pool::{PoolError, PooledBody};
+
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: pool::Pool,
     authority_header: HeaderValue,
     response_timeout: Duration,
     preserve_host: bool,
@@ -42,30 +41,27 @@ pub struct Forwarding {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            // The client sets no Host: the proxy decides it.
-            .set_host(false)
-            .build(connector);
-        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         // Validated at start-up: the upstream URL has an authority.
         let authority = config
             .url
             .authority()
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let target = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let pool = pool::Pool::new(
+            target,
+            config.pool_max_idle,
+            config.pool_idle_timeout,
+            config.connect_timeout,
+        );
         let authority_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));
         Self {
-            client,
-            scheme,
-            authority,
+            pool,
             authority_header,
             response_timeout: config.response_timeout,
             preserve_host: config.preserve_host,
@@ -95,12 +91,8 @@ impl Upstream {
                     .map_err(|e| ProxyError::BadUpstreamRequest(e.into()))?
             }
         };
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(ProxyError::BadUpstreamRequest)?;
+        // Origin form: the request line carries the path; Host the authority.
+        parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         let host = match host {
             Some(host) if self.preserve_host => host,
@@ -113,8 +105,8 @@ impl Upstream {
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.pool.send(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(classify(&error)),
             Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
@@ -124,8 +116,8 @@ impl Upstream {
 
 /// Whose fault a failed exchange was: the client's request body (stalled
 /// or broken off) or the upstream.
-fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source = std::error::Error::source(error);
+fn classify(error: &PoolError) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
         if cause.is::<BodyStalled>() {
             return ProxyError::RequestBodyStalled;
@@ -141,10 +133,10 @@ fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::UpstreamUnreachable(describe(error))
 }
 
-/// The client error with its causes, for the log.
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
+/// An error with its causes, for the log.
+fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

@@ -1,0 +1,207 @@
+//! The upstream connection pool: keep-alive HTTP/1.1 connections to the one
+//! upstream, built on hyper's low-level client.
+//!
+//! Why our own pool rather than hyper-util's generic client: with a single
+//! upstream there is no pool key to hash, and a connection goes back to the
+//! pool when the response body it carried is finished (when that body is
+//! dropped), instead of through a task spawned per request. That is work
+//! saved on every request.
+//!
+//! Idle connections are a LIFO stack behind a `std::sync::Mutex`: the most
+//! recently used connection is the warmest and the least likely to have
+//! been closed by the upstream. The lock is held for a push or a pop only,
+//! never across an `.await`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::UpstreamBody;
+
+/// Why a request could not be exchanged with the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("connecting to {0}: {1}")]
+    Connect(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+struct Shared {
+    /// `host:port`, resolved on each new connection (not per request).
+    target: String,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Shared {
+    fn put(&self, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn take(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    pub fn new(
+        target: String,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        let shared = Shared {
+            target,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Sends the request on an idle connection, or a new one. A pooled
+    /// connection the upstream closed meanwhile fails before anything is
+    /// sent; the request is then tried on the next one.
+    pub async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        loop {
+            let (mut sender, reused) = match self.shared.take() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(PoolError::Connect(
+                    self.shared.target.clone(),
+                    std::io::ErrorKind::ConnectionReset.into(),
+                ));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let shared = self.shared.clone();
+                    return Ok(response.map(|body| PooledBody {
+                        inner: body,
+                        sender: Some(sender),
+                        shared,
+                        finished: false,
+                    }));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(error.into_error().into()),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        let target = &self.shared.target;
+        let stream = tokio::time::timeout(
+            self.shared.connect_timeout,
+            TcpStream::connect(target.as_str()),
+        )
+        .await
+        .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
+        .map_err(|e| PoolError::Connect(target.clone(), e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// An upstream response body that hands its connection back to the pool
+/// once it has been read to the end. A body dropped half-read takes its
+/// connection down with it: the rest of the message is still on the wire.
+pub struct PooledBody {
+    inner: Incoming,
+    sender: Option<SendRequest<UpstreamBody>>,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.finished = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.finished || self.inner.is_end_stream() {
+            if let Some(sender) = self.sender.take() {
+                self.shared.put(sender);
+            }
+        }
+    }
+}
