@@ -123,15 +123,12 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let first_bytes_timeout = config.header_read_timeout;
         let addr = remote.ip().to_canonical();
-        let peer = Peer {
-            addr,
-            trusted: trusted.iter().any(|net| net.contains(&addr)),
-            tls: false,
-        };
+        let trusted_peer = trusted.iter().any(|net| net.contains(&addr));
+        let peer = Arc::new(Peer::new(addr, trusted_peer, false));
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+            let (proxy, peer) = (proxy.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(proxy.handle(request, &peer).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -62,10 +62,11 @@ impl SessionCookie {
                 continue;
             }
             ticket.present = true;
-            let Some(value) = decode_value(value) else {
+            let mut buffer = [0u8; MAX_VALUE_BYTES];
+            let Some(value) = decode_value(value, &mut buffer) else {
                 continue;
             };
-            match self.signer.verify(&value) {
+            match self.signer.verify(value) {
                 Verdict::Valid(id) => {
                     if !ticket.candidates.contains(&id) && ticket.candidates.len() < MAX_CANDIDATES
                     {
@@ -168,30 +169,37 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .map(|(name, value)| (name.trim(), value.trim()))
 }
 
+/// Longest decoded cookie value that can be ours: `s:` + a 128-byte id +
+/// `.` + a 43-byte signature fits well within it.
+const MAX_VALUE_BYTES: usize = 256;
+
 /// express-session's reading: strip surrounding quotes, percent-decode when
-/// the value holds a `%`. `None` for broken escapes or non-UTF-8 results.
-fn decode_value(value: &str) -> Option<String> {
+/// the value holds a `%`. Decodes into `buffer` (no allocation); `None` for
+/// broken escapes, non-UTF-8 results, or values too long to be ours.
+fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Option<&'a str> {
     let value = value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(value);
     if !value.contains('%') {
-        return Some(value.to_owned());
+        return Some(value);
     }
     let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut len = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
+        let byte = if bytes[i] == b'%' {
             let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
+            u8::from_str_radix(hex, 16).ok()?
         } else {
-            out.push(bytes[i]);
             i += 1;
-        }
+            bytes[i - 1]
+        };
+        *buffer.get_mut(len)? = byte;
+        len += 1;
     }
-    String::from_utf8(out).ok()
+    std::str::from_utf8(&buffer[..len]).ok()
 }
 
 /// `encodeURIComponent`: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.

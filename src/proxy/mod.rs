@@ -16,6 +16,7 @@
 
 mod commit;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -39,10 +40,13 @@ use crate::upstream::{self, Forwarding, Upstream};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
 
-/// What the proxy knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows about the client connection, made once per
+/// connection.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: IpAddr,
+    /// `addr` as an `X-Forwarded-For` value.
+    pub addr_header: HeaderValue,
     /// The peer is a configured trusted proxy.
     pub trusted: bool,
     /// The connection is TLS.
@@ -71,6 +75,17 @@ pub struct Proxy {
     policy: commit::Policy,
 }
 
+impl Peer {
+    pub fn new(addr: IpAddr, trusted: bool, tls: bool) -> Self {
+        Self {
+            addr,
+            addr_header: upstream::address_header(addr),
+            trusted,
+            tls,
+        }
+    }
+}
+
 impl Proxy {
     pub fn new(config: &Config, store: AnyStore) -> Self {
         let session_headers = SessionHeaders::new(&config.session);
@@ -92,7 +107,7 @@ impl Proxy {
     }
 
     /// Serves one request; never fails: errors become short responses.
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let method = request.method().clone();
         match self.serve(request, peer).await {
             Ok(response) => response,
@@ -114,20 +129,19 @@ impl Proxy {
     async fn serve(
         &self,
         request: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
 
         // 1. scrub
         self.scrubber.scrub(&mut parts.headers, peer.trusted);
         headers::remove_hop_by_hop(&mut parts.headers);
+        let host = upstream::requested_host(&parts)?;
 
-        // 2. canonicalise
-        let rewritten = match path::canonicalize(parts.uri.path())? {
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(path) => Some(path),
-        };
-        let path = rewritten.as_deref().unwrap_or(parts.uri.path()).to_owned();
+        // 2. canonicalise (the original URI is kept aside; parts.uri is
+        // rewritten for the upstream at the end)
+        let uri = std::mem::take(&mut parts.uri);
+        let path = path::canonicalize(uri.path())?;
 
         // 3. identify, 4. load
         let ticket = self.cookie.read(&parts.headers);
@@ -142,9 +156,9 @@ impl Proxy {
                 .as_ref()
                 .is_some_and(|c| c.data.is_logged_in(&self.identity_key));
             if !logged_in {
-                let next = match parts.uri.query() {
+                let next = match uri.query() {
                     Some(query) => format!("{path}?{query}"),
-                    None => path.clone(),
+                    None => path.clone().into_owned(),
                 };
                 let denial = routes::deny(
                     rule.deny,
@@ -158,7 +172,6 @@ impl Proxy {
         }
 
         // 6. inject
-        let host = upstream::requested_host(&parts)?;
         let https = peer.tls || upstream::forwarded_https(&parts.headers, peer.trusted);
         self.cookie.strip(&mut parts.headers);
         if let Some(current) = &current {
@@ -175,7 +188,7 @@ impl Proxy {
             }
         }
         let forwarding = Forwarding {
-            peer: peer.addr,
+            peer: &peer.addr_header,
             trusted: peer.trusted,
             proto: if https { "https" } else { "http" },
         };
@@ -183,8 +196,11 @@ impl Proxy {
         if self.via {
             parts.headers.append(header::VIA, VIA);
         }
-        self.upstream
-            .retarget(&mut parts, host, rewritten.as_deref())?;
+        let rewritten = match &path {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(path) => Some(path.as_str()),
+        };
+        self.upstream.retarget(&mut parts, host, &uri, rewritten)?;
 
         // 7. forward
         let body = IdleTimeout::new(body, self.body_idle_timeout);

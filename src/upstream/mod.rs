@@ -31,8 +31,9 @@ pub struct Upstream {
 
 /// Facts about the client connection the forwarding headers are built from.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding {
-    pub peer: IpAddr,
+pub struct Forwarding<'a> {
+    /// The peer address, as a header value (made once per connection).
+    pub peer: &'a HeaderValue,
     /// The peer is a configured trusted proxy.
     pub trusted: bool,
     /// The scheme the client used to reach us (`http` until TLS exists).
@@ -69,21 +70,21 @@ impl Upstream {
     }
 
     /// Points the request at the upstream: URI, version and Host. `path` is
-    /// the canonical path when it differs from the request's.
+    /// the canonical path when it differs from `original`'s.
     pub fn retarget(
         &self,
         parts: &mut http::request::Parts,
         host: Option<HeaderValue>,
+        original: &Uri,
         path: Option<&str>,
     ) -> Result<(), ProxyError> {
         let path_and_query = match path {
-            None => parts
-                .uri
+            None => original
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
             Some(path) => {
-                let joined = match parts.uri.query() {
+                let joined = match original.query() {
                     Some(query) => format!("{path}?{query}"),
                     None => path.to_owned(),
                 };
@@ -176,24 +177,22 @@ pub fn forwarded_https(headers: &HeaderMap, trusted: bool) -> bool {
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the
 /// chain is extended and its proto/host kept; from anyone else (whose
 /// copies were scrubbed) they are set afresh.
-pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding, host: Option<&HeaderValue>) {
-    let peer = fwd.peer.to_string();
-    let chain = if fwd.trusted {
-        let earlier: Vec<&str> = headers
+pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>, host: Option<&HeaderValue>) {
+    let earlier: Vec<&str> = if fwd.trusted {
+        headers
             .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        if earlier.is_empty() {
-            peer
-        } else {
-            format!("{}, {peer}", earlier.join(", "))
-        }
+            .collect()
     } else {
-        peer
+        Vec::new()
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, value);
+    let chain = match (earlier.is_empty(), fwd.peer.to_str()) {
+        (false, Ok(peer)) => HeaderValue::from_str(&format!("{}, {peer}", earlier.join(", "))).ok(),
+        _ => Some(fwd.peer.clone()),
+    };
+    if let Some(chain) = chain {
+        headers.insert(X_FORWARDED_FOR, chain);
     }
     if !(fwd.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
@@ -205,6 +204,12 @@ pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding, host: Option<&He
     }
 }
 
+/// The peer address as an `X-Forwarded-For` value.
+pub fn address_header(addr: IpAddr) -> HeaderValue {
+    // An IP address prints as ASCII digits, dots, colons and hex letters.
+    HeaderValue::from_str(&addr.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,8 +217,9 @@ mod tests {
     #[test]
     fn untrusted_peers_get_fresh_forwarding_headers() {
         let mut headers = HeaderMap::new();
+        let peer = HeaderValue::from_static("10.1.2.3");
         let fwd = Forwarding {
-            peer: "10.1.2.3".parse().unwrap(),
+            peer: &peer,
             trusted: false,
             proto: "http",
         };
@@ -232,8 +238,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let peer = HeaderValue::from_static("10.0.0.1");
         let fwd = Forwarding {
-            peer: "10.0.0.1".parse().unwrap(),
+            peer: &peer,
             trusted: true,
             proto: "http",
         };
