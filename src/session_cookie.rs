@@ -83,11 +83,16 @@ impl SessionCookie {
     /// Rewrites the `Cookie` header for the upstream: our cookie removed
     /// (unless configured to forward it) and HTTP/2 cookie crumbs joined
     /// into one header. Left alone when there is nothing to change.
-    pub fn strip(&self, headers: &mut HeaderMap) {
+    /// `ticket` is what [`Self::read`] found in the same headers.
+    pub fn strip(&self, headers: &mut HeaderMap, ticket: &Ticket) {
         let crumbs = headers.get_all(header::COOKIE).iter().count();
-        let ours = !self.config.forward_to_upstream
-            && cookie_pairs(headers).any(|(name, _)| name == self.config.name);
+        let ours = !self.config.forward_to_upstream && ticket.present;
         if crumbs <= 1 && !ours {
+            return;
+        }
+        if crumbs == 1 && cookie_pairs(headers).all(|(name, _)| name == self.config.name) {
+            // Only our cookie: the usual case for an app that uses no other.
+            headers.remove(header::COOKIE);
             return;
         }
         let kept: Vec<&str> = headers

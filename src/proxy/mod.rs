@@ -173,7 +173,7 @@ impl Proxy {
 
         // 6. inject
         let https = peer.tls || upstream::forwarded_https(&parts.headers, peer.trusted);
-        self.cookie.strip(&mut parts.headers);
+        self.cookie.strip(&mut parts.headers, &ticket);
         if let Some(current) = &current {
             let omissions =
                 self.session_headers

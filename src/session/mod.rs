@@ -26,10 +26,12 @@ const MAX_ID_LEN: usize = 128;
 pub struct SessionId(Box<str>);
 
 impl SessionId {
-    /// A fresh id from 256 bits of operating-system randomness.
+    /// A fresh id: 256 bits from the thread-local CSPRNG (ChaCha, seeded
+    /// and periodically reseeded from the operating system). Why not a
+    /// system call per id: every session write needs a candidate id.
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str()))
     }
 

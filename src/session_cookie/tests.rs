@@ -121,18 +121,21 @@ fn strip_removes_only_our_cookie_and_joins_crumbs() {
     let jar = jar("sid", &["k"]);
     let mut headers = cookie_header("a=1; sid=s%3Axyz.abc; b=2");
     headers.append(header::COOKIE, HeaderValue::from_static("c=3"));
-    jar.strip(&mut headers);
+    let ticket = jar.read(&headers);
+    jar.strip(&mut headers, &ticket);
     assert_eq!(
         headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
         ["a=1; b=2; c=3"]
     );
 
     let mut only_ours = cookie_header("sid=s%3Axyz.abc");
-    jar.strip(&mut only_ours);
+    let ticket = jar.read(&only_ours);
+    jar.strip(&mut only_ours, &ticket);
     assert!(!only_ours.contains_key(header::COOKIE));
 
     let mut untouched = cookie_header("a=1;b=2");
-    jar.strip(&mut untouched);
+    let ticket = jar.read(&untouched);
+    jar.strip(&mut untouched, &ticket);
     assert_eq!(untouched[header::COOKIE], "a=1;b=2");
 }
 
