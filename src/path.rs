@@ -74,7 +74,9 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
         let byte = bytes[i];
         if byte >= 0x80 {
             // Raw non-ASCII (tolerated by some parsers): canonically escaped.
-            out.push_str(&format!("%{byte:02X}"));
+            out.push('%');
+            out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+            out.push(char::from(HEX_UPPER[usize::from(byte & 0xf)]));
             i += 1;
             continue;
         }
@@ -132,6 +134,25 @@ fn resolve_segments(path: &str) -> String {
     }
     out
 }
+
+/// `encodeURIComponent`: escapes everything but `A-Z a-z 0-9 - _ . ! ~ * '
+/// ( )`. Used for `next` in login redirects and, as express-session does,
+/// for the session cookie's value.
+pub fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+            out.push(char::from(HEX_UPPER[usize::from(byte & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 #[cfg(test)]
 mod tests {

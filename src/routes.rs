@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
 use crate::config::{Deny, ProtectRule};
+use crate::path;
 
 #[derive(Debug, Clone)]
 pub struct Routes {
@@ -81,7 +82,10 @@ pub fn deny(
         return Denial::Unauthorized;
     }
     let separator = if login_url.contains('?') { '&' } else { '?' };
-    let location = format!("{login_url}{separator}next={}", encode_component(next));
+    let location = format!(
+        "{login_url}{separator}next={}",
+        path::encode_component(next)
+    );
     // The login URL was validated at start-up and `next` is percent-encoded.
     match HeaderValue::from_str(&location) {
         Ok(value) => Denial::Redirect(value),
@@ -95,19 +99,6 @@ fn accepts_html(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("text/html"))
-}
-
-/// `encodeURIComponent`.
-fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3 / 2);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

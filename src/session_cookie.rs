@@ -19,6 +19,7 @@ use cookie::{Cookie, Expiration};
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::config::CookieConfig;
+use crate::path;
 use crate::session::SessionId;
 use crate::signing::{Signer, Verdict};
 
@@ -119,7 +120,7 @@ impl SessionCookie {
 
     /// `Set-Cookie` for a session, signed with the first secret.
     pub fn issue(&self, id: &SessionId, secure: bool) -> HeaderValue {
-        let value = encode_value(&self.signer.sign(id));
+        let value = path::encode_component(&self.signer.sign(id));
         let mut cookie = self.base(value, secure);
         if let Some(max_age) = self.config.max_age {
             let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
@@ -205,19 +206,6 @@ fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Op
         len += 1;
     }
     std::str::from_utf8(&buffer[..len]).ok()
-}
-
-/// `encodeURIComponent`: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
-fn encode_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 12);
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
