@@ -13,6 +13,10 @@ COPY examples ./examples
 RUN cargo build --release --locked --bin cloakroom
 
 FROM debian:bookworm-slim
+# The system's root certificates: rediss:// (the Redis store over TLS)
+# verifies against them.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin cloakroom
 COPY --from=build /src/target/release/cloakroom /usr/local/bin/cloakroom
 COPY proxy.toml /etc/cloakroom/proxy.toml

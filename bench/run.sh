@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark: the bench upstream hit directly, behind nginx, and behind
-# Cloakroom, for three scenarios, measured with wrk in one run.
+# Benchmark: the bench upstream hit directly, behind nginx, behind Cloakroom
+# with its memory store and behind Cloakroom with a Redis store, for three
+# scenarios, measured with wrk in one run.
 # See bench/README.md for what each column means.
 #
 #   bench/run.sh                       # defaults: 3 runs of 10 s per cell
@@ -16,25 +17,31 @@ REPS=${REPS:-3}                 # measured runs per cell; the median is shown
 WARMUP=${WARMUP:-2}             # seconds of unmeasured load per cell first
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
-read -r -a TARGETS <<<"${TARGETS:-direct nginx cloakroom}"
+read -r -a TARGETS <<<"${TARGETS:-direct nginx cloakroom cloakroom-redis}"
 SCENARIOS=(anonymous session-read session-write)
 
 # Fixed, because bench/proxy.bench.toml names them too.
 UPSTREAM_ADDR=127.0.0.1:3900
 CLOAKROOM_ADDR=127.0.0.1:3901
 NGINX_ADDR=127.0.0.1:3902
+# Cloakroom with the Redis store; its config is made from proxy.bench.toml.
+CLOAKROOM_REDIS_ADDR=127.0.0.1:3903
+REDIS_ADDR=""               # redis-server, on a free port found at start
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=$REPO_DIR/bench
 RESULTS_DIR=$BENCH_DIR/results
 RUN_DIR=$RESULTS_DIR/last-run
 RAW=$RUN_DIR/raw.tsv
+# Binaries are where cargo puts them (CARGO_TARGET_DIR, if set).
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 CLK_TCK=$(getconf CLK_TCK)
 
 declare -A PID=()           # what this script started: name -> PID
 NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
-SESSION_COOKIE=""
+declare -A SESSION_COOKIE=() # Cloakroom target -> the cookie of its bench session
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis)
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -48,18 +55,24 @@ nginx_bin() {
     command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }
 }
 
+redis_bin() {
+    command -v redis-server || { [[ -x /usr/bin/redis-server ]] && echo /usr/bin/redis-server; }
+}
+
 install_missing_tools() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
     nginx_bin >/dev/null || missing+=(nginx)
+    if wants_target cloakroom-redis && ! redis_bin >/dev/null; then missing+=(redis-server); fi
     ((${#missing[@]} == 0)) && return 0
 
     log "installing ${missing[*]} with apt-get"
     local sudo=()
     [[ $EUID -eq 0 ]] || sudo=(sudo)
-    # Debian's nginx package starts the system service on install unless a
-    # policy says no; this benchmark runs its own nginx and wants no other.
+    # Debian's nginx and redis-server packages start the system service on
+    # install unless a policy says no; this benchmark runs its own servers
+    # and wants no other.
     local policy=/usr/sbin/policy-rc.d made_policy=0 status=0
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
@@ -76,7 +89,7 @@ install_missing_tools() {
 
 build_binaries() {
     local what=(--example bench_upstream)
-    wants_target cloakroom && what+=(--bin cloakroom)
+    if wants_target cloakroom || wants_target cloakroom-redis; then what+=(--bin cloakroom); fi
     log "building ${what[*]} (release)"
     (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
 }
@@ -109,7 +122,7 @@ wait_for_port() { # name address
 
 start_upstream() {
     require_free_port "$UPSTREAM_ADDR"
-    "$REPO_DIR/target/release/examples/bench_upstream" "$UPSTREAM_ADDR" \
+    "$TARGET_DIR/release/examples/bench_upstream" "$UPSTREAM_ADDR" \
         >"$RUN_DIR/upstream.log" 2>&1 &
     PID[upstream]=$!
     wait_for_port upstream "$UPSTREAM_ADDR"
@@ -131,10 +144,46 @@ start_nginx() {
 start_cloakroom() {
     require_free_port "$CLOAKROOM_ADDR"
     # Only the secret in the bench config, whatever this shell exports.
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$REPO_DIR/target/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$BENCH_DIR/proxy.bench.toml" >"$RUN_DIR/cloakroom.log" 2>&1 &
     PID[cloakroom]=$!
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
+}
+
+# A free port on 127.0.0.1, probed at random away from the fixed ones.
+free_port() {
+    local port tries
+    for ((tries = 0; tries < 100; tries++)); do
+        port=$((20000 + RANDOM % 20000))
+        port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
+    done
+    die "found no free port for redis-server"
+}
+
+# A redis-server of our own: no persistence, files in the run directory.
+start_redis() {
+    REDIS_ADDR=127.0.0.1:$(free_port)
+    "$(redis_bin)" --bind 127.0.0.1 --port "${REDIS_ADDR#*:}" --save "" --appendonly no \
+        --dir "$RUN_DIR" --logfile "" >"$RUN_DIR/redis.log" 2>&1 &
+    PID[redis]=$!
+    wait_for_port redis "$REDIS_ADDR"
+}
+
+# Cloakroom with the bench config, but listening on CLOAKROOM_REDIS_ADDR and
+# with the [store] table replaced by one for that redis-server.
+start_cloakroom_redis() {
+    require_free_port "$CLOAKROOM_REDIS_ADDR"
+    local config=$RUN_DIR/proxy.redis.toml
+    awk -v listen="$CLOAKROOM_REDIS_ADDR" '
+        /^\[/ { in_store = ($0 == "[store]") }
+        in_store { next }
+        /^listen = / { print "listen = \"" listen "\""; next }
+        { print }' "$BENCH_DIR/proxy.bench.toml" >"$config"
+    printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "$REDIS_ADDR" >>"$config"
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+        --config "$config" >"$RUN_DIR/cloakroom-redis.log" 2>&1 &
+    PID[cloakroom-redis]=$!
+    wait_for_port cloakroom-redis "$CLOAKROOM_REDIS_ADDR"
 }
 
 # A crash under load must stop the benchmark, not turn into odd numbers.
@@ -177,12 +226,15 @@ child_pids() { # parent PID -> its children's PIDs, from /proc/*/stat
 # --- measuring -----------------------------------------------------------
 
 # The processes whose CPU a target's row reports: the proxy itself, or the
-# upstream when it is hit directly. nginx is its master plus every worker.
+# upstream when it is hit directly. nginx is its master plus every worker;
+# Cloakroom with Redis is Cloakroom plus the redis-server (the memory store
+# works inside Cloakroom's own CPU time, the Redis store does not).
 measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
     nginx) echo "${PID[nginx]} $(child_pids "${PID[nginx]}")" ;;
     cloakroom) echo "${PID[cloakroom]}" ;;
+    cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
     esac
 }
 
@@ -214,17 +266,24 @@ target_url() { # target scenario
     direct) addr=$UPSTREAM_ADDR ;;
     nginx) addr=$NGINX_ADDR ;;
     cloakroom) addr=$CLOAKROOM_ADDR ;;
+    cloakroom-redis) addr=$CLOAKROOM_REDIS_ADDR ;;
     esac
     [[ $2 == session-write ]] && path=/write
     echo "http://$addr$path"
 }
 
-scenario_cookie() {
-    [[ $1 == anonymous ]] || echo "$SESSION_COOKIE"
+scenario_cookie() { # target scenario
+    [[ $2 == anonymous ]] && return 0
+    # Each Cloakroom knows only the session logged in through it; the other
+    # targets pass the memory store's cookie along.
+    case $1 in
+    cloakroom-redis) echo "${SESSION_COOKIE[cloakroom-redis]}" ;;
+    *) echo "${SESSION_COOKIE[cloakroom]}" ;;
+    esac
 }
 
 run_wrk() { # target scenario seconds output-file
-    BENCH_COOKIE=$(scenario_cookie "$2") wrk -t "$THREADS" -c "$CONNECTIONS" \
+    BENCH_COOKIE=$(scenario_cookie "$1" "$2") wrk -t "$THREADS" -c "$CONNECTIONS" \
         -d "${3}s" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
 }
 
@@ -257,7 +316,7 @@ measure_once() { # target scenario rep
             other = d > 0 && f > 0 ? f * 1e6 / hz / d : 0
             printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.2f\n", s, t, r, rps, p, cpu, e, other
         }' | tee -a "$RAW" | awk -F'\t' '{
-            printf "  %-13s %-9s run %s: %7d req/s, p99 %6.2f ms, %s µs CPU/req, %d errors, other load %s cores\n",
+            printf "  %-13s %-15s run %s: %7d req/s, p99 %6.2f ms, %s µs CPU/req, %d errors, other load %s cores\n",
                 $1, $2, $3, $4, $5 / 1000, $6, $7, $8 }' >&2
 }
 
@@ -286,30 +345,38 @@ check_targets_answer() {
     done
 }
 
-# Logs in through Cloakroom once; the session-read and session-write
-# scenarios of every target then send this cookie.
+# Logs in through each Cloakroom target once; its session-read and
+# session-write scenarios then send that cookie (the direct and nginx rows
+# send the memory store's one, or a placeholder).
 obtain_session_cookie() {
     # Shaped like a real signed cookie, for runs without Cloakroom.
     local placeholder="sid=s%3ANO-CLOAKROOM-SESSION-xxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-    SESSION_COOKIE=$placeholder
-    wants_target cloakroom || return 0
-
-    local cookie user
-    cookie=$(curl -s --max-time 5 -D - -o /dev/null "http://$CLOAKROOM_ADDR/login" | tr -d '\r' |
-        awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }') || true
-    if [[ -z $cookie ]]; then
-        SESSION_CHECK="FAILED: GET /login through Cloakroom set no sid cookie; session rows are anonymous traffic"
-        log "warning: $SESSION_CHECK"
-        return 0
-    fi
-    SESSION_COOKIE=$cookie
-    user=$(curl -s --max-time 5 -H "Cookie: $cookie" "http://$CLOAKROOM_ADDR/whoami") || true
-    if [[ $user == bench ]]; then
-        SESSION_CHECK="ok (the cookie from /login is recognised and X-User reaches the upstream)"
-    else
-        SESSION_CHECK="FAILED: with the /login cookie, the upstream saw X-User '$user', expected 'bench'"
-        log "warning: $SESSION_CHECK"
-    fi
+    SESSION_COOKIE[cloakroom]=$placeholder
+    SESSION_COOKIE[cloakroom-redis]=$placeholder
+    local target addr cookie user checks=()
+    for target in "${CLOAKROOM_TARGETS[@]}"; do
+        wants_target "$target" || continue
+        addr=$(target_url "$target" anonymous)
+        addr=${addr%/}
+        cookie=$(curl -s --max-time 5 -D - -o /dev/null "$addr/login" | tr -d '\r' |
+            awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }') || true
+        if [[ -z $cookie ]]; then
+            checks+=("$target FAILED: GET /login set no sid cookie, so its session rows are anonymous traffic")
+            continue
+        fi
+        SESSION_COOKIE[$target]=$cookie
+        user=$(curl -s --max-time 5 -H "Cookie: $cookie" "$addr/whoami") || true
+        if [[ $user == bench ]]; then
+            checks+=("$target ok")
+        else
+            checks+=("$target FAILED: with the /login cookie, the upstream saw X-User '$user', expected 'bench'")
+        fi
+    done
+    ((${#checks[@]} > 0)) || return 0
+    local joined
+    joined=$(printf '%s, ' "${checks[@]}")
+    SESSION_CHECK="${joined%, } (ok: the cookie from /login is recognised and X-User reaches the upstream)"
+    [[ $SESSION_CHECK != *FAILED* ]] || log "warning: session check: $SESSION_CHECK"
 }
 
 # --- report --------------------------------------------------------------
@@ -378,24 +445,31 @@ EOF
                 "$(total_errors "$scenario" "$target")"
         done
     done
-    wants_target nginx && wants_target cloakroom || return 0
-    cat <<EOF
+    wants_target nginx || return 0
+    local proxy
+    for proxy in "${CLOAKROOM_TARGETS[@]}"; do
+        wants_target "$proxy" || continue
+        cat <<EOF
 
-| scenario | req/s, Cloakroom / nginx | CPU per request, Cloakroom / nginx |
+| scenario | req/s, $proxy / nginx | CPU per request, $proxy / nginx |
 |---|---:|---:|
 EOF
-    for scenario in "${SCENARIOS[@]}"; do
-        printf '| %s | %s | %s |\n' "$scenario" \
-            "$(ratio "$(median "$scenario" cloakroom 4)" "$(median "$scenario" nginx 4)")" \
-            "$(ratio "$(median "$scenario" cloakroom 6)" "$(median "$scenario" nginx 6)")"
+        for scenario in "${SCENARIOS[@]}"; do
+            printf '| %s | %s | %s |\n' "$scenario" \
+                "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" nginx 4)")" \
+                "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" nginx 6)")"
+        done
     done
 }
 
 report_proxy_log() {
-    local logfile=$RUN_DIR/cloakroom.log
-    [[ -s $logfile ]] || return 0
-    log "cloakroom logged $(wc -l <"$logfile") line(s) at RUST_LOG=warn; the first ones:"
-    head -n 5 "$logfile" >&2
+    local proxy logfile
+    for proxy in "${CLOAKROOM_TARGETS[@]}"; do
+        logfile=$RUN_DIR/$proxy.log
+        [[ -s $logfile ]] || continue
+        log "$proxy logged $(wc -l <"$logfile") line(s) at RUST_LOG=warn; the first ones:"
+        head -n 5 "$logfile" >&2
+    done
 }
 
 main() {
@@ -409,6 +483,10 @@ main() {
     start_upstream
     wants_target nginx && start_nginx
     wants_target cloakroom && start_cloakroom
+    if wants_target cloakroom-redis; then
+        start_redis
+        start_cloakroom_redis
+    fi
     check_targets_answer
     obtain_session_cookie
     run_matrix

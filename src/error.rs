@@ -113,4 +113,7 @@ impl ProxyError {
 pub enum Error {
     #[error("cannot use the listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The session store is unreachable or refuses us at start-up.
+    #[error(transparent)]
+    StoreUnavailable(#[from] crate::store::redis::ConnectError),
 }

@@ -13,7 +13,8 @@
 //! - [`path`]: the canonical request path; [`routes`]: login-only policy.
 //! - [`signing`]: HMAC signatures; [`session_cookie`]: the cookie on the wire.
 //! - [`session`]: ids, data, `Set-Session` operations (pure).
-//! - [`store`]: the store trait, its conformance suite, and the stores.
+//! - [`store`]: the store trait, its conformance suite, and the stores:
+//!   in memory, and Redis / Redis Cluster in connect-redis's format.
 //! - [`headers`]: header names, scrubbing, hop-by-hop;
 //!   [`session_headers`]: session → upstream headers.
 //! - [`upstream`]: the pooled client and request rewriting; [`body`]:

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::error::Error;
 use crate::proxy::{Peer, Proxy};
-use crate::store::{AnyStore, MemoryStore};
+use crate::store::{AnyStore, MemoryStore, RedisStore};
 
 /// Most concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -33,18 +33,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let store = build_store(&config.store);
+    let store = build_store(&config.store).await?;
     let proxy = Arc::new(Proxy::new(&config, store));
     serve(proxy, &config.server, listener, shutdown).await
 }
 
-fn build_store(config: &StoreConfig) -> AnyStore {
-    match config {
+/// The configured store, connected and verified (Redis answers `PING`)
+/// before the first request is accepted.
+async fn build_store(config: &StoreConfig) -> Result<AnyStore, Error> {
+    Ok(match config {
         StoreConfig::Memory {
             max_sessions,
             sweep_interval,
         } => AnyStore::Memory(MemoryStore::new(*max_sessions, *sweep_interval)),
-    }
+        StoreConfig::Redis(redis) => AnyStore::Redis(RedisStore::connect(redis).await?),
+    })
 }
 
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {

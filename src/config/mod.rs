@@ -9,6 +9,7 @@
 
 mod raw;
 mod secrets;
+mod store;
 mod units;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 
 pub use cookie::SameSite;
 pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
+pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
 
 use crate::headers;
 use crate::path;
@@ -96,14 +98,6 @@ pub struct SessionConfig {
     pub header_keys: Vec<String>,
     /// Per-field headers: name and JSON pointer.
     pub fields: Vec<(HeaderName, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    Memory {
-        max_sessions: usize,
-        sweep_interval: Duration,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +244,7 @@ fn build(raw: RawConfig, check: &mut Checker) -> Option<Config> {
     let upstream = build_upstream(&raw, check);
     let cookie = build_cookie(&raw, check);
     let session = build_session(&raw, cookie.max_age, check);
-    let store = build_store(&raw, check);
+    let store = store::build(&raw.store, &cookie, check);
     let auth = build_auth(&raw, check);
     Some(Config {
         listen: listen.ok()?,
@@ -495,23 +489,6 @@ fn field_header(name: &str, pointer: &str) -> Result<(HeaderName, String), Strin
         ));
     }
     Ok((header, pointer.to_owned()))
-}
-
-fn build_store(raw: &RawConfig, check: &mut Checker) -> Option<StoreConfig> {
-    let s = &raw.store;
-    match s.kind.as_str() {
-        "memory" => Some(StoreConfig::Memory {
-            max_sessions: check.at_least("store.max_sessions", s.max_sessions, 1),
-            sweep_interval: check.positive_duration("store.sweep_interval", &s.sweep_interval),
-        }),
-        other => {
-            check.fail(
-                "store.kind",
-                format!("`{other}` is not a store this build has; use \"memory\""),
-            );
-            None
-        }
-    }
 }
 
 fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {

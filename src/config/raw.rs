@@ -154,20 +154,35 @@ impl Default for RawSessionHeaders {
     }
 }
 
+/// `[store]`. Everything but `kind` is optional so that a key of the other
+/// store kind can be told apart from a default; defaults are applied in
+/// `config::store`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub kind: String,
-    pub max_sessions: usize,
-    pub sweep_interval: String,
+    pub max_sessions: Option<usize>,
+    pub sweep_interval: Option<String>,
+    pub url: Option<String>,
+    pub cluster_urls: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub password_env: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             kind: "memory".into(),
-            max_sessions: 100_000,
-            sweep_interval: "30s".into(),
+            max_sessions: None,
+            sweep_interval: None,
+            url: None,
+            cluster_urls: None,
+            prefix: None,
+            password_env: None,
+            connect_timeout: None,
+            command_timeout: None,
         }
     }
 }

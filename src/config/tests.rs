@@ -89,3 +89,125 @@ fn cookie_max_age_sets_the_store_ttl() {
     let config = Config::from_toml_str(&text).unwrap();
     assert_eq!(config.session.ttl, Duration::from_secs(7200));
 }
+
+fn redis_store(text: &str) -> Result<RedisConfig, ConfigError> {
+    let config = Config::from_toml_str(&format!("{MINIMAL}\n[store]\nkind = \"redis\"\n{text}"))?;
+    match config.store {
+        StoreConfig::Redis(redis) => Ok(redis),
+        other => panic!("not a Redis store: {other:?}"),
+    }
+}
+
+fn issue_keys(error: &ConfigError) -> Vec<&str> {
+    error.issues.iter().map(|i| i.key.as_str()).collect()
+}
+
+#[test]
+fn a_redis_store_takes_connect_redis_defaults() {
+    let redis = redis_store("url = \"redis://127.0.0.1:6379\"").unwrap();
+    assert_eq!(redis.prefix, "sess:");
+    assert_eq!(redis.connect_timeout, Duration::from_secs(2));
+    assert_eq!(redis.command_timeout, Duration::from_millis(500));
+    assert!(matches!(redis.endpoint, RedisEndpoint::Single(_)));
+    assert!(redis.password.is_none());
+    let cookie = &redis.record_cookie;
+    assert_eq!(
+        (cookie.path.as_str(), cookie.same_site.as_str()),
+        ("/", "lax")
+    );
+    assert!(cookie.http_only && !cookie.persistent && cookie.secure.is_none());
+
+    let cluster = redis_store(
+        "cluster_urls = [\"rediss://10.0.0.1:6379\", \"rediss://10.0.0.2:6379\"]\nprefix = \"app:\"",
+    )
+    .unwrap();
+    assert!(matches!(cluster.endpoint, RedisEndpoint::Cluster(ref urls) if urls.len() == 2));
+    assert_eq!(cluster.prefix, "app:");
+}
+
+#[test]
+fn every_redis_store_problem_is_reported_with_its_key() {
+    let error = redis_store(
+        "url = \"http://x:1\"\ncluster_urls = []\nmax_sessions = 5\ncommand_timeout = \"0ms\"\nconnect_timeout = \"soon\"\npassword_env = \"CLOAKROOM_TEST_UNSET_VARIABLE\"",
+    )
+    .unwrap_err();
+    let keys = issue_keys(&error);
+    for key in [
+        "store.cluster_urls",
+        "store.max_sessions",
+        "store.command_timeout",
+        "store.connect_timeout",
+        "store.password_env",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    let shown = error.to_string();
+    assert!(shown.contains("not both"), "{shown}");
+    assert!(shown.contains("CLOAKROOM_TEST_UNSET_VARIABLE"), "{shown}");
+
+    for (text, key, says) in [
+        ("", "store.url", "is required"),
+        ("url = \"http://127.0.0.1:6379\"", "store.url", "redis://"),
+        ("url = \"redis://\"", "store.url", "not a usable Redis URL"),
+        (
+            "cluster_urls = [\"redis://a:1\", \"rediss://b:1\"]",
+            "store.cluster_urls",
+            "same scheme",
+        ),
+    ] {
+        let error = redis_store(text).unwrap_err();
+        assert_eq!(issue_keys(&error), [key], "{text}");
+        assert!(error.issues[0].message.contains(says), "{text}: {error}");
+    }
+}
+
+#[test]
+fn redis_keys_on_the_memory_store_are_refused() {
+    let text = format!("{MINIMAL}\n[store]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"x:\"\n");
+    let error = Config::from_toml_str(&text).unwrap_err();
+    assert_eq!(issue_keys(&error), ["store.url", "store.prefix"]);
+    assert!(error.issues[0].message.contains("kind = \"redis\""));
+}
+
+#[test]
+fn redis_passwords_never_show() {
+    let redis = redis_store("url = \"redis://app:hunter2@cache.internal:6380/2\"").unwrap();
+    let RedisEndpoint::Single(url) = &redis.endpoint else {
+        unreachable!()
+    };
+    assert_eq!(url.redacted(), "redis://app:***@cache.internal:6380/2");
+    assert!(!format!("{redis:?}").contains("hunter2"));
+    let error = redis_store("url = \"ftp://app:hunter2@cache.internal\"").unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[test]
+fn the_redis_example_in_proxy_toml_is_valid_once_uncommented() {
+    let example = include_str!("../../proxy.toml");
+    let text: String = example
+        .lines()
+        .filter(|line| !line.starts_with("max_sessions") && !line.starts_with("sweep_interval"))
+        .map(|line| {
+            let uncommented = [
+                "# url",
+                "# prefix",
+                "# connect_timeout",
+                "# command_timeout",
+            ]
+            .iter()
+            .any(|key| line.starts_with(key));
+            match line {
+                "kind = \"memory\"" => "kind = \"redis\"".to_owned(),
+                _ if uncommented => line.trim_start_matches("# ").to_owned(),
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_toml_str(&text).unwrap();
+    let StoreConfig::Redis(redis) = config.store else {
+        panic!("not a Redis store")
+    };
+    assert_eq!(redis.endpoint.redacted(), "redis://127.0.0.1:6379/0");
+    assert_eq!(redis.prefix, "sess:");
+}

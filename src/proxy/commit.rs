@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::session::ops::{self, SessionOp};
 use crate::session::SessionId;
-use crate::store::{Commit, Committed, SessionStore};
+use crate::store::{Commit, Committed, SessionStore, StoreError};
 
 /// The session settings the commit phase follows.
 pub struct Policy {
@@ -74,7 +74,18 @@ impl Proxy {
             max_bytes: policy.max_bytes,
         };
         let signer = self.cookie.signer();
-        Ok(match self.store.commit(commit).await? {
+        let committed = match self.store.commit(commit).await {
+            Ok(committed) => committed,
+            // Only `save_uninitialized`'s empty session for an anonymous
+            // visitor: a public request is served without it while the
+            // store is down, as it would be with the option off.
+            Err(StoreError::Unavailable(reason)) if current.is_none() && values.is_empty() => {
+                tracing::warn!(%reason, "session store unavailable: visitor served without a new session");
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(match committed {
             Committed::Unchanged => match current {
                 Some(current) if policy.rolling => return self.roll(current, secure).await,
                 _ => None,

@@ -5,8 +5,12 @@
 //! `Set-Session` operations in one step, using [`crate::session::ops::plan`]
 //! for the semantics, so concurrent requests on one session that patch
 //! different keys never lose each other's writes. Expiry is the store's job.
+//!
+//! Two stores: [`memory`] (in this process, the default) and [`redis`]
+//! (shared by instances and with express-session + connect-redis).
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use thiserror::Error;
 use crate::session::ops::{SessionOp, SetSessionError};
 use crate::session::{SessionData, SessionId};
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// What to commit: the upstream's operations against the session the request
@@ -94,24 +99,28 @@ pub trait SessionStore: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum AnyStore {
     Memory(MemoryStore),
+    Redis(RedisStore),
 }
 
 impl SessionStore for AnyStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
         match self {
             Self::Memory(store) => store.load(id).await,
+            Self::Redis(store) => store.load(id).await,
         }
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         match self {
             Self::Memory(store) => store.commit(commit).await,
+            Self::Redis(store) => store.commit(commit).await,
         }
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Self::Memory(store) => store.touch(id, ttl).await,
+            Self::Redis(store) => store.touch(id, ttl).await,
         }
     }
 }

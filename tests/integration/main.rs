@@ -4,10 +4,16 @@
 // Not every module uses every helper.
 #[allow(dead_code)]
 mod support;
+// The throwaway redis-server helper, shared with the unit tests.
+#[allow(dead_code)]
+#[path = "../../src/store/redis/test_server.rs"]
+mod test_server;
 
 mod binary;
 mod failures;
 mod protocol;
+mod redis;
+mod redis_failures;
 mod routes;
 mod session_flow;
 mod transport;

@@ -1,0 +1,209 @@
+//! The Redis commands the store sends, each under the command timeout, and
+//! the compare-and-set scripts. The scripts only compare bytes and write
+//! what they are given: what a write means is decided in Rust by
+//! [`crate::session::ops::plan`].
+
+use redis::{Script, Value};
+
+use super::conn::{describe, Connection};
+use super::RedisStore;
+use crate::store::StoreError;
+
+/// Writes `ARGV[2]` with a TTL of `ARGV[3]` ms if `KEYS[1]` still holds
+/// `ARGV[1]`; returns 1, or else what the key holds (nil if nothing).
+const SET_IF_UNCHANGED: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return current end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// One server only (two keys, two slots in a cluster): moves a session
+/// from `KEYS[1]` to `KEYS[2]`, with the new value `ARGV[2]` and a TTL of
+/// `ARGV[3]` ms, if `KEYS[1]` still holds `ARGV[1]`; returns 1, or else
+/// what `KEYS[1]` holds.
+const MOVE_IF_UNCHANGED: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return current end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Deletes `KEYS[1]` if it still holds `ARGV[1]`; returns 1, or else what
+/// the key holds.
+const DELETE_IF_UNCHANGED: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return current end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// The scripts, hashed once. Sent as `EVALSHA`; after `NOSCRIPT` (a
+/// restarted Redis, a new cluster node) redis-rs loads them and retries.
+pub(super) struct Scripts {
+    set_if_unchanged: Script,
+    move_if_unchanged: Script,
+    delete_if_unchanged: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            set_if_unchanged: Script::new(SET_IF_UNCHANGED),
+            move_if_unchanged: Script::new(MOVE_IF_UNCHANGED),
+            delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED),
+        }
+    }
+}
+
+/// What a compare-and-set script answered.
+pub(super) enum Cas {
+    Done,
+    /// The key held something else, or nothing (`None`): plan again on it.
+    Changed(Option<Vec<u8>>),
+}
+
+impl RedisStore {
+    /// Runs one Redis request under the command timeout. Every failure is
+    /// `Unavailable`: the proxy answers 503 and leaves the cookie alone.
+    async fn run<T>(
+        &self,
+        what: &'static str,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.shared.command_timeout;
+        match tokio::time::timeout(limit, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::Unavailable(format!(
+                "redis {what}: {}",
+                describe(&error)
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis {what}: no answer within {limit:?}"
+            ))),
+        }
+    }
+
+    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("GET");
+        command.arg(key);
+        self.run("GET", command.query_async(&mut connection)).await
+    }
+
+    /// `SET key value PX ttl NX`: never overwrites. An existing key (a
+    /// fresh 256-bit id already taken) is an error.
+    pub(super) async fn set_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        millis: u64,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(value).arg("PX").arg(millis).arg("NX");
+        let created: Option<String> = self
+            .run("SET", command.query_async(&mut connection))
+            .await?;
+        created.map(drop).ok_or_else(|| {
+            StoreError::Unavailable("a fresh session id was already taken in Redis".into())
+        })
+    }
+
+    /// `DEL`; whether the key existed.
+    pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("DEL");
+        command.arg(key);
+        let deleted: i64 = self
+            .run("DEL", command.query_async(&mut connection))
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    /// `PEXPIRE`; whether the key exists.
+    pub(super) async fn expire(&self, key: &str, millis: u64) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("PEXPIRE");
+        command.arg(key).arg(millis);
+        let touched: i64 = self
+            .run("PEXPIRE", command.query_async(&mut connection))
+            .await?;
+        Ok(touched == 1)
+    }
+
+    /// Writes `value` at `key` if it still holds `expected`.
+    pub(super) async fn set_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        millis: u64,
+    ) -> Result<Cas, StoreError> {
+        let script = &self.shared.scripts.set_if_unchanged;
+        let args = (expected, value, millis);
+        self.cas("write", script, &[key], args).await
+    }
+
+    /// Moves the session at `old` (holding `expected`) to `fresh` with
+    /// `value`: one script on one server; on a cluster, `SET NX` of the new
+    /// key, then delete-if-unchanged of the old one, undoing the new key if
+    /// the old one changed (see the module documentation).
+    pub(super) async fn move_if_unchanged(
+        &self,
+        old: &str,
+        fresh: &str,
+        expected: &[u8],
+        value: &[u8],
+        millis: u64,
+    ) -> Result<Cas, StoreError> {
+        let scripts = &self.shared.scripts;
+        if let Connection::Single(_) = self.connection {
+            let args = (expected, value, millis);
+            return self
+                .cas(
+                    "regenerate",
+                    &scripts.move_if_unchanged,
+                    &[old, fresh],
+                    args,
+                )
+                .await;
+        }
+        self.set_new(fresh, value, millis).await?;
+        let args = (expected, &b""[..], 0);
+        let outcome = self
+            .cas("regenerate", &scripts.delete_if_unchanged, &[old], args)
+            .await?;
+        if let Cas::Changed(_) = outcome {
+            self.delete(fresh).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn cas(
+        &self,
+        what: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: (&[u8], &[u8], u64),
+    ) -> Result<Cas, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        invocation.arg(args.0).arg(args.1).arg(args.2);
+        let mut connection = self.connection.clone();
+        let reply: Value = self
+            .run(what, invocation.invoke_async(&mut connection))
+            .await?;
+        match reply {
+            Value::Int(1) => Ok(Cas::Done),
+            Value::Nil => Ok(Cas::Changed(None)),
+            Value::BulkString(current) => Ok(Cas::Changed(Some(current))),
+            _ => Err(StoreError::Unavailable(format!(
+                "redis {what}: unexpected reply from the script"
+            ))),
+        }
+    }
+}

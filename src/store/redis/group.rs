@@ -1,0 +1,362 @@
+//! Group commit: the writes one process makes to one session are applied
+//! together.
+//!
+//! A commit on an existing session joins its stripe's queue (stripes are
+//! picked by id). If no writer runs for the stripe, the commit starts one:
+//! a spawned task (so a request that goes away cannot strand the queue)
+//! that takes every queued commit, groups them by session, and for each
+//! session reads the record once, plans the commits one after another on
+//! it, in arrival order, exactly as if they had run one by one, and writes
+//! the result with one compare-and-set. Then it takes what queued up
+//! meanwhile, until the queue is empty.
+//!
+//! So 64 concurrent writes to one session cost a few round trips instead
+//! of 64 sequential ones, and the compare-and-set only ever races other
+//! instances. A commit planned after a `destroy` or a `regenerate` of the
+//! same group finds its session gone (`Vanished`), as it would have one by
+//! one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::commands::Cas;
+use super::record;
+use super::{RedisStore, MAX_ATTEMPTS};
+use crate::session::ops::{self, Plan, SessionOp};
+use crate::session::{SessionData, SessionId};
+use crate::store::{Commit, Committed, StoreError};
+
+/// Stripes of the write queues (a power of two).
+pub(super) const STRIPES: usize = 1024;
+/// Largest record a stripe remembers (so the copies take at most 4 MiB).
+const REMEMBERED_MAX_BYTES: usize = 4096;
+
+/// One stripe: its queue, whether a writer runs, and the record this
+/// process last wrote for one of its sessions.
+///
+/// A blocking mutex: it guards a few field updates and is never held
+/// across an `.await`.
+#[derive(Default)]
+pub(super) struct Stripe {
+    state: Mutex<StripeState>,
+}
+
+#[derive(Default)]
+struct StripeState {
+    writing: bool,
+    queue: Vec<Pending>,
+    /// The first group a new writer handles (one browser's requests on one
+    /// instance, the common case) compares against this instead of reading
+    /// first: one round trip instead of two. A stale copy costs nothing
+    /// extra: the compare-and-set fails and returns what Redis holds, as
+    /// the read would. Later groups of the same run read first: if they
+    /// used it, each would be as quick as another instance's retry and win
+    /// every race while this queue refills, starving that instance.
+    remembered: Option<(SessionId, Vec<u8>)>,
+}
+
+/// A queued commit, owning what it needs.
+struct Pending {
+    id: SessionId,
+    ops: Vec<SessionOp>,
+    fresh_id: SessionId,
+    ttl: Duration,
+    max_bytes: usize,
+    reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// A poisoned lock only means a thread panicked mid-update; every update
+/// leaves the state usable.
+fn lock(stripe: &Stripe) -> MutexGuard<'_, StripeState> {
+    stripe.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn stripe_of(id: &SessionId) -> usize {
+    // FNV-1a: ids are random, so this spreads them evenly.
+    let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash as usize) & (STRIPES - 1)
+}
+
+/// What the session becomes once a group's commits are planned.
+enum Fate {
+    Kept,
+    Written,
+    Deleted,
+    Moved(SessionId),
+}
+
+/// One compare-and-set round of a group.
+enum Round {
+    /// The results, in the group's order, and the value now stored under
+    /// the session's id, if known.
+    Finished(Vec<Result<Committed, StoreError>>, Option<Vec<u8>>),
+    /// The record changed since it was read: this is what it holds now.
+    Conflict(Option<Vec<u8>>),
+}
+
+impl RedisStore {
+    /// Queues `commit` on the session `current` and waits for its result,
+    /// starting a writer for the stripe if none runs.
+    pub(super) async fn enqueue(
+        &self,
+        current: &SessionId,
+        commit: Commit<'_>,
+    ) -> Result<Committed, StoreError> {
+        let index = stripe_of(current);
+        let (reply, result) = oneshot::channel();
+        let pending = Pending {
+            id: current.clone(),
+            ops: commit.ops.to_vec(),
+            fresh_id: commit.fresh_id,
+            ttl: commit.ttl,
+            max_bytes: commit.max_bytes,
+            reply,
+        };
+        let start = {
+            let mut state = lock(&self.shared.stripes[index]);
+            state.queue.push(pending);
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().write_stripe(index));
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the session write was abandoned".into(),
+            ))
+        })
+    }
+
+    /// The writer of one stripe: runs until its queue is empty.
+    async fn write_stripe(self, index: usize) {
+        let stripe = &self.shared.stripes[index];
+        // Whatever else ends this task (a panic, runtime shutdown), the
+        // stripe is released and nobody waits on it forever.
+        let mut release = Release {
+            stripe,
+            armed: true,
+        };
+        let mut first = true;
+        loop {
+            let (queue, mut remembered) = {
+                let mut state = lock(stripe);
+                if state.queue.is_empty() {
+                    state.writing = false;
+                    // From here another writer may start: this one must not
+                    // touch the stripe again.
+                    release.armed = false;
+                    return;
+                }
+                let remembered = if first { state.remembered.take() } else { None };
+                (std::mem::take(&mut state.queue), remembered)
+            };
+            first = false;
+            for (id, group) in by_session(queue) {
+                let known = match remembered.take() {
+                    Some((rid, value)) if rid == id => Some(value),
+                    other => {
+                        remembered = other;
+                        None
+                    }
+                };
+                let written = self.write_group(&id, group, known).await;
+                if let Some(value) = written.filter(|v| v.len() <= REMEMBERED_MAX_BYTES) {
+                    lock(stripe).remembered = Some((id, value));
+                }
+            }
+            if let Some(unused) = remembered {
+                lock(stripe).remembered.get_or_insert(unused);
+            }
+        }
+    }
+
+    /// Applies one session's group and sends every result; returns the
+    /// value now stored under `id`, if known.
+    async fn write_group(
+        &self,
+        id: &SessionId,
+        group: Vec<Pending>,
+        known: Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let fail = |group: Vec<Pending>, error: &StoreError| {
+            for pending in group {
+                let _ = pending.reply.send(Err(copy(error)));
+            }
+        };
+        let mut stored = match known {
+            Some(value) => Some(value),
+            None => match self.get(&self.key(id)).await {
+                Ok(value) => value,
+                Err(error) => {
+                    fail(group, &error);
+                    return None;
+                }
+            },
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(expected) = stored else {
+                for pending in group {
+                    let _ = pending.reply.send(Ok(Committed::Vanished));
+                }
+                return None;
+            };
+            match self.write_round(id, &group, &expected).await {
+                Ok(Round::Finished(results, written)) => {
+                    for (pending, result) in group.into_iter().zip(results) {
+                        let _ = pending.reply.send(result);
+                    }
+                    return written;
+                }
+                Ok(Round::Conflict(now_stored)) => stored = now_stored,
+                Err(error) => {
+                    fail(group, &error);
+                    return None;
+                }
+            }
+        }
+        let gave_up = StoreError::Unavailable(format!(
+            "the session changed under {MAX_ATTEMPTS} write attempts in a row; gave up"
+        ));
+        fail(group, &gave_up);
+        None
+    }
+
+    /// Plans the group on `expected`, the record last read for `id`, and
+    /// writes the outcome if the record still is `expected`.
+    async fn write_round(
+        &self,
+        id: &SessionId,
+        group: &[Pending],
+        expected: &[u8],
+    ) -> Result<Round, StoreError> {
+        let Some(record) = record::decode(expected) else {
+            tracing::warn!("a Redis session record is not a JSON object; left as it is");
+            let vanished = group.iter().map(|_| Ok(Committed::Vanished)).collect();
+            return Ok(Round::Finished(vanished, None));
+        };
+        let mut data = Arc::new(SessionData::new(record.data));
+        let mut fate = Fate::Kept;
+        let mut ttl = Duration::ZERO;
+        let mut results = Vec::with_capacity(group.len());
+        for pending in group {
+            if matches!(fate, Fate::Deleted | Fate::Moved(_)) {
+                results.push(Ok(Committed::Vanished));
+                continue;
+            }
+            let result = match ops::plan(Some(&data), &pending.ops, pending.max_bytes) {
+                Err(rejected) => Err(StoreError::Rejected(rejected)),
+                Ok(Plan::Keep) => Ok(Committed::Unchanged),
+                Ok(Plan::Delete) => {
+                    fate = Fate::Deleted;
+                    Ok(Committed::Destroyed)
+                }
+                Ok(Plan::Write {
+                    data: new,
+                    fresh_id,
+                }) => {
+                    data = new.clone();
+                    ttl = pending.ttl;
+                    let saved_as = if fresh_id {
+                        fate = Fate::Moved(pending.fresh_id.clone());
+                        pending.fresh_id.clone()
+                    } else {
+                        fate = Fate::Written;
+                        id.clone()
+                    };
+                    Ok(Committed::Saved {
+                        id: saved_as,
+                        data: new,
+                    })
+                }
+            };
+            results.push(result);
+        }
+        let key = self.key(id);
+        let outcome = match fate {
+            Fate::Kept => return Ok(Round::Finished(results, Some(expected.to_vec()))),
+            // Whatever the record held, the end is "deleted": no compare.
+            Fate::Deleted => {
+                if !self.delete(&key).await? {
+                    let vanished = group.iter().map(|_| Ok(Committed::Vanished)).collect();
+                    return Ok(Round::Finished(vanished, None));
+                }
+                return Ok(Round::Finished(results, None));
+            }
+            Fate::Written => {
+                let (value, millis) = self.encode(record.cookie, &data, ttl);
+                match self
+                    .set_if_unchanged(&key, expected, &value, millis)
+                    .await?
+                {
+                    Cas::Done => return Ok(Round::Finished(results, Some(value))),
+                    changed => changed,
+                }
+            }
+            Fate::Moved(fresh) => {
+                let (value, millis) = self.encode(record.cookie, &data, ttl);
+                let fresh = self.key(&fresh);
+                self.move_if_unchanged(&key, &fresh, expected, &value, millis)
+                    .await?
+            }
+        };
+        Ok(match outcome {
+            Cas::Done => Round::Finished(results, None),
+            Cas::Changed(now_stored) => Round::Conflict(now_stored),
+        })
+    }
+}
+
+/// The queue split by session, each group in arrival order, the groups in
+/// order of their first commit.
+fn by_session(queue: Vec<Pending>) -> Vec<(SessionId, Vec<Pending>)> {
+    let mut groups: Vec<(SessionId, Vec<Pending>)> = Vec::new();
+    let mut index: HashMap<SessionId, usize> = HashMap::new();
+    for pending in queue {
+        match index.get(&pending.id) {
+            Some(&at) => groups[at].1.push(pending),
+            None => {
+                index.insert(pending.id.clone(), groups.len());
+                groups.push((pending.id.clone(), vec![pending]));
+            }
+        }
+    }
+    groups
+}
+
+/// The same failure for each commit of a group (`StoreError` is not
+/// `Clone`: `Rejected` never comes from Redis, so it does not occur here).
+fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+        StoreError::Rejected(rejected) => StoreError::Unavailable(rejected.to_string()),
+        StoreError::Full => StoreError::Full,
+    }
+}
+
+/// Releases a stripe when its writer ends other than by finding the queue
+/// empty: marks it idle and fails what is still queued, so no commit waits
+/// forever.
+struct Release<'a> {
+    stripe: &'a Stripe,
+    armed: bool,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = lock(self.stripe);
+        state.writing = false;
+        for pending in state.queue.drain(..) {
+            let _ = pending.reply.send(Err(StoreError::Unavailable(
+                "the session writer stopped".into(),
+            )));
+        }
+    }
+}

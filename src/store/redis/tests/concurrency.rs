@@ -1,0 +1,162 @@
+//! Concurrent writers: two instances, the remembered record, a burst
+//! around a regenerate.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_from_two_instances_all_survive() {
+    let Some(h) = harness_with("concurrent_patches_from_two_instances_all_survive", "").await
+    else {
+        return;
+    };
+    // A second store on the same Redis: its own connection and locks, as
+    // another Cloakroom instance would have.
+    let url = url_of(&h);
+    let other = RedisStore::connect(&redis_config(&format!("url = \"{url}\""), ""))
+        .await
+        .unwrap();
+    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    let stores = [h.store.clone(), other];
+    let tasks: Vec<_> = (0..100)
+        .map(|n| {
+            let (store, id) = (stores[n % 2].clone(), id.clone());
+            tokio::spawn(async move {
+                let ops = [patch(json!({ format!("k{n}"): n }))];
+                let commit = Commit {
+                    current: Some(&id),
+                    ops: &ops,
+                    fresh_id: SessionId::generate().unwrap(),
+                    ttl: Duration::from_secs(60),
+                    max_bytes: 65536,
+                };
+                store.commit(commit).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Committed::Saved { .. }));
+    }
+    let data = h.store.load(&id).await.unwrap().unwrap();
+    for n in 0..100 {
+        assert_eq!(data.map()[&format!("k{n}")], json!(n), "k{n} lost");
+    }
+}
+
+/// A commit on `store` patching `value` into `id`.
+async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) -> Committed {
+    let ops = [patch(value)];
+    let commit = Commit {
+        current: Some(id),
+        ops: &ops,
+        fresh_id: SessionId::generate().unwrap(),
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+    };
+    store.commit(commit).await.unwrap()
+}
+
+#[tokio::test]
+async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
+    let test = "what_this_instance_wrote_last_never_hides_another_instances_write";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let url = url_of(&h);
+    let other = RedisStore::connect(&redis_config(&format!("url = \"{url}\""), ""))
+        .await
+        .unwrap();
+    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    // `h.store` remembers what it wrote; `other` then changes the record.
+    assert!(matches!(
+        patch_on(&h.store, &id, json!({"a": 1})).await,
+        Committed::Saved { .. }
+    ));
+    assert!(matches!(
+        patch_on(&other, &id, json!({"b": 2})).await,
+        Committed::Saved { .. }
+    ));
+    assert!(matches!(
+        patch_on(&h.store, &id, json!({"c": 3})).await,
+        Committed::Saved { .. }
+    ));
+    let data = h.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(data.map().clone()),
+        json!({"a": 1, "b": 2, "c": 3})
+    );
+    // Destroyed elsewhere: the remembered copy does not bring it back.
+    let destroy = [SessionOp::Destroy];
+    let commit = Commit {
+        current: Some(&id),
+        ops: &destroy,
+        fresh_id: SessionId::generate().unwrap(),
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+    };
+    assert!(matches!(
+        other.commit(commit).await.unwrap(),
+        Committed::Destroyed
+    ));
+    assert!(matches!(
+        patch_on(&h.store, &id, json!({"d": 4})).await,
+        Committed::Vanished
+    ));
+    assert!(h.store.load(&id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
+    let test = "a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let old = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|n| {
+            let (store, old) = (h.store.clone(), old.clone());
+            tokio::spawn(async move {
+                let ops = if n == 20 {
+                    vec![SessionOp::Regenerate]
+                } else {
+                    vec![patch(json!({ format!("k{n}"): n }))]
+                };
+                let commit = Commit {
+                    current: Some(&old),
+                    ops: &ops,
+                    fresh_id: SessionId::generate().unwrap(),
+                    ttl: Duration::from_secs(60),
+                    max_bytes: 65536,
+                };
+                (n, store.commit(commit).await.unwrap())
+            })
+        })
+        .collect();
+    let mut moved_to = None;
+    let mut saved_before_move = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (20, Committed::Saved { id, .. }) => moved_to = Some(id),
+            (n, Committed::Saved { id, .. }) if id == old => saved_before_move.push(n),
+            (_, Committed::Vanished) => {}
+            (n, other) => panic!("commit {n}: {other:?}"),
+        }
+    }
+    let new = moved_to.expect("the regenerate saved the session under a new id");
+    assert_ne!(new, old);
+    assert!(
+        h.store.load(&old).await.unwrap().is_none(),
+        "the old id is gone"
+    );
+    let data = h.store.load(&new).await.unwrap().unwrap();
+    let mut kept: Vec<usize> = data.map().keys().map(|k| k[1..].parse().unwrap()).collect();
+    kept.sort_unstable();
+    saved_before_move.sort_unstable();
+    assert_eq!(
+        kept, saved_before_move,
+        "exactly the writes reported saved, no other"
+    );
+}

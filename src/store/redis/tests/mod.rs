@@ -1,0 +1,113 @@
+//! The conformance suite (on one server and on a cluster) and the
+//! Redis-specific checks, each against its own `redis-server` (or
+//! `REDIS_URL`): the record format, concurrent writers, connecting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::test_server::{external_url, RedisCluster, RedisServer};
+use super::*;
+use crate::config::{Config, StoreConfig};
+use crate::session::ops::SessionOp;
+use crate::store::conformance;
+
+/// A store with the server(s) it talks to, stopped when this drops.
+pub(crate) struct Harness {
+    pub(super) store: RedisStore,
+    pub(super) server: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
+}
+
+impl SessionStore for Harness {
+    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        self.store.commit(commit).await
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.touch(id, ttl).await
+    }
+}
+
+/// The `[store]` part of a configuration, through the real config pipeline.
+pub(super) fn redis_config(store_toml: &str, cookie_toml: &str) -> RedisConfig {
+    let text = format!(
+        "upstream.url = \"http://127.0.0.1:1\"\nsession.secrets = [\"0123456789abcdef0123456789abcdef\"]\n[cookie]\n{cookie_toml}\n[store]\nkind = \"redis\"\n{store_toml}"
+    );
+    match Config::from_toml_str(&text) {
+        Ok(Config {
+            store: StoreConfig::Redis(redis),
+            ..
+        }) => redis,
+        Ok(_) => unreachable!("kind is redis"),
+        Err(error) => panic!("test config invalid: {error}"),
+    }
+}
+
+pub(super) async fn harness_with(test: &str, cookie_toml: &str) -> Option<Harness> {
+    let (url, server) = match external_url() {
+        Some(url) => (url, None),
+        None => {
+            let server = RedisServer::start(test)?;
+            (server.url(), Some(server))
+        }
+    };
+    let config = redis_config(&format!("url = \"{url}\""), cookie_toml);
+    let store = RedisStore::connect(&config).await.unwrap();
+    Some(Harness {
+        store,
+        server,
+        _cluster: None,
+    })
+}
+
+async fn harness() -> Option<Harness> {
+    harness_with("redis store conformance", "").await
+}
+
+conformance::suite!(async harness);
+
+/// The same suite on a three-node Redis Cluster: regenerate crosses slots.
+mod on_a_cluster {
+    use super::*;
+
+    async fn cluster_harness() -> Option<Harness> {
+        let cluster = RedisCluster::start("redis store conformance on a cluster")?;
+        let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+        let config = redis_config(&format!("cluster_urls = [{}]", urls.join(", ")), "");
+        let store = RedisStore::connect(&config).await.unwrap();
+        Some(Harness {
+            store,
+            server: None,
+            _cluster: Some(cluster),
+        })
+    }
+
+    conformance::suite!(async cluster_harness);
+}
+
+pub(super) fn patch(value: serde_json::Value) -> SessionOp {
+    match value {
+        serde_json::Value::Object(map) => SessionOp::Patch(map),
+        other => panic!("not an object: {other}"),
+    }
+}
+
+pub(super) async fn raw_get(store: &RedisStore, key: &str) -> Option<String> {
+    let bytes = store.get(key).await.unwrap()?;
+    Some(String::from_utf8(bytes).unwrap())
+}
+
+/// The URL of the Redis a harness talks to.
+pub(super) fn url_of(h: &Harness) -> String {
+    h.server
+        .as_ref()
+        .map_or_else(|| external_url().unwrap_or_default(), RedisServer::url)
+}
+
+mod concurrency;
+mod connection;
+mod records;
