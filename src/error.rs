@@ -33,10 +33,16 @@ pub enum ProxyError {
     RequestBodyStalled,
     #[error("request body failed: {0}")]
     RequestBodyFailed(String),
+    #[error("request Transfer-Encoding is not just `chunked`")]
+    BadTransferEncoding,
+    #[error("WebSocket handshake from an origin not in auth.websocket_origins")]
+    OriginRefused,
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    #[error("upstream switched protocols unasked: {0}")]
+    UpstreamBadSwitch(&'static str),
     #[error("upstream sent an invalid Set-Session: {0}")]
     BadSetSession(#[from] SetSessionError),
     #[error("{0}")]
@@ -62,10 +68,13 @@ impl ProxyError {
             Self::BadPath(_)
             | Self::NoHost
             | Self::RequestBodyStalled
-            | Self::RequestBodyFailed(_) => Fault::Client,
-            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) | Self::BadSetSession(_) => {
-                Fault::Upstream
-            }
+            | Self::RequestBodyFailed(_)
+            | Self::BadTransferEncoding
+            | Self::OriginRefused => Fault::Client,
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout(_)
+            | Self::UpstreamBadSwitch(_)
+            | Self::BadSetSession(_) => Fault::Upstream,
             Self::Store(_) => Fault::Store,
             Self::Randomness(_) | Self::BadUpstreamRequest(_) => Fault::Proxy,
         }
@@ -73,9 +82,15 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadPath(_) | Self::NoHost | Self::RequestBodyFailed(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath(_)
+            | Self::NoHost
+            | Self::RequestBodyFailed(_)
+            | Self::BadTransferEncoding => StatusCode::BAD_REQUEST,
+            Self::OriginRefused => StatusCode::FORBIDDEN,
             Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
-            Self::UpstreamUnreachable(_) | Self::BadSetSession(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable(_) | Self::UpstreamBadSwitch(_) | Self::BadSetSession(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Randomness(_) | Self::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +102,7 @@ impl ProxyError {
         let status = self.status();
         let text = match self.fault() {
             Fault::Client if status == StatusCode::REQUEST_TIMEOUT => "request body timed out\n",
+            Fault::Client if status == StatusCode::FORBIDDEN => "forbidden\n",
             Fault::Client => "bad request\n",
             Fault::Upstream if status == StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
             Fault::Upstream => "bad gateway\n",
@@ -116,4 +132,7 @@ pub enum Error {
     /// The session store is unreachable or refuses us at start-up.
     #[error(transparent)]
     StoreUnavailable(#[from] crate::store::redis::ConnectError),
+    /// rustls refused the listener's TLS settings.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] rustls::Error),
 }

@@ -21,6 +21,8 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The h2c upgrade's settings (RFC 7540 3.2): connection-specific.
+pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Prefix of every session header; all names starting with it are reserved.
 const SESSION_PREFIX: &[u8] = b"x-session";
@@ -34,8 +36,9 @@ const FORWARDING_EXACT: [&[u8]; 4] = [
 const FORWARDING_PREFIX: &[u8] = b"x-forwarded-";
 
 /// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `Keep-Alive` and
-/// `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Proxy-Connection`, and h2c's `HTTP2-Settings`). WebSocket handshakes
+/// get their `Upgrade` and `Connection` back afterwards, in `proxy::upgrade`.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -43,6 +46,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HTTP2_SETTINGS,
 ];
 
 /// Headers a `Connection` option may not remove: framing and routing.
@@ -152,6 +156,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// False when a request's `Transfer-Encoding` is anything but a single
+/// `chunked`. hyper refuses codings that do not end in `chunked`; this also
+/// refuses `gzip, chunked` and the like, which the proxy would forward
+/// decoded-but-still-encoded, and which no browser sends.
+pub fn chunked_only(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(coding), None) => coding.eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// Removes every spelling of `Set-Session` from an upstream response and
 /// returns the values of the canonical one, in order.
 pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
@@ -232,12 +254,27 @@ mod tests {
             ("x-private", "1"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
             ("host", "example.com"),
             ("content-length", "0"),
         ]);
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["host", "content-length"]);
+    }
+
+    #[test]
+    fn only_a_single_chunked_transfer_coding_is_accepted() {
+        assert!(chunked_only(&map(&[])));
+        assert!(chunked_only(&map(&[("transfer-encoding", "Chunked")])));
+        for bad in ["gzip", "gzip, chunked", "chunked, chunked", "identity"] {
+            assert!(!chunked_only(&map(&[("transfer-encoding", bad)])), "{bad}");
+        }
+        let split = map(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(!chunked_only(&split));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - [`config`]: `proxy.toml` → validated [`config::Config`].
 //! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain.
+//! - [`tls`]: certificates by SNI, the rustls acceptor, reloads;
+//!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
 //! - [`proxy`]: the phases of one request (scrub → canonicalise → identify →
-//!   load → authorise → inject → forward → commit).
+//!   load → authorise → inject → forward → commit), and WebSocket tunnels.
 //! - [`path`]: the canonical request path; [`routes`]: login-only policy.
 //! - [`signing`]: HMAC signatures; [`session_cookie`]: the cookie on the wire.
 //! - [`session`]: ids, data, `Set-Session` operations (pure).
@@ -26,10 +28,17 @@
 //! - No store lookup with an id whose signature was not verified; ids the
 //!   proxy did not issue are never adopted.
 //! - The path the route decision sees is the path forwarded.
+//! - A WebSocket tunnel opens only for an authorised handshake that the
+//!   upstream answered with `101`, after its `Set-Session` is stored. No
+//!   other upgrade (`h2c`) is honoured or forwarded.
 //! - `Set-Session` never reaches a client and is applied before the response
 //!   head leaves.
 //! - The store never sees HTTP types; the session model does no I/O.
-//! - Logs never hold a session id, a cookie value, a secret or session data.
+//! - Logs never hold a session id, a cookie value, a secret or session data,
+//!   nor any private key material.
+//! - TLS handshakes run in each connection's task under a timeout, never on
+//!   the accept loop; a certificate reload never drops a connection, and a
+//!   bad new certificate never replaces a good one.
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +49,7 @@ pub mod error;
 pub mod headers;
 pub mod path;
 pub mod proxy;
+pub mod redirect;
 pub mod routes;
 pub mod server;
 pub mod session;
@@ -47,7 +57,8 @@ pub mod session_cookie;
 pub mod session_headers;
 pub mod signing;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 pub use error::Error;
-pub use server::run;
+pub use server::{run, run_with, Options};

@@ -69,10 +69,36 @@ fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (server.listen)", config.listen))?;
-        tracing::info!(upstream = %config.upstream.url, "cloakroom starting");
-        cloakroom::run(config, listener, shutdown_signal()).await?;
+        let redirect_listener = match config.server.redirect_http_from {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding {address} (server.redirect_http_from)"))?,
+            ),
+            None => None,
+        };
+        let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(reload_on_sighup(reload.clone()));
+        tracing::info!(upstream = %config.upstream.url, tls = config.server.tls.is_some(), "cloakroom starting");
+        let options = cloakroom::Options {
+            redirect_listener,
+            reload: Some(reload),
+        };
+        cloakroom::run_with(config, listener, options, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Each SIGHUP reloads the TLS certificates.
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hangup.recv().await.is_some() {
+            reload.notify_one();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,29 +1,62 @@
 //! Serving: the accept loop, one task per connection, HTTP/1.1 and HTTP/2
-//! (prior knowledge) on the same port, limits, and the graceful drain.
+//! on the same port (by ALPN over TLS, by prior knowledge over plain TCP),
+//! limits, and the graceful drain.
 //!
 //! The library never binds a port or listens for signals: [`run`] takes a
 //! bound listener and a shutdown future, so tests run it on `127.0.0.1:0`.
+//! [`run_with`] also takes the redirect listener (`server.redirect_http_from`,
+//! bound by the caller) and a trigger that reloads the TLS certificates (the
+//! binary fires it on SIGHUP).
+//!
+//! With `[server.tls]`, the TLS handshake runs in the connection's own task
+//! under `server.tls.handshake_timeout`, never on the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::error::Error;
 use crate::proxy::{Peer, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
+use crate::tls::first_bytes::FirstBytes;
+use crate::tls::{self, Certificates};
 
 /// Most concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// What [`run_with`] takes besides the configuration and the main listener.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The bound `server.redirect_http_from` socket. The library does not
+    /// bind it itself: without it, no redirect listener runs.
+    pub redirect_listener: Option<TcpListener>,
+    /// Each `notify_one` reloads the TLS certificates now (besides the
+    /// polling of the files).
+    pub reload: Option<Arc<Notify>>,
+}
+
+/// Aborts a background task when serving ends, however it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Builds the proxy from `config` and serves `listener` until `shutdown`
 /// resolves; then stops accepting and lets in-flight requests finish for
@@ -33,9 +66,55 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    run_with(config, listener, Options::default(), shutdown).await
+}
+
+/// [`run`], plus the redirect listener and the reload trigger.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
     let store = build_store(&config.store).await?;
     let proxy = Arc::new(Proxy::new(&config, store));
-    serve(proxy, &config.server, listener, shutdown).await
+    let mut background = Vec::new();
+    let acceptor = match &config.server.tls {
+        Some(tls_config) => {
+            let certificates = Arc::new(Certificates::new(tls_config.loaded.clone()));
+            let acceptor = tls::acceptor(certificates.clone()).map_err(Error::Tls)?;
+            background.push(AbortOnDrop(tokio::spawn(tls::reload::watch(
+                tls_config.certificates.clone(),
+                certificates,
+                tls_config.watch_interval,
+                options.reload.unwrap_or_default(),
+            ))));
+            Some(acceptor)
+        }
+        None => None,
+    };
+    match (options.redirect_listener, acceptor.is_some()) {
+        (Some(redirect), true) => {
+            let https_port = listener.local_addr().map_err(Error::Listener)?.port();
+            background.push(AbortOnDrop(tokio::spawn(crate::redirect::serve(
+                redirect,
+                https_port,
+                config.server.header_read_timeout,
+                config.server.max_connections,
+            ))));
+        }
+        (Some(_), false) => {
+            tracing::warn!("a redirect listener was given without [server.tls]; not serving it")
+        }
+        (None, _) => {
+            if let Some(address) = config.server.redirect_http_from {
+                tracing::warn!(%address, "server.redirect_http_from is set but no redirect listener was passed to run_with; not redirecting");
+            }
+        }
+    }
+    let result = serve(proxy, &config.server, listener, acceptor, shutdown).await;
+    drop(background);
+    result
 }
 
 /// The configured store, connected and verified (Redis answers `PING`)
@@ -91,6 +170,7 @@ async fn serve(
     proxy: Arc<Proxy>,
     config: &ServerConfig,
     listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let builder = Arc::new(connection_builder(config));
@@ -98,7 +178,7 @@ async fn serve(
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let trusted: Arc<[IpNet]> = config.trusted_proxies.clone().into();
     let address = listener.local_addr().map_err(Error::Listener)?;
-    tracing::info!(%address, "listening");
+    tracing::info!(%address, tls = acceptor.is_some(), "listening");
     tokio::pin!(shutdown);
     loop {
         if limit.available_permits() == 0 {
@@ -124,32 +204,55 @@ async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let first_bytes_timeout = config.header_read_timeout;
         let addr = remote.ip().to_canonical();
         let trusted_peer = trusted.iter().any(|net| net.contains(&addr));
-        let peer = Arc::new(Peer::new(addr, trusted_peer, false));
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let (proxy, peer) = (proxy.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(proxy.handle(request, &peer).await) }
+        let peer = Arc::new(Peer::new(addr, trusted_peer, acceptor.is_some()));
+        let connection = Connection {
+            proxy: proxy.clone(),
+            peer,
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            hsts: config.hsts.clone(),
+        };
+        let first_bytes_timeout = config.header_read_timeout;
+        let handshake = acceptor.clone().map(|acceptor| {
+            let timeout = config
+                .tls
+                .as_ref()
+                .map_or(first_bytes_timeout, |tls| tls.handshake_timeout);
+            (acceptor, timeout)
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // Protocol detection reads the first bytes without a timeout of
-            // its own: a client that sends nothing must not hold a slot.
-            if tokio::time::timeout(first_bytes_timeout, first_bytes(&stream))
-                .await
-                .is_err()
-            {
-                tracing::debug!(peer = %addr, "no request within the header read timeout; closed");
-                return;
+            // The slot is held for the connection's whole life.
+            let _permit = permit;
+            let Some((acceptor, timeout)) = handshake else {
+                // Protocol detection reads the first bytes without a timeout of
+                // its own: a client that sends nothing must not hold a slot.
+                if tokio::time::timeout(first_bytes_timeout, first_bytes(&stream))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(peer = %addr, "no request within the header read timeout; closed");
+                    return;
+                }
+                return connection.serve(stream).await;
+            };
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // A TLS stream cannot be peeked: the first bytes get
+                    // their deadline from a wrapper instead.
+                    let needed = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => H2_PREFACE.len(),
+                        _ => 1,
+                    };
+                    let stream = FirstBytes::new(stream, needed, first_bytes_timeout);
+                    connection.serve(stream).await;
+                }
+                Ok(Err(error)) => tracing::debug!(peer = %addr, %error, "TLS handshake failed"),
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "TLS handshake not done within the timeout; closed")
+                }
             }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-            drop(permit);
         });
     }
     drop(listener);
@@ -162,4 +265,50 @@ async fn serve(
         () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// One accepted connection, ready to be served once its transport (plain
+/// TCP or TLS) is up.
+struct Connection {
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    hsts: Option<HeaderValue>,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface, which over
+    /// TLS follows the ALPN choice) until the connection ends or drains.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            proxy,
+            peer,
+            builder,
+            watcher,
+            hsts,
+        } = self;
+        // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797
+        // §8.1). The configured policy replaces one sent by the upstream.
+        let hsts = hsts.filter(|_| peer.tls);
+        let service = service_fn(move |request| {
+            let (proxy, peer, hsts) = (proxy.clone(), peer.clone(), hsts.clone());
+            async move {
+                let mut response = proxy.handle(request, &peer).await;
+                if let Some(hsts) = hsts {
+                    response
+                        .headers_mut()
+                        .insert(STRICT_TRANSPORT_SECURITY, hsts);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 mod raw;
 mod secrets;
 mod store;
+mod tls;
 mod units;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 pub use cookie::SameSite;
 pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
 pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
+pub use tls::TlsConfig;
 
 use crate::headers;
 use crate::path;
@@ -53,6 +55,12 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub via: bool,
     pub shutdown_grace: Duration,
+    /// `[server.tls]`: serve HTTPS on `server.listen`.
+    pub tls: Option<TlsConfig>,
+    /// A plain-HTTP address that only redirects to HTTPS.
+    pub redirect_http_from: Option<SocketAddr>,
+    /// `Strict-Transport-Security` added to responses over TLS.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +129,9 @@ pub struct AuthConfig {
     pub login_url: String,
     pub case_sensitive: bool,
     pub protect: Vec<ProtectRule>,
+    /// Origins allowed to open WebSockets on protected paths, lower case,
+    /// like `https://app.example`. Empty: no Origin check.
+    pub websocket_origins: Vec<String>,
 }
 
 /// One problem in the configuration.
@@ -275,6 +286,7 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
                 .ok()
         })
         .collect();
+    let tls = tls::build(s, check);
     ServerConfig {
         header_read_timeout: check
             .positive_duration("server.header_read_timeout", &s.header_read_timeout),
@@ -287,6 +299,9 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
         trusted_proxies,
         via: s.via,
         shutdown_grace: check.duration("server.shutdown_grace", &s.shutdown_grace),
+        tls: tls.tls,
+        redirect_http_from: tls.redirect_http_from,
+        hsts: tls.hsts,
     }
 }
 
@@ -566,11 +581,32 @@ fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
             }
         }
     }
+    let websocket_origins = a
+        .websocket_origins
+        .iter()
+        .enumerate()
+        .filter_map(|(index, origin)| {
+            let valid = origin.parse::<Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && u.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+            });
+            if !valid {
+                check.fail(
+                    &format!("auth.websocket_origins[{index}]"),
+                    format!("`{origin}` is not an origin like \"https://app.example\" (scheme, host and optional port only)"),
+                );
+                return None;
+            }
+            Some(origin.trim_end_matches('/').to_ascii_lowercase())
+        })
+        .collect();
     AuthConfig {
         identity_key: a.identity_key.clone(),
         login_url: a.login_url.clone(),
         case_sensitive: a.case_sensitive,
         protect,
+        websocket_origins,
     }
 }
 

@@ -28,6 +28,36 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     pub via: bool,
     pub shutdown_grace: String,
+    pub tls: Option<RawTls>,
+    pub redirect_http_from: Option<String>,
+    pub hsts: Option<String>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub certificates: Vec<RawCertificate>,
+    pub handshake_timeout: String,
+    pub watch_interval: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            certificates: Vec::new(),
+            handshake_timeout: "10s".into(),
+            watch_interval: "5s".into(),
+        }
+    }
+}
+
+/// One `[[server.tls.certificates]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for RawServer {
@@ -42,6 +72,9 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             via: false,
             shutdown_grace: "10s".into(),
+            tls: None,
+            redirect_http_from: None,
+            hsts: None,
         }
     }
 }
@@ -194,6 +227,7 @@ pub struct RawAuth {
     pub login_url: String,
     pub case_sensitive: bool,
     pub protect: Vec<RawProtect>,
+    pub websocket_origins: Vec<String>,
 }
 
 impl Default for RawAuth {
@@ -203,6 +237,7 @@ impl Default for RawAuth {
             login_url: "/login".into(),
             case_sensitive: false,
             protect: Vec::new(),
+            websocket_origins: Vec::new(),
         }
     }
 }

@@ -77,6 +77,28 @@ fn a_protected_login_page_is_refused() {
 }
 
 #[test]
+fn websocket_origins_are_normalised_and_paths_refused() {
+    let text = format!("{MINIMAL}\n[auth]\nwebsocket_origins = [\"HTTPS://App.Example/\", \"http://localhost:3000\"]\n");
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(
+        config.auth.websocket_origins,
+        ["https://app.example", "http://localhost:3000"]
+    );
+    for bad in [
+        "app.example",
+        "https://app.example/chat",
+        "ftp://app.example",
+    ] {
+        let text = format!("{MINIMAL}\n[auth]\nwebsocket_origins = [\"ok\", \"{bad}\"]\n");
+        let error = Config::from_toml_str(&text).unwrap_err();
+        assert!(
+            issue_keys(&error).contains(&"auth.websocket_origins[1]"),
+            "{bad}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn missing_secrets_give_an_ephemeral_one_and_a_warning() {
     let config = Config::from_toml_str("[upstream]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
     assert!(config.session.secrets.ephemeral);

@@ -6,7 +6,9 @@
 //! 4. **load** — the session from the store;
 //! 5. **authorise** — login-only routes; denied requests end here;
 //! 6. **inject** — session and forwarding headers, once each;
-//! 7. **forward** — to the pooled upstream, bodies streamed;
+//! 7. **forward** — to the pooled upstream, bodies streamed; a WebSocket
+//!    handshake the upstream accepts with `101` becomes a tunnel
+//!    ([`upgrade`]), opened only after the commit phase;
 //! 8. **commit** — read and strip `Set-Session`, apply it atomically in the
 //!    store, then set or clear the cookie, all before the response head
 //!    goes to the client.
@@ -15,6 +17,7 @@
 //! [`Proxy::serve`] is the inner one that uses `?`.
 
 mod commit;
+mod upgrade;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -73,6 +76,7 @@ pub struct Proxy {
     via: bool,
     body_idle_timeout: std::time::Duration,
     policy: commit::Policy,
+    websocket_origins: upgrade::Origins,
 }
 
 impl Peer {
@@ -103,6 +107,7 @@ impl Proxy {
             via: config.server.via,
             body_idle_timeout: config.server.body_idle_timeout,
             policy: commit::Policy::new(config),
+            websocket_origins: upgrade::Origins::new(&config.auth.websocket_origins),
         }
     }
 
@@ -128,14 +133,21 @@ impl Proxy {
 
     async fn serve(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let handshake = upgrade::Handshake::take(&mut request);
         let (mut parts, body) = request.into_parts();
 
         // 1. scrub
+        if !headers::chunked_only(&parts.headers) {
+            return Err(ProxyError::BadTransferEncoding);
+        }
         self.scrubber.scrub(&mut parts.headers, peer.trusted);
         headers::remove_hop_by_hop(&mut parts.headers);
+        if handshake.is_some() {
+            upgrade::restore(&mut parts.headers);
+        }
         let host = upstream::requested_host(&parts)?;
 
         // 2. canonicalise (the original URI is kept aside; parts.uri is
@@ -168,6 +180,9 @@ impl Proxy {
                     &next,
                 );
                 return Ok(denied(denial));
+            }
+            if handshake.is_some() {
+                self.websocket_origins.check(&parts.headers)?;
             }
         }
 
@@ -204,12 +219,16 @@ impl Proxy {
 
         // 7. forward
         let body = IdleTimeout::new(body, self.body_idle_timeout);
-        let response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let mut response = self.upstream.send(Request::from_parts(parts, body)).await?;
+        let tunnel = upgrade::Handshake::accept(handshake, &mut response)?;
 
         // 8. commit
         let (mut parts, body) = response.into_parts();
         let set_session = headers::take_set_session(&mut parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers);
+        if tunnel.is_some() {
+            upgrade::restore(&mut parts.headers);
+        }
         let secure = match self.secure {
             Secure::Always => true,
             Secure::Never => false,
@@ -226,6 +245,9 @@ impl Proxy {
         }
         if self.via {
             parts.headers.append(header::VIA, VIA);
+        }
+        if let Some(tunnel) = tunnel {
+            tunnel.spawn();
         }
         Ok(Response::from_parts(
             parts,

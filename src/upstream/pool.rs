@@ -11,6 +11,10 @@
 //! recently used connection is the warmest and the least likely to have
 //! been closed by the upstream. The lock is held for a push or a pop only,
 //! never across an `.await`.
+//!
+//! Connections are driven with upgrades enabled, for WebSocket tunnels. A
+//! connection that answered `101 Switching Protocols` belongs to its tunnel
+//! from then on and never returns to the pool.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -125,11 +129,13 @@ impl Pool {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let shared = self.shared.clone();
+                    let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
                     return Ok(response.map(|body| PooledBody {
                         inner: body,
                         sender: Some(sender),
                         shared,
                         finished: false,
+                        reusable,
                     }));
                 }
                 Err(mut error) => match error.take_message() {
@@ -154,7 +160,7 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await?;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
@@ -170,6 +176,8 @@ pub struct PooledBody {
     sender: Option<SendRequest<UpstreamBody>>,
     shared: Arc<Shared>,
     finished: bool,
+    /// False after a `101`: the connection is the tunnel's now.
+    reusable: bool,
 }
 
 impl Body for PooledBody {
@@ -198,7 +206,7 @@ impl Body for PooledBody {
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        if self.finished || self.inner.is_end_stream() {
+        if self.reusable && (self.finished || self.inner.is_end_stream()) {
             if let Some(sender) = self.sender.take() {
                 self.shared.put(sender);
             }

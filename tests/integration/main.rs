@@ -16,4 +16,7 @@ mod redis;
 mod redis_failures;
 mod routes;
 mod session_flow;
+mod smuggling;
+mod tls;
 mod transport;
+mod websocket;

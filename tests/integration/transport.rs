@@ -20,7 +20,7 @@ use crate::support::*;
 
 /// How long a test waits for the proxy to end a connection before calling
 /// it hung. Generous: this checks that it happens, not how fast.
-const HANG: Duration = Duration::from_secs(5);
+pub(crate) const HANG: Duration = Duration::from_secs(5);
 
 fn h2_client(cookies: bool) -> reqwest::Client {
     reqwest::Client::builder()
@@ -33,7 +33,7 @@ fn h2_client(cookies: bool) -> reqwest::Client {
 
 /// What the proxy did to a raw connection within [`HANG`].
 #[derive(Debug, PartialEq)]
-enum Ending {
+pub(crate) enum Ending {
     /// Closed (or reset) without a response.
     Closed,
     /// Answered with this status.
@@ -43,7 +43,7 @@ enum Ending {
 }
 
 /// Reads from a raw connection until the proxy answers or closes it.
-async fn ending(stream: &mut TcpStream) -> Ending {
+pub(crate) async fn ending(stream: &mut TcpStream) -> Ending {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(HANG, async {
@@ -83,7 +83,7 @@ async fn raw_status(proxy: &Proxy, request: &str) -> Option<u16> {
 }
 
 /// Reads one whole HTTP/1.1 response (Content-Length or chunked body).
-async fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, Vec<u8>) {
+pub(crate) async fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, Vec<u8>) {
     let mut line = String::new();
     reader.read_line(&mut line).await.unwrap();
     let status = status_of(line.as_bytes()).unwrap_or_else(|| panic!("bad status {line:?}"));

@@ -1,0 +1,557 @@
+//! TLS termination: real certificates made with rcgen, a real client that
+//! negotiates HTTP/2 by ALPN, SNI, certificate reloads under an open
+//! connection, the HTTP → HTTPS redirect listener and HSTS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloakroom::config::Config;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio_rustls::TlsConnector;
+
+use crate::support::{self, Upstream, SECRET};
+
+/// A self-signed certificate for some names, as PEM, and its DER.
+#[derive(Clone)]
+struct Cert {
+    pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl Cert {
+    fn new(names: &[&str]) -> Self {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
+        Self {
+            pem: generated.cert.pem(),
+            key_pem: generated.key_pair.serialize_pem(),
+            der: generated.cert.der().clone(),
+        }
+    }
+}
+
+/// A cert/key file pair under the temp dir, removed on drop.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Files {
+    fn new(cert: &Cert) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::temp_dir().join(format!(
+            "cloakroom-tls-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let files = Self {
+            cert: base.with_extension("crt"),
+            key: base.with_extension("key"),
+        };
+        files.write(cert);
+        files
+    }
+
+    /// Replaces the files' contents (key first, then certificate: a poll in
+    /// between sees a mismatch, refuses it and retries on the next change).
+    fn write(&self, cert: &Cert) {
+        std::fs::write(&self.key, &cert.key_pem).unwrap();
+        std::fs::write(&self.cert, &cert.pem).unwrap();
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[[server.tls.certificates]]\ncert = {}\nkey = {}\n",
+            quoted(&self.cert),
+            quoted(&self.key)
+        )
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cert);
+        let _ = std::fs::remove_file(&self.key);
+    }
+}
+
+fn quoted(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).unwrap()
+}
+
+/// The proxy serving TLS, with a redirect listener and a reload trigger.
+struct TlsProxy {
+    addr: SocketAddr,
+    redirect_addr: SocketAddr,
+    reload: Arc<Notify>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TlsProxy {
+    /// `server_toml` goes under `[server]` (before the certificate tables).
+    async fn start(upstream: &Upstream, files: &[&Files], server_toml: &str) -> Self {
+        let mut toml = format!(
+            "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n[server]\n{server_toml}\n",
+            upstream.url()
+        );
+        for f in files {
+            toml.push_str(&f.toml());
+        }
+        let config =
+            Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirect = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, redirect_addr) = (
+            listener.local_addr().unwrap(),
+            redirect.local_addr().unwrap(),
+        );
+        let reload = Arc::new(Notify::new());
+        let options = cloakroom::Options {
+            redirect_listener: Some(redirect),
+            reload: Some(reload.clone()),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            cloakroom::run_with(config, listener, options, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            redirect_addr,
+            reload,
+            _stop: stop,
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
+    }
+}
+
+/// A reqwest client trusting `roots`, resolving the test names to `addr`.
+fn client(addr: SocketAddr, roots: &[&Cert], http1_only: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("a.test", addr)
+        .resolve("b.test", addr);
+    for root in roots {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(root.pem.as_bytes()).unwrap());
+    }
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A raw TLS connection (ALPN http/1.1) to `addr` for `name`.
+async fn connect(addr: SocketAddr, name: &str, roots: &[&Cert]) -> std::io::Result<TlsStream> {
+    connect_alpn(addr, name, roots, b"http/1.1").await
+}
+
+/// A raw TLS connection offering only `alpn`.
+async fn connect_alpn(
+    addr: SocketAddr,
+    name: &str,
+    roots: &[&Cert],
+    alpn: &[u8],
+) -> std::io::Result<TlsStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.der.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let stream = TcpStream::connect(addr).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), stream)
+        .await
+}
+
+/// The leaf certificate the server presented.
+fn presented(stream: &TlsStream) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// An HTTP/1.1 client on one open TLS connection.
+async fn http1_on(stream: TlsStream) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn get_status(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> http::StatusCode {
+    let request = http::Request::get("/")
+        .header("host", "a.test")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    response.into_body().collect().await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn login_over_h2_by_alpn_gets_a_secure_cookie_and_hsts() {
+    let upstream = Upstream::start().await;
+    let cert = Cert::new(&["a.test"]);
+    let files = Files::new(&cert);
+    let proxy = TlsProxy::start(&upstream, &[&files], "hsts = \"365d\"").await;
+    let browser = client(proxy.addr, &[&cert], false);
+    let patch = serde_json::json!({"user": {"name": "ada"}}).to_string();
+    let response = browser
+        .post(proxy.url("a.test", "/login"))
+        .header("x-test-set-session", "regenerate")
+        .header("x-test-set-session", patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let cookie = &support::set_cookies(&response, "sid")[0];
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let again = browser
+        .get(proxy.url("a.test", "/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(upstream.last().session().unwrap()["user"]["name"], "ada");
+    assert_eq!(upstream.last().header("x-forwarded-proto"), Some("https"));
+}
+
+#[tokio::test]
+async fn an_http1_only_client_is_served_over_tls() {
+    let upstream = Upstream::start().await;
+    let cert = Cert::new(&["a.test"]);
+    let files = Files::new(&cert);
+    let proxy = TlsProxy::start(&upstream, &[&files], "").await;
+    let browser = client(proxy.addr, &[&cert], true);
+    let response = browser
+        .post(proxy.url("a.test", "/login"))
+        .header("x-test-set-session", r#"{"user":{"name":"ada"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    let cookie = &support::set_cookies(&response, "sid")[0];
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(response
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_for_each_name() {
+    let upstream = Upstream::start().await;
+    // a also names 127.0.0.1, so a client without SNI can verify it.
+    let (a, b) = (Cert::new(&["a.test", "127.0.0.1"]), Cert::new(&["b.test"]));
+    let (files_a, files_b) = (Files::new(&a), Files::new(&b));
+    let proxy = TlsProxy::start(&upstream, &[&files_a, &files_b], "").await;
+    let to_a = connect(proxy.addr, "a.test", &[&a, &b]).await.unwrap();
+    assert_eq!(presented(&to_a), a.der);
+    let to_b = connect(proxy.addr, "b.test", &[&a, &b]).await.unwrap();
+    assert_eq!(presented(&to_b), b.der);
+    // An IP address sends no SNI: the first certificate is the default.
+    let no_sni = connect(proxy.addr, "127.0.0.1", &[&a, &b]).await.unwrap();
+    assert_eq!(presented(&no_sni), a.der);
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_new_certificate_and_keeps_open_connections() {
+    let upstream = Upstream::start().await;
+    let (old, new) = (Cert::new(&["a.test"]), Cert::new(&["a.test"]));
+    let files = Files::new(&old);
+    // A long poll interval: this test reloads through the trigger.
+    let proxy = TlsProxy::start(&upstream, &[&files], "tls.watch_interval = \"1h\"").await;
+    let roots = [&old, &new];
+    let open = connect(proxy.addr, "a.test", &roots).await.unwrap();
+    assert_eq!(presented(&open), old.der);
+    let mut open = http1_on(open).await;
+    assert_eq!(get_status(&mut open).await, 200);
+
+    files.write(&new);
+    proxy.reload.notify_one();
+    let fresh = eventually_presented(proxy.addr, &roots, &new).await;
+    assert_eq!(presented(&fresh), new.der);
+    assert_eq!(
+        get_status(&mut open).await,
+        200,
+        "the old connection still works"
+    );
+
+    // A bad replacement (a key that belongs to another certificate) is
+    // refused; the certificate loaded last keeps serving.
+    let other = Cert::new(&["a.test"]);
+    std::fs::write(&files.key, &other.key_pem).unwrap();
+    proxy.reload.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_bad = connect(proxy.addr, "a.test", &roots).await.unwrap();
+    assert_eq!(presented(&after_bad), new.der);
+    assert_eq!(get_status(&mut open).await, 200);
+}
+
+#[tokio::test]
+async fn changed_files_are_picked_up_by_polling() {
+    let upstream = Upstream::start().await;
+    let (old, new) = (Cert::new(&["a.test"]), Cert::new(&["a.test"]));
+    let files = Files::new(&old);
+    let proxy = TlsProxy::start(&upstream, &[&files], "tls.watch_interval = \"50ms\"").await;
+    let roots = [&old, &new];
+    assert_eq!(
+        presented(&connect(proxy.addr, "a.test", &roots).await.unwrap()),
+        old.der
+    );
+    files.write(&new);
+    eventually_presented(proxy.addr, &roots, &new).await;
+}
+
+/// Connects until the server presents `expected` (reloads are asynchronous).
+async fn eventually_presented(addr: SocketAddr, roots: &[&Cert], expected: &Cert) -> TlsStream {
+    for _ in 0..100 {
+        let stream = connect(addr, "a.test", roots).await.unwrap();
+        if presented(&stream) == expected.der {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the new certificate was never served");
+}
+
+#[tokio::test]
+async fn the_redirect_listener_answers_308_to_https_without_hsts() {
+    let upstream = Upstream::start().await;
+    let cert = Cert::new(&["a.test"]);
+    let files = Files::new(&cert);
+    let proxy = TlsProxy::start(&upstream, &[&files], "hsts = \"max-age=60\"").await;
+    let response = support::bare()
+        .post(format!("http://{}/account/x?y=1", proxy.redirect_addr))
+        .header("host", "a.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://a.test:{}/account/x?y=1", proxy.addr.port()).as_str()
+    );
+    assert!(response
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
+    assert_eq!(upstream.count(), 0, "the redirect listener proxies nothing");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let cert = Cert::new(&["a.test"]);
+    let files = Files::new(&cert);
+    let proxy = TlsProxy::start(&upstream, &[&files], "tls.handshake_timeout = \"200ms\"").await;
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed, not hung: {read:?}"
+    );
+    // The accept loop was never blocked by it.
+    assert!(connect(proxy.addr, "a.test", &[&cert]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_client_silent_after_the_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let cert = Cert::new(&["a.test"]);
+    let files = Files::new(&cert);
+    let proxy = TlsProxy::start(&upstream, &[&files], "header_read_timeout = \"200ms\"").await;
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let mut silent = connect_alpn(proxy.addr, "a.test", &[&cert], alpn)
+            .await
+            .unwrap();
+        assert_eq!(silent.get_ref().1.alpn_protocol(), Some(alpn));
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            // HTTP/2 servers may send their SETTINGS first: read to the end.
+            loop {
+                match silent.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "a silent {alpn:?} client held its connection");
+    }
+}
+
+#[test]
+fn the_binary_refuses_a_mismatched_key_with_exit_64_naming_the_file() {
+    let (a, b) = (Cert::new(&["a.test"]), Cert::new(&["b.test"]));
+    let (files_a, files_b) = (Files::new(&a), Files::new(&b));
+    let config = std::env::temp_dir().join(format!(
+        "cloakroom-tls-it-{}-mismatch.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "upstream.url = \"http://127.0.0.1:3000\"\n[[server.tls.certificates]]\ncert = {}\nkey = {}\n",
+            quoted(&files_a.cert),
+            quoted(&files_b.key)
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env_remove("CLOAKROOM_SECRETS")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("server.tls.certificates[0].key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&files_b.key.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn the_binary_reloads_on_sighup_and_binds_the_redirect_listener() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let (old, new) = (Cert::new(&["a.test"]), Cert::new(&["a.test"]));
+    let files = Files::new(&old);
+    let (port, redirect_port) = (free_port(), free_port());
+    let config = std::env::temp_dir().join(format!(
+        "cloakroom-tls-it-{}-sighup.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n[server]\n\
+             listen = \"127.0.0.1:{port}\"\nredirect_http_from = \"127.0.0.1:{redirect_port}\"\n\
+             tls.watch_interval = \"1h\"\n{}",
+            upstream.url(),
+            files.toml()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CLOAKROOM_SECRETS")
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let roots = [&old, &new];
+    let mut first = None;
+    for _ in 0..200 {
+        if let Ok(stream) = connect(addr, "a.test", &roots).await {
+            first = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("cloakroom never served TLS");
+    assert_eq!(presented(&first), old.der);
+
+    let redirect = support::bare()
+        .get(format!("http://127.0.0.1:{redirect_port}/x"))
+        .header("host", "a.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(
+        redirect.headers()["location"],
+        format!("https://a.test:{port}/x").as_str()
+    );
+
+    files.write(&new);
+    let hangup = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    eventually_presented(addr, &roots, &new).await;
+
+    let term = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("cloakroom did not exit after SIGTERM")
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(status.success(), "{status}");
+    let log = log.await.unwrap();
+    assert!(log.contains("TLS certificates reloaded"), "{log}");
+    let key_body = new.key_pem.lines().nth(1).unwrap();
+    assert!(
+        !log.contains(key_body) && !log.contains("PRIVATE KEY"),
+        "{log}"
+    );
+}
