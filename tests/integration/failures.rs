@@ -163,12 +163,7 @@ async fn a_good_and_a_bad_set_session_in_one_response_apply_neither() {
         .unwrap();
     assert_refused(response, "regenerate + oversized patch").await;
 
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &pair).await;
     assert_eq!(
         upstream.last().session(),
         Some(json!({"user": {"name": "ada"}})),

@@ -341,12 +341,7 @@ async fn other_cookies_reach_the_upstream_untouched_and_ours_does_not() {
     let pair = sid_pair(&log_in(&browser(), &proxy, "ada").await);
 
     let others = "theme=dark; lang=en-GB; pref=\"a=b\"";
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", others)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, others).await;
     assert_eq!(upstream.last().all("cookie"), [others]);
 
     bare()
@@ -359,12 +354,7 @@ async fn other_cookies_reach_the_upstream_untouched_and_ours_does_not() {
     assert_eq!(seen.session(), Some(json!({"user": {"name": "ada"}})));
     assert_eq!(seen.all("cookie"), ["theme=dark; lang=en-GB"]);
 
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &pair).await;
     let seen = upstream.last();
     assert!(seen.session().is_some());
     assert_eq!(seen.all("cookie"), Vec::<String>::new(), "no empty Cookie");
@@ -376,12 +366,7 @@ async fn forward_to_upstream_keeps_our_cookie() {
     let proxy = Proxy::start(&upstream, "[cookie]\nforward_to_upstream = true\n").await;
     let pair = sid_pair(&log_in(&browser(), &proxy, "ada").await);
     let cookie = format!("theme=dark; {pair}");
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &cookie).await;
     let seen = upstream.last();
     assert_eq!(seen.all("cookie"), [cookie]);
     assert_eq!(seen.session(), Some(json!({"user": {"name": "ada"}})));
@@ -395,12 +380,7 @@ async fn a_forged_cookie_means_no_session_and_a_normal_response() {
     let (id_part, _signature) = pair.rsplit_once('.').unwrap();
     let tampered = format!("{id_part}.{}", "A".repeat(43));
     for cookie in [FORGED.to_owned(), tampered] {
-        let response = bare()
-            .get(proxy.url("/"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let response = visit(&proxy, &cookie).await;
         assert_eq!(response.status(), 200, "{cookie}");
         assert_eq!(set_cookies(&response, "sid"), Vec::<String>::new());
         let seen = upstream.last();
@@ -426,12 +406,7 @@ async fn garbage_cookie_values_mean_no_session_and_a_normal_response() {
         long_shaped,
     ];
     for cookie in &cookies {
-        let response = bare()
-            .get(proxy.url("/"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
+        let response = visit(&proxy, cookie).await;
         assert_eq!(response.status(), 200, "{:.40}", cookie);
         assert_eq!(set_cookies(&response, "sid"), Vec::<String>::new());
         assert_eq!(session_names(&upstream.last()), Vec::<String>::new());
@@ -447,12 +422,7 @@ async fn a_correctly_signed_id_the_store_never_issued_is_not_a_session() {
     let signer = Signer::new(&[Secret::new(SECRET.to_owned())]);
     let cookie = format!("sid={}", cookie_value(&signer.sign(&planted)));
 
-    let response = bare()
-        .get(proxy.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let response = visit(&proxy, &cookie).await;
     assert_eq!(response.status(), 200);
     assert_eq!(session_names(&upstream.last()), Vec::<String>::new());
 
@@ -468,12 +438,7 @@ async fn a_correctly_signed_id_the_store_never_issued_is_not_a_session() {
         !issued.contains(planted.as_str()),
         "a planted id is never adopted"
     );
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &cookie).await;
     assert_eq!(upstream.last().header("x-session"), None);
 }
 
@@ -485,12 +450,7 @@ async fn two_different_live_sessions_in_one_request_mean_no_session() {
     let bob = sid_pair(&log_in(&browser(), &proxy, "bob").await);
     assert_ne!(ada, bob);
     for cookie in [format!("{ada}; {bob}"), format!("{bob}; theme=x; {ada}")] {
-        let response = bare()
-            .get(proxy.url("/"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let response = visit(&proxy, &cookie).await;
         assert_eq!(response.status(), 200);
         assert_eq!(session_names(&upstream.last()), Vec::<String>::new());
     }
@@ -519,12 +479,7 @@ async fn a_forged_cookie_beside_a_valid_one_does_not_hide_it() {
     let proxy = Proxy::start(&upstream, "").await;
     let ada = sid_pair(&log_in(&browser(), &proxy, "ada").await);
     for cookie in [format!("{FORGED}; {ada}"), format!("{ada}; {FORGED}")] {
-        bare()
-            .get(proxy.url("/"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        visit(&proxy, &cookie).await;
         assert_eq!(
             upstream.last().session(),
             Some(json!({"user": {"name": "ada"}})),

@@ -80,12 +80,7 @@ async fn two_instances_on_one_redis_share_a_session() {
         .header("cookie", &cookie)
         .header("x-test-set-session", r#"{"cart":[1]}"#);
     assert_eq!(write.send().await.unwrap().status(), 200);
-    bare()
-        .get(first.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&first, &cookie).await;
     assert_eq!(
         upstream.last().session(),
         Some(json!({"user": {"name": "ada"}, "cart": [1]}))
@@ -97,12 +92,7 @@ async fn two_instances_on_one_redis_share_a_session() {
         .header("x-test-set-session", "destroy");
     let logout = logout.send().await.unwrap();
     assert!(set_cookies(&logout, "sid")[0].contains("Expires=Thu, 01 Jan 1970"));
-    bare()
-        .get(first.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&first, &cookie).await;
     assert_eq!(
         upstream.last().session(),
         None,
@@ -142,12 +132,7 @@ async fn a_connect_redis_record_written_with_plain_commands_is_served() {
     let proxy = Proxy::start(&upstream, &redis_store(&url, "")).await;
     let signer = Signer::new(&[Secret::new(SECRET.to_owned())]);
     let cookie = format!("sid={}", cookie_value(&signer.sign(&id)));
-    let response = bare()
-        .get(proxy.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let response = visit(&proxy, &cookie).await;
     assert_eq!(response.status(), 200);
     no_set_cookie(&response, "a read");
     let seen = upstream.last();
@@ -319,19 +304,9 @@ async fn a_redis_cluster_serves_sessions() {
         .unwrap();
     let cookie = sid_pair(&login);
     assert_ne!(cookie, before_login);
-    bare()
-        .get(first.url("/"))
-        .header("cookie", &before_login)
-        .send()
-        .await
-        .unwrap();
+    visit(&first, &before_login).await;
     assert_eq!(upstream.last().session(), None, "the old id is gone");
-    bare()
-        .get(first.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&first, &cookie).await;
     assert_eq!(
         upstream.last().session(),
         Some(json!({"cart": [1], "user": {"name": "ada"}}))
@@ -344,12 +319,7 @@ async fn a_redis_cluster_serves_sessions() {
         .await
         .unwrap();
     assert!(set_cookies(&logout, "sid")[0].contains("Expires=Thu, 01 Jan 1970"));
-    bare()
-        .get(first.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    visit(&first, &cookie).await;
     assert_eq!(upstream.last().session(), None);
 }
 

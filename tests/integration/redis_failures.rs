@@ -112,12 +112,7 @@ async fn a_redis_slower_than_the_command_timeout_is_a_503() {
         "+OK"
     );
     let started = Instant::now();
-    let response = bare()
-        .get(proxy.url("/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let response = visit(&proxy, &cookie).await;
     assert_eq!(response.status(), 503);
     no_set_cookie(&response, "a slow read");
     assert!(

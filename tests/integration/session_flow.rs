@@ -128,12 +128,7 @@ async fn regenerate_issues_a_new_id_and_the_old_cookie_stops_working() {
         "data kept"
     );
 
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &first)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &first).await;
     assert_eq!(
         upstream.last().header("x-session"),
         None,
@@ -160,12 +155,7 @@ async fn destroy_clears_the_cookie_and_ends_the_session_in_the_store() {
     );
 
     // Even a client that ignores the expired cookie has no session left.
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &pair).await;
     assert_eq!(upstream.last().header("x-session"), None);
 }
 
@@ -192,12 +182,7 @@ async fn unknown_but_signed_ids_are_never_adopted() {
         .unwrap();
     let fresh = sid_pair(&write);
     assert_ne!(fresh, pair);
-    bare()
-        .get(proxy.url("/"))
-        .header("cookie", &fresh)
-        .send()
-        .await
-        .unwrap();
+    visit(&proxy, &fresh).await;
     assert_eq!(upstream.last().session(), Some(json!({"cart": [1]})));
 }
 

@@ -218,6 +218,16 @@ pub fn bare() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET /` with exactly this `Cookie` header (no jar).
+pub async fn visit(proxy: &Proxy, cookie: &str) -> reqwest::Response {
+    bare()
+        .get(proxy.url("/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The `name=value` part of every Set-Cookie for `name`.
 pub fn set_cookies(response: &reqwest::Response, name: &str) -> Vec<String> {
     response
