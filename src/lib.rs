@@ -8,7 +8,8 @@
 //! - [`config`]: `proxy.toml` → validated [`config::Config`].
 //! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain.
-//! - [`tls`]: certificates by SNI, the rustls acceptor, reloads;
+//! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
+//!   client configuration for an `https://` upstream;
 //!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
 //! - [`proxy`]: the phases of one request (scrub → canonicalise → identify →
 //!   load → authorise → inject → forward → commit), and WebSocket tunnels.
@@ -39,6 +40,8 @@
 //! - TLS handshakes run in each connection's task under a timeout, never on
 //!   the accept loop; a certificate reload never drops a connection, and a
 //!   bad new certificate never replaces a good one.
+//! - The TLS client configuration for an `https://` upstream is built once,
+//!   while the configuration is validated; a connection only clones an `Arc`.
 
 #![forbid(unsafe_code)]
 

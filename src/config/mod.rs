@@ -12,6 +12,7 @@ mod secrets;
 mod store;
 mod tls;
 mod units;
+mod upstream_tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use http::header::HeaderName;
 use http::Uri;
 use ipnet::IpNet;
 
+pub use crate::tls::client::UpstreamTls;
 pub use cookie::SameSite;
 pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
 pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
@@ -71,6 +73,8 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
     pub preserve_host: bool,
+    /// Set for an `https://` upstream: SNI name and client configuration.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +323,7 @@ fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamConfig
             .map_err(|m| check.fail("upstream.url", m))
             .ok(),
     };
+    let tls = upstream_tls::build(u, url.as_ref(), check);
     let config = UpstreamConfig {
         url: url?,
         connect_timeout: check.positive_duration("upstream.connect_timeout", &u.connect_timeout),
@@ -327,6 +332,7 @@ fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamConfig
         pool_idle_timeout: check
             .positive_duration("upstream.pool_idle_timeout", &u.pool_idle_timeout),
         preserve_host: u.preserve_host,
+        tls,
     };
     Some(config)
 }
@@ -335,14 +341,8 @@ fn parse_upstream_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL; write it like \"http://127.0.0.1:3000\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(
-                "https upstreams are not supported yet; use http:// on a private network".into(),
-            )
-        }
-        _ => return Err(format!("`{text}` needs the http:// scheme")),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("`{text}` needs the http:// or https:// scheme"));
     }
     if uri.authority().is_none() {
         return Err(format!("`{text}` has no host"));

@@ -88,6 +88,8 @@ pub struct RawUpstream {
     pub pool_max_idle: usize,
     pub pool_idle_timeout: String,
     pub preserve_host: bool,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -99,6 +101,8 @@ impl Default for RawUpstream {
             pool_max_idle: 256,
             pool_idle_timeout: "90s".into(),
             preserve_host: true,
+            ca_file: None,
+            server_name: None,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! matches, the certificate has not expired) and kept in [`Certificates`],
 //! whose current set is swapped whole by [`reload`] without touching the
 //! connections that are already up. Nothing here logs or shows key material.
+//! [`client`] is the other direction: TLS to an `https://` upstream.
 
+pub mod client;
 mod expiry;
 pub mod first_bytes;
 pub mod reload;

@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tokio_rustls::TlsConnector;
 
 use crate::body::{BodyStalled, IdleTimeout};
 use crate::config::UpstreamConfig;
@@ -48,13 +49,22 @@ impl Upstream {
             .authority()
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let default_port = match config.tls {
+            Some(_) => 443,
+            None => 80,
+        };
         let target = format!(
             "{}:{}",
             authority.host(),
-            authority.port_u16().unwrap_or(80)
+            authority.port_u16().unwrap_or(default_port)
         );
+        let tls = config.tls.as_ref().map(|tls| pool::TlsTarget {
+            connector: TlsConnector::from(tls.client.clone()),
+            server_name: tls.server_name.clone(),
+        });
         let pool = pool::Pool::new(
             target,
+            tls,
             config.pool_max_idle,
             config.pool_idle_timeout,
             config.connect_timeout,

@@ -12,6 +12,12 @@
 //! been closed by the upstream. The lock is held for a push or a pop only,
 //! never across an `.await`.
 //!
+//! An `https://` upstream gets a TLS session on each new connection, under
+//! the same `connect_timeout` as the TCP connect, with the client
+//! configuration built once at start-up. After that, plain and TLS
+//! connections are the same `SendRequest`: the pool and every request are
+//! untouched by the difference.
+//!
 //! Connections are driven with upgrades enabled, for WebSocket tunnels. A
 //! connection that answered `101 Switching Protocols` belongs to its tunnel
 //! from then on and never returns to the pool.
@@ -27,7 +33,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::UpstreamBody;
 
@@ -38,6 +47,10 @@ pub enum PoolError {
     ConnectTimeout(String),
     #[error("connecting to {0}: {1}")]
     Connect(String, #[source] std::io::Error),
+    /// The TLS handshake failed: a certificate the configured CAs do not
+    /// vouch for, a name mismatch, or no common protocol.
+    #[error("TLS handshake with {0} failed")]
+    Tls(String, #[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -47,9 +60,18 @@ struct Idle {
     since: Instant,
 }
 
+/// What an https upstream's connections need, built once: the connector
+/// shares the client configuration; each new connection (never a request)
+/// clones the name.
+pub struct TlsTarget {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
 struct Shared {
     /// `host:port`, resolved on each new connection (not per request).
     target: String,
+    tls: Option<TlsTarget>,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -89,12 +111,14 @@ pub struct Pool {
 impl Pool {
     pub fn new(
         target: String,
+        tls: Option<TlsTarget>,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
         let shared = Shared {
             target,
+            tls,
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
@@ -148,24 +172,48 @@ impl Pool {
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
         let target = &self.shared.target;
-        let stream = tokio::time::timeout(
-            self.shared.connect_timeout,
-            TcpStream::connect(target.as_str()),
-        )
-        .await
-        .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
-        .map_err(|e| PoolError::Connect(target.clone(), e))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        tokio::time::timeout(self.shared.connect_timeout, self.open())
+            .await
+            .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
     }
+
+    /// TCP connect, then TLS for an https upstream, then the HTTP/1.1
+    /// handshake.
+    async fn open(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+        let target = &self.shared.target;
+        let stream = TcpStream::connect(target.as_str())
+            .await
+            .map_err(|e| PoolError::Connect(target.clone(), e))?;
+        let _ = stream.set_nodelay(true);
+        match &self.shared.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| PoolError::Tls(target.clone(), e))?;
+                handshake(stream).await
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake on a connected stream; the connection is driven
+/// by its own task.
+async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, PoolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// An upstream response body that hands its connection back to the pool

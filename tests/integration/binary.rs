@@ -128,6 +128,26 @@ ttl = "forever"
 }
 
 #[test]
+fn check_names_a_missing_upstream_ca_file_and_exits_64() {
+    let config = TempFile::new(
+        "ca",
+        r#"
+[upstream]
+url = "https://app.internal:8443"
+ca_file = "/nonexistent/cloakroom-upstream-ca.pem"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+"#,
+    );
+    let (code, _, stderr) = run(cloakroom().arg("check").arg("--config").arg(config.path()));
+    assert_eq!(code, Some(64), "stderr: {stderr}");
+    assert!(
+        stderr.contains("upstream.ca_file: /nonexistent/cloakroom-upstream-ca.pem: does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_names_a_missing_config_file_and_exits_64() {
     let missing = TempFile::new("missing", "");
     let path = missing.path().to_owned();

@@ -19,4 +19,5 @@ mod session_flow;
 mod smuggling;
 mod tls;
 mod transport;
+mod upstream_tls;
 mod websocket;
