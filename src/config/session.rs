@@ -1,0 +1,163 @@
+//! The `[cookie]` and `[session]` tables: cookie attributes, secrets,
+//! lifetimes, size limits and the session headers sent upstream.
+
+use std::time::Duration;
+
+use http::header::HeaderName;
+
+use super::raw::{RawConfig, RawSecure};
+use super::{
+    secrets, Checker, CookieConfig, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
+};
+use crate::headers;
+
+pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieConfig {
+    let c = &raw.cookie;
+    let name_ok = !c.name.is_empty()
+        && c.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b));
+    if !name_ok {
+        check.fail(
+            "cookie.name",
+            format!(
+                "`{}` is not a valid cookie name; use letters, digits, `-`, `_` or `.`",
+                c.name
+            ),
+        );
+    }
+    if !c.path.starts_with('/') || c.path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        check.fail("cookie.path", "must start with `/` and contain no `;`");
+    }
+    if let Some(domain) = &c.domain {
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            check.fail(
+                "cookie.domain",
+                format!("`{domain}` is not a domain name; remove the key for a host-only cookie"),
+            );
+        }
+    }
+    let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+        "lax" => SameSite::Lax,
+        "strict" => SameSite::Strict,
+        "none" => SameSite::None,
+        other => {
+            check.fail(
+                "cookie.same_site",
+                format!("`{other}` is not one of \"lax\", \"strict\", \"none\""),
+            );
+            SameSite::Lax
+        }
+    };
+    let secure = match &c.secure {
+        RawSecure::Flag(true) => Secure::Always,
+        RawSecure::Flag(false) => Secure::Never,
+        RawSecure::Word(w) if w == "auto" => Secure::Auto,
+        RawSecure::Word(w) => {
+            check.fail(
+                "cookie.secure",
+                format!("`{w}` is not true, false or \"auto\""),
+            );
+            Secure::Auto
+        }
+    };
+    if same_site == SameSite::None && secure == Secure::Never {
+        check.fail("cookie.same_site", "\"none\" needs a Secure cookie (browsers drop it otherwise); set cookie.secure to true or \"auto\"");
+    }
+    let max_age = c
+        .max_age
+        .as_deref()
+        .map(|text| check.positive_duration("cookie.max_age", text));
+    CookieConfig {
+        name: c.name.clone(),
+        path: c.path.clone(),
+        domain: c.domain.clone(),
+        http_only: c.http_only,
+        same_site,
+        secure,
+        max_age,
+        rolling: c.rolling,
+        forward_to_upstream: c.forward_to_upstream,
+    }
+}
+
+pub(super) fn build_session(
+    raw: &RawConfig,
+    max_age: Option<Duration>,
+    check: &mut Checker,
+) -> Option<SessionConfig> {
+    let s = &raw.session;
+    let env_value = s
+        .secrets_env
+        .as_deref()
+        .and_then(|name| std::env::var(name).ok());
+    let secrets = secrets::resolve(secrets::SecretSources {
+        inline: &s.secrets,
+        env_value,
+        file: s.secrets_file.as_deref(),
+    })
+    .map_err(|p| check.fail(p.key, p.message))
+    .ok();
+    if let Some(secrets) = &secrets {
+        if secrets.ephemeral {
+            let from = s
+                .secrets_env
+                .as_deref()
+                .map_or(String::new(), |n| format!(" (set {n})"));
+            check.warnings.push(format!(
+                "no session secret configured{from}: using an ephemeral one; every session ends when the proxy restarts. Generate one with `cloakroom secret`"
+            ));
+        } else if secrets
+            .list
+            .iter()
+            .any(|x| x.expose().len() < RECOMMENDED_SECRET_BYTES)
+        {
+            check.warnings.push(format!("a session secret is shorter than {RECOMMENDED_SECRET_BYTES} bytes; rotate to one from `cloakroom secret`"));
+        }
+    }
+    let ttl = check.positive_duration("session.ttl", &s.ttl);
+    let fields = s
+        .headers
+        .fields
+        .iter()
+        .filter_map(|(name, pointer)| {
+            field_header(name, pointer)
+                .map_err(|m| check.fail(&format!("session.headers.fields.\"{name}\""), m))
+                .ok()
+        })
+        .collect();
+    Some(SessionConfig {
+        secrets: secrets?,
+        save_uninitialized: s.save_uninitialized,
+        ttl: max_age.unwrap_or(ttl),
+        max_bytes: check.at_least("session.max_bytes", s.max_bytes, 2),
+        max_set_session_bytes: check.at_least(
+            "session.max_set_session_bytes",
+            s.max_set_session_bytes,
+            16,
+        ),
+        header_max_bytes: check.at_least("session.headers.max_bytes", s.headers.max_bytes, 2),
+        header_keys: s.headers.keys.clone(),
+        fields,
+    })
+}
+
+fn field_header(name: &str, pointer: &str) -> Result<(HeaderName, String), String> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name"))?;
+    if headers::is_reserved_name(header.as_str()) {
+        return Err(format!(
+            "`{name}` is a header Cloakroom manages itself; pick another name such as X-App-User"
+        ));
+    }
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "`{pointer}` is not a JSON pointer; write it like \"/user/name\""
+        ));
+    }
+    Ok((header, pointer.to_owned()))
+}
