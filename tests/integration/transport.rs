@@ -410,3 +410,45 @@ async fn a_keep_alive_connection_serves_several_requests_in_turn() {
     }
     assert_eq!(upstream.count(), 5);
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and
+/// cancels each at once must not keep the proxy busy forwarding them, and
+/// the proxy must go on serving others.
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_cut_off_and_the_proxy_keeps_serving() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(stream).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut refused = false;
+    for _ in 0..5_000 {
+        let request = http::Request::get(proxy.url("/flood")).body(()).unwrap();
+        match client.send_request(request, true) {
+            Ok((response, _)) => drop(response), // dropping cancels: RST_STREAM
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+        if client.clone().ready().await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), driver).await;
+    assert!(
+        refused || ended.is_ok(),
+        "the flooding connection was neither refused nor closed"
+    );
+    assert!(
+        upstream.count() < 5_000,
+        "every cancelled stream reached the upstream"
+    );
+    let response = browser().get(proxy.url("/after")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the proxy still serves other clients"
+    );
+}
