@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark: the bench upstream hit directly, behind nginx, behind Cloakroom
 # with its memory store and behind Cloakroom with a Redis store, for three
-# scenarios, measured with wrk in one run.
+# plain-HTTP scenarios measured with wrk; and, on request, nginx and
+# Cloakroom terminating TLS for two TLS scenarios (full handshakes with wrk,
+# HTTP/2 session reads with h2load); all in one run.
 # See bench/README.md for what each column means.
 #
 #   bench/run.sh                       # defaults: 3 runs of 10 s per cell
 #   DURATION=3 REPS=1 bench/run.sh     # a quick look
+#   SCENARIOS=all bench/run.sh         # the TLS scenarios as well
+#   SCENARIOS="tls-handshake h2-session-read" DURATION=5 REPS=1 bench/run.sh
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -17,8 +21,16 @@ REPS=${REPS:-3}                 # measured runs per cell; the median is shown
 WARMUP=${WARMUP:-2}             # seconds of unmeasured load per cell first
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+STREAMS=${STREAMS:-10}          # h2load concurrent streams per connection (-m)
 read -r -a TARGETS <<<"${TARGETS:-direct nginx cloakroom cloakroom-redis}"
-SCENARIOS=(anonymous session-read session-write)
+PLAIN_SCENARIOS=(anonymous session-read session-write)
+# Run against nginx-tls and cloakroom-tls (the TLS twins of the nginx and
+# cloakroom targets), only when SCENARIOS names them: they would take the
+# default run past 8 minutes.
+TLS_SCENARIOS=(tls-handshake h2-session-read)
+SCENARIOS_DEFAULT="${PLAIN_SCENARIOS[*]}"
+[[ ${SCENARIOS:-} != all ]] || SCENARIOS="${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]}"
+read -r -a SCENARIOS <<<"${SCENARIOS:-$SCENARIOS_DEFAULT}"
 
 # Fixed, because bench/proxy.bench.toml names them too.
 UPSTREAM_ADDR=127.0.0.1:3900
@@ -26,6 +38,9 @@ CLOAKROOM_ADDR=127.0.0.1:3901
 NGINX_ADDR=127.0.0.1:3902
 # Cloakroom with the Redis store; its config is made from proxy.bench.toml.
 CLOAKROOM_REDIS_ADDR=127.0.0.1:3903
+# The TLS targets; bench/proxy.bench.tls.toml names the first one too.
+CLOAKROOM_TLS_ADDR=127.0.0.1:3904
+NGINX_TLS_ADDR=127.0.0.1:3905
 REDIS_ADDR=""               # redis-server, on a free port found at start
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,12 +51,20 @@ RAW=$RUN_DIR/raw.tsv
 # Binaries are where cargo puts them (CARGO_TARGET_DIR, if set).
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 CLK_TCK=$(getconf CLK_TCK)
+# Generated per run (never committed): the certificate both TLS proxies
+# serve, and the shim that keeps wrk from resuming TLS sessions.
+TLS_DIR=$RUN_DIR/tls
+TLS_CERT=$TLS_DIR/cert.pem
+TLS_KEY=$TLS_DIR/key.pem
+NO_RESUME_SO=$RUN_DIR/no_resume.so
 
 declare -A PID=()           # what this script started: name -> PID
 NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
 declare -A SESSION_COOKIE=() # Cloakroom target -> the cookie of its bench session
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls)
+TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
+TLS_CHECK="not run (no TLS scenario)"
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -65,6 +88,11 @@ install_missing_tools() {
     command -v curl >/dev/null || missing+=(curl)
     nginx_bin >/dev/null || missing+=(nginx)
     if wants_target cloakroom-redis && ! redis_bin >/dev/null; then missing+=(redis-server); fi
+    if wants_tls; then
+        command -v h2load >/dev/null || missing+=(nghttp2-client)
+        command -v openssl >/dev/null || missing+=(openssl)
+        command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    fi
     ((${#missing[@]} == 0)) && return 0
 
     log "installing ${missing[*]} with apt-get"
@@ -89,15 +117,59 @@ install_missing_tools() {
 
 build_binaries() {
     local what=(--example bench_upstream)
-    if wants_target cloakroom || wants_target cloakroom-redis; then what+=(--bin cloakroom); fi
+    if wants_target cloakroom || wants_target cloakroom-redis || wants_target cloakroom-tls; then
+        what+=(--bin cloakroom)
+    fi
     log "building ${what[*]} (release)"
     (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
 }
 
 wants_target() {
     local target
-    for target in "${TARGETS[@]}"; do [[ $target == "$1" ]] && return 0; done
+    for target in "${TARGETS[@]}" "${TLS_TARGETS[@]}"; do [[ $target == "$1" ]] && return 0; done
     return 1
+}
+
+is_tls_scenario() {
+    local scenario
+    for scenario in "${TLS_SCENARIOS[@]}"; do [[ $scenario == "$1" ]] && return 0; done
+    return 1
+}
+
+wants_tls() {
+    local scenario
+    for scenario in "${SCENARIOS[@]}"; do is_tls_scenario "$scenario" && return 0; done
+    return 1
+}
+
+wants_plain() {
+    local scenario
+    for scenario in "${SCENARIOS[@]}"; do is_tls_scenario "$scenario" || return 0; done
+    return 1
+}
+
+check_scenarios() {
+    local scenario
+    for scenario in "${SCENARIOS[@]}"; do
+        [[ " ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} " == *" $scenario "* ]] ||
+            die "unknown scenario '$scenario'; known: ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} (or all)"
+    done
+}
+
+scenario_targets() { # scenario -> the targets it runs against
+    if is_tls_scenario "$1"; then echo "${TLS_TARGETS[*]}"; else echo "${TARGETS[*]}"; fi
+}
+
+# The certificate of this run (the command is the one bench/README.md gives)
+# and the no-resumption shim for wrk.
+make_tls_files() {
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" >"$TLS_DIR/openssl.log" 2>&1 ||
+        die "openssl could not make the certificate; see $TLS_DIR/openssl.log"
+    cc -O2 -shared -fPIC -o "$NO_RESUME_SO" "$BENCH_DIR/no_resume.c" -ldl ||
+        die "could not compile bench/no_resume.c"
 }
 
 # --- processes -----------------------------------------------------------
@@ -128,17 +200,36 @@ start_upstream() {
     wait_for_port upstream "$UPSTREAM_ADDR"
 }
 
-start_nginx() {
-    require_free_port "$NGINX_ADDR"
-    local prefix=$RUN_DIR/nginx
+start_nginx() { # [name address template]: nginx, or nginx-tls
+    local name=${1:-nginx} addr=${2:-$NGINX_ADDR} template=${3:-$BENCH_DIR/nginx.conf}
+    require_free_port "$addr"
+    local prefix=$RUN_DIR/$name workers=()
     mkdir -p "$prefix/tmp"
-    sed -e "s|@LISTEN@|$NGINX_ADDR|" -e "s|@UPSTREAM@|$UPSTREAM_ADDR|" \
-        "$BENCH_DIR/nginx.conf" >"$prefix/nginx.conf"
+    sed -e "s|@LISTEN@|$addr|" -e "s|@UPSTREAM@|$UPSTREAM_ADDR|" \
+        -e "s|@CERT@|$TLS_CERT|" -e "s|@KEY@|$TLS_KEY|" \
+        "$template" >"$prefix/nginx.conf"
     "$(nginx_bin)" -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/error.log" \
-        >"$RUN_DIR/nginx.log" 2>&1 &
-    PID[nginx]=$!
-    wait_for_port nginx "$NGINX_ADDR"
-    read -r -a NGINX_WORKERS <<<"$(child_pids "${PID[nginx]}")"
+        >"$RUN_DIR/$name.log" 2>&1 &
+    PID[$name]=$!
+    wait_for_port "$name" "$addr"
+    read -r -a workers <<<"$(child_pids "${PID[$name]}")"
+    NGINX_WORKERS+=("${workers[@]}")
+}
+
+start_nginx_tls() {
+    start_nginx nginx-tls "$NGINX_TLS_ADDR" "$BENCH_DIR/nginx.tls.conf"
+}
+
+# Cloakroom with bench/proxy.bench.tls.toml, its certificate paths filled in.
+start_cloakroom_tls() {
+    require_free_port "$CLOAKROOM_TLS_ADDR"
+    local config=$RUN_DIR/proxy.tls.toml
+    sed -e "s|@CERT@|$TLS_CERT|" -e "s|@KEY@|$TLS_KEY|" \
+        "$BENCH_DIR/proxy.bench.tls.toml" >"$config"
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+        --config "$config" >"$RUN_DIR/cloakroom-tls.log" 2>&1 &
+    PID[cloakroom-tls]=$!
+    wait_for_port cloakroom-tls "$CLOAKROOM_TLS_ADDR"
 }
 
 start_cloakroom() {
@@ -232,8 +323,8 @@ child_pids() { # parent PID -> its children's PIDs, from /proc/*/stat
 measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
-    nginx) echo "${PID[nginx]} $(child_pids "${PID[nginx]}")" ;;
-    cloakroom) echo "${PID[cloakroom]}" ;;
+    nginx | nginx-tls) echo "${PID[$1]} $(child_pids "${PID[$1]}")" ;;
+    cloakroom | cloakroom-tls) echo "${PID[$1]}" ;;
     cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
     esac
 }
@@ -252,7 +343,13 @@ cpu_ticks() { # PIDs -> utime + stime summed over all of them, in clock ticks
 # used. Near 0 means the numbers were taken on a quiet machine.
 foreign_ticks() {
     local machine own servers=("${PID[@]}") workers=()
-    [[ -z ${PID[nginx]:-} ]] || read -r -a workers <<<"$(child_pids "${PID[nginx]}")"
+    local name
+    local name more=()
+    for name in nginx nginx-tls; do
+        [[ -n ${PID[$name]:-} ]] || continue
+        read -r -a more <<<"$(child_pids "${PID[$name]}")"
+        workers+=("${more[@]}")
+    done
     # user + nice + system + irq + softirq: a process's stime includes the
     # interrupt time spent while it ran, which /proc/stat counts apart.
     machine=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat)
@@ -260,24 +357,32 @@ foreign_ticks() {
     echo $((machine - own - $(cpu_ticks "${servers[@]}" "${workers[@]}")))
 }
 
-target_url() { # target scenario
-    local addr path=/
+target_addr() { # target -> host:port
     case $1 in
-    direct) addr=$UPSTREAM_ADDR ;;
-    nginx) addr=$NGINX_ADDR ;;
-    cloakroom) addr=$CLOAKROOM_ADDR ;;
-    cloakroom-redis) addr=$CLOAKROOM_REDIS_ADDR ;;
+    direct) echo "$UPSTREAM_ADDR" ;;
+    nginx) echo "$NGINX_ADDR" ;;
+    cloakroom) echo "$CLOAKROOM_ADDR" ;;
+    cloakroom-redis) echo "$CLOAKROOM_REDIS_ADDR" ;;
+    nginx-tls) echo "$NGINX_TLS_ADDR" ;;
+    cloakroom-tls) echo "$CLOAKROOM_TLS_ADDR" ;;
     esac
+}
+
+target_url() { # target scenario
+    local scheme=http path=/
+    [[ $1 == *-tls ]] && scheme=https
     [[ $2 == session-write ]] && path=/write
-    echo "http://$addr$path"
+    echo "$scheme://$(target_addr "$1")$path"
 }
 
 scenario_cookie() { # target scenario
-    [[ $2 == anonymous ]] && return 0
+    [[ $2 == anonymous || $2 == tls-handshake ]] && return 0
     # Each Cloakroom knows only the session logged in through it; the other
-    # targets pass the memory store's cookie along.
+    # targets pass the memory store's cookie along (nginx-tls: the one
+    # logged in through cloakroom-tls).
     case $1 in
     cloakroom-redis) echo "${SESSION_COOKIE[cloakroom-redis]}" ;;
+    *-tls) echo "${SESSION_COOKIE[cloakroom-tls]}" ;;
     *) echo "${SESSION_COOKIE[cloakroom]}" ;;
     esac
 }
@@ -287,19 +392,71 @@ run_wrk() { # target scenario seconds output-file
         -d "${3}s" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
 }
 
+# tls-handshake: wrk over https, one request per connection (the request
+# says Connection: close, so the proxy closes and wrk reconnects), and with
+# the shim so that every reconnect is a full handshake, never a resumption.
+run_wrk_handshakes() { # target scenario seconds output-file
+    LD_PRELOAD=$NO_RESUME_SO wrk -t "$THREADS" -c "$CONNECTIONS" -d "${3}s" \
+        -H "Connection: close" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
+}
+
+# h2-session-read: h2load, HTTP/2 over TLS (ALPN h2), CONNECTIONS connections
+# of STREAMS concurrent streams each, with the session cookie. Appends to the
+# output a BENCH line like measure.lua's; the p99 comes from h2load's
+# per-request log.
+run_h2load() { # target scenario seconds output-file
+    local out=$4 log=${4%.txt}.log
+    h2load -t "$THREADS" -c "$CONNECTIONS" -m "$STREAMS" -D "$3" \
+        -H "Cookie: $(scenario_cookie "$1" "$2")" --log-file="$log" \
+        "$(target_url "$1" "$2")" >"$out" 2>&1 || true
+    grep -q '^Application protocol: h2$' "$out" ||
+        die "h2load did not speak HTTP/2 over TLS to $1; see $out"
+    local p99
+    p99=$(cut -f 3 "$log" | sort -n | awk '{ v[NR] = $1 } END {
+        if (NR == 0) print 0; else { i = int(NR * 0.99); if (i < NR * 0.99) i++; print v[i] } }')
+    local bench
+    bench=$(awk -v p99="$p99" '
+        /^finished in / {
+            d = $3; sub(/,$/, "", d)
+            if (d ~ /ms$/) { sub(/ms$/, "", d); us = d * 1000 }
+            else if (d ~ /us$/) { sub(/us$/, "", d); us = d }
+            else { sub(/s$/, "", d); us = d * 1e6 }
+        }
+        /^requests: / { done = $6; errored = $12; timeout = $14 }
+        /^status codes: / { bad = $7 + $9 }   # 4xx, 5xx
+        END {
+            printf "BENCH requests=%d duration_us=%d p99_us=%d socket_errors=%d status_errors=%d\n",
+                done, us, p99, errored + timeout, bad
+        }' "$out")
+    echo "$bench" >>"$out"
+    rm -f "$log"
+}
+
+run_load() { # target scenario seconds output-file
+    case $2 in
+    tls-handshake) run_wrk_handshakes "$@" ;;
+    h2-session-read) run_h2load "$@" ;;
+    *) run_wrk "$@" ;;
+    esac
+}
+
+load_tool() { # scenario -> the name of its output files' prefix
+    [[ $1 == h2-session-read ]] && echo h2load || echo wrk
+}
+
 warm_up() { # target scenario
-    run_wrk "$1" "$2" "$WARMUP" "$RUN_DIR/wrk-$2-$1-warmup.txt"
+    run_load "$1" "$2" "$WARMUP" "$RUN_DIR/$(load_tool "$2")-$2-$1-warmup.txt"
 }
 
 # One measured wrk run; appends a line to $RAW:
 # scenario target rep req/s p99(µs) CPU-per-request(µs) errors other-load(cores)
 measure_once() { # target scenario rep
     local target=$1 scenario=$2 rep=$3 out pids before after foreign_before foreign_after
-    out=$RUN_DIR/wrk-$scenario-$target-$rep.txt
+    out=$RUN_DIR/$(load_tool "$scenario")-$scenario-$target-$rep.txt
     read -r -a pids <<<"$(measured_pids "$target")"
     foreign_before=$(foreign_ticks)
     before=$(cpu_ticks "${pids[@]}")
-    run_wrk "$target" "$scenario" "$DURATION" "$out"
+    run_load "$target" "$scenario" "$DURATION" "$out"
     require_all_running
     after=$(cpu_ticks "${pids[@]}")
     foreign_after=$(foreign_ticks)
@@ -307,7 +464,7 @@ measure_once() { # target scenario rep
     local requests duration_us p99_us socket_errors status_errors
     read -r requests duration_us p99_us socket_errors status_errors < <(
         awk '/^BENCH / { for (i = 2; i <= NF; i++) { split($i, kv, "="); printf "%s ", kv[2] }; print "" }' "$out"
-    ) || die "wrk printed no result; see $out"
+    ) || die "$(load_tool "$scenario") printed no result; see $out"
     awk -v s="$scenario" -v t="$target" -v r="$rep" -v n="$requests" -v d="$duration_us" \
         -v p="$p99_us" -v ticks="$((after - before))" -v hz="$CLK_TCK" \
         -v e="$((socket_errors + status_errors))" -v f="$((foreign_after - foreign_before))" 'BEGIN {
@@ -321,28 +478,70 @@ measure_once() { # target scenario rep
 }
 
 run_matrix() {
-    local scenario target rep
+    local scenario target rep targets
     : >"$RAW"
     for scenario in "${SCENARIOS[@]}"; do
+        read -r -a targets <<<"$(scenario_targets "$scenario")"
+        ((${#targets[@]} > 0)) || { log "$scenario: no target for it; skipped"; continue; }
         log "$scenario: warming up for ${WARMUP}s per target"
-        for target in "${TARGETS[@]}"; do warm_up "$target" "$scenario"; done
+        for target in "${targets[@]}"; do warm_up "$target" "$scenario"; done
         require_all_running
         # Runs of the targets alternate, so a slow drift of the machine
         # (thermal, a background job) spreads over all of them alike.
         for ((rep = 1; rep <= REPS; rep++)); do
-            for target in "${TARGETS[@]}"; do measure_once "$target" "$scenario" "$rep"; done
+            for target in "${targets[@]}"; do measure_once "$target" "$scenario" "$rep"; done
         done
     done
 }
 
 # --- checks before measuring ---------------------------------------------
 
+# curl, trusting this run's certificate for the TLS targets.
+curl_target() { # curl arguments...
+    local tls=()
+    [[ ! -e $TLS_CERT ]] || tls=(--cacert "$TLS_CERT")
+    curl -s --max-time 5 "${tls[@]}" "$@"
+}
+
 check_targets_answer() {
     local target body
-    for target in "${TARGETS[@]}"; do
-        body=$(curl -s --max-time 5 "$(target_url "$target" anonymous)") || true
+    for target in "${TARGETS[@]}" "${TLS_TARGETS[@]}"; do
+        body=$(curl_target "$(target_url "$target" anonymous)") || true
         [[ $body == hello ]] || die "$target answered '$body' to GET /, expected 'hello'"
     done
+}
+
+# What each TLS target negotiates with an OpenSSL client with OpenSSL's
+# defaults (as wrk uses them; h2load sets its own cipher list): protocol,
+# cipher, key exchange group; the HTTP version curl gets by ALPN; and whether
+# the server resumes a session offered to it. Both should agree on the first
+# ones, or the handshake rows compare different work.
+check_tls() {
+    local target addr out version resumed checks=()
+    for target in "${TLS_TARGETS[@]}"; do
+        addr=$(target_addr "$target")
+        out=$(openssl s_client -connect "$addr" -servername localhost -CAfile "$TLS_CERT" \
+            </dev/null 2>&1) || true
+        version=$(curl_target --http2 -o /dev/null -w '%{http_version}' "https://$addr/") || true
+        # Would the server resume a session a client offered? (run.sh's
+        # clients never offer one, so this tells what the shim prevents.) The
+        # first client sends a request and reads until the server closes, so
+        # that TLS 1.3 tickets, sent after the handshake, have arrived.
+        printf 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
+            openssl s_client -connect "$addr" -servername localhost -ign_eof \
+                -sess_out "$TLS_DIR/$target.session" >/dev/null 2>&1 || true
+        resumed=$(openssl s_client -connect "$addr" -servername localhost -sess_in "$TLS_DIR/$target.session" \
+            </dev/null 2>/dev/null | awk '/^Reused, / { print "resumes offered sessions"; exit }
+                                          /^New, / { print "does not resume"; exit }') || true
+        checks+=("$target: $(awk '
+            /^New, / { sub(/,$/, "", $2); proto = $2; cipher = $NF }
+            /^Server Temp Key: / { sub(/^Server Temp Key: /, ""); group = $0 }
+            /^Verify return code: / { verify = ($4 == 0) ? "verified" : "NOT verified" }
+            END { printf "%s %s, %s, certificate %s", proto, cipher, group, verify }' <<<"$out"), HTTP/$version by ALPN, ${resumed:-resumption unknown}")
+    done
+    local joined
+    joined=$(printf '%s; ' "${checks[@]}")
+    TLS_CHECK=${joined%; }
 }
 
 # Logs in through each Cloakroom target once; its session-read and
@@ -353,19 +552,20 @@ obtain_session_cookie() {
     local placeholder="sid=s%3ANO-CLOAKROOM-SESSION-xxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
     SESSION_COOKIE[cloakroom]=$placeholder
     SESSION_COOKIE[cloakroom-redis]=$placeholder
+    SESSION_COOKIE[cloakroom-tls]=$placeholder
     local target addr cookie user checks=()
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         wants_target "$target" || continue
         addr=$(target_url "$target" anonymous)
         addr=${addr%/}
-        cookie=$(curl -s --max-time 5 -D - -o /dev/null "$addr/login" | tr -d '\r' |
+        cookie=$(curl_target -D - -o /dev/null "$addr/login" | tr -d '\r' |
             awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }') || true
         if [[ -z $cookie ]]; then
             checks+=("$target FAILED: GET /login set no sid cookie, so its session rows are anonymous traffic")
             continue
         fi
         SESSION_COOKIE[$target]=$cookie
-        user=$(curl -s --max-time 5 -H "Cookie: $cookie" "$addr/whoami") || true
+        user=$(curl_target -H "Cookie: $cookie" "$addr/whoami") || true
         if [[ $user == bench ]]; then
             checks+=("$target ok")
         else
@@ -417,27 +617,66 @@ tool_versions() {
     local nginx_version wrk_version
     nginx_version=$("$(nginx_bin)" -v 2>&1 | sed 's|.*nginx/||')
     wrk_version=$(wrk -v 2>&1 | awk 'NR == 1 { sub(/^debian\//, "", $2); print $2 }' || true)
-    echo "nginx $nginx_version, wrk $wrk_version"
+    local tls_tools=""
+    ! wants_tls || tls_tools=", $(h2load --version 2>&1 | awk 'NR == 1 { sub(/^nghttp2\//, "", $2); print "h2load " $2 }'), $(openssl version | awk '{ print $1 " " $2 }')"
+    echo "nginx $nginx_version, wrk $wrk_version$tls_tools"
+}
+
+load_line() {
+    local scenario line="" plain=0 handshake=0 h2=0
+    for scenario in "${SCENARIOS[@]}"; do
+        case $scenario in
+        tls-handshake) handshake=1 ;;
+        h2-session-read) h2=1 ;;
+        *) plain=1 ;;
+        esac
+    done
+    ((plain == 0)) || line+="; plain HTTP: wrk -t $THREADS -c $CONNECTIONS"
+    ((handshake == 0)) || line+="; tls-handshake: wrk -t $THREADS -c $CONNECTIONS -H 'Connection: close' over https, with bench/no_resume.c preloaded (one request per connection, every handshake a full one)"
+    ((h2 == 0)) || line+="; h2-session-read: h2load -t $THREADS -c $CONNECTIONS -m $STREAMS (HTTP/2 over TLS) with the session cookie"
+    echo "${line#; }"
+}
+
+ratio_table() { # proxy baseline scenario...
+    local proxy=$1 base=$2 scenario
+    shift 2
+    cat <<EOF
+
+| scenario | req/s, $proxy / $base | CPU per request, $proxy / $base |
+|---|---:|---:|
+EOF
+    for scenario in "$@"; do
+        printf '| %s | %s | %s |\n' "$scenario" \
+            "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" "$base" 4)")" \
+            "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" "$base" 6)")"
+    done
 }
 
 render_report() {
-    local commit scenario target
+    local commit scenario target targets tls_lines=""
     commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "none yet")
+    if wants_tls; then
+        tls_lines="
+- TLS: one self-signed ECDSA P-256 certificate made for this run, served by both proxies; TLS 1.2 and 1.3 allowed on both; resumption: nginx-tls has session tickets and cache off, cloakroom-tls keeps rustls' default session cache, and the client never offers a session, so no connection resumes
+- TLS check: $TLS_CHECK
+- tls-handshake rows: one request per new connection, so req/s is handshakes/s and CPU per request is CPU per handshake (with its one proxied request); their p99 is wrk's, from writing the request after the handshake to the response, so it leaves the handshake out"
+    fi
     cat <<EOF
 # Cloakroom benchmark
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $commit (working tree as built)
 - machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
-- load: wrk -t $THREADS -c $CONNECTIONS; per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
-- session check: $SESSION_CHECK
+- load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
+- session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
 | scenario | target | req/s | p99 latency (ms) | CPU per request (µs) | errors |
 |---|---|---:|---:|---:|---:|
 EOF
     for scenario in "${SCENARIOS[@]}"; do
-        for target in "${TARGETS[@]}"; do
+        read -r -a targets <<<"$(scenario_targets "$scenario")"
+        for target in "${targets[@]}"; do
             printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" "$target" \
                 "$(format_number "$(median "$scenario" "$target" 4)" '%.0f')" \
                 "$(format_number "$(median "$scenario" "$target" 5)" '%.2f' 1000)" \
@@ -445,21 +684,19 @@ EOF
                 "$(total_errors "$scenario" "$target")"
         done
     done
-    wants_target nginx || return 0
-    local proxy
-    for proxy in "${CLOAKROOM_TARGETS[@]}"; do
-        wants_target "$proxy" || continue
-        cat <<EOF
-
-| scenario | req/s, $proxy / nginx | CPU per request, $proxy / nginx |
-|---|---:|---:|
-EOF
-        for scenario in "${SCENARIOS[@]}"; do
-            printf '| %s | %s | %s |\n' "$scenario" \
-                "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" nginx 4)")" \
-                "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" nginx 6)")"
-        done
+    local proxy plain=() tls=()
+    for scenario in "${SCENARIOS[@]}"; do
+        if is_tls_scenario "$scenario"; then tls+=("$scenario"); else plain+=("$scenario"); fi
     done
+    if ((${#plain[@]} > 0)) && wants_target nginx; then
+        for proxy in cloakroom cloakroom-redis; do
+            if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
+        done
+    fi
+    if ((${#tls[@]} > 0)) && wants_target nginx-tls && wants_target cloakroom-tls; then
+        ratio_table cloakroom-tls nginx-tls "${tls[@]}"
+    fi
+    return 0
 }
 
 report_proxy_log() {
@@ -478,16 +715,28 @@ main() {
     trap stop_everything EXIT
     trap 'exit 130' INT TERM
 
+    check_scenarios
+    if wants_tls; then
+        if wants_target nginx; then TLS_TARGETS+=(nginx-tls); fi
+        if wants_target cloakroom; then TLS_TARGETS+=(cloakroom-tls); fi
+    fi
+    # Only TLS scenarios: the plain-HTTP targets are not started at all.
+    wants_plain || TARGETS=()
+
     install_missing_tools
     build_binaries
+    if wants_tls; then make_tls_files; fi
     start_upstream
-    wants_target nginx && start_nginx
-    wants_target cloakroom && start_cloakroom
+    if wants_target nginx; then start_nginx; fi
+    if wants_target cloakroom; then start_cloakroom; fi
     if wants_target cloakroom-redis; then
         start_redis
         start_cloakroom_redis
     fi
+    if wants_target nginx-tls; then start_nginx_tls; fi
+    if wants_target cloakroom-tls; then start_cloakroom_tls; fi
     check_targets_answer
+    if wants_tls; then check_tls; fi
     obtain_session_cookie
     run_matrix
     render_report | tee "$RESULTS_DIR/latest.md"
