@@ -62,6 +62,7 @@ pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use error::Error;
 pub use server::{run, run_with, Options};

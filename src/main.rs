@@ -61,7 +61,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The main runtime accepts connections and runs background tasks (the
+    // store's sweeper and Redis connection, certificate reloads); requests
+    // run on the worker threads' own runtimes (see cloakroom::workers).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;

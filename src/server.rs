@@ -34,6 +34,7 @@ use crate::proxy::{Peer, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::first_bytes::FirstBytes;
 use crate::tls::{self, Certificates};
+use crate::workers::Workers;
 
 /// Most concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -174,11 +175,12 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let builder = Arc::new(connection_builder(config));
+    let workers = Workers::start(config.workers).map_err(Error::Listener)?;
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let trusted: Arc<[IpNet]> = config.trusted_proxies.clone().into();
     let address = listener.local_addr().map_err(Error::Listener)?;
-    tracing::info!(%address, tls = acceptor.is_some(), "listening");
+    tracing::info!(%address, tls = acceptor.is_some(), workers = workers.count(), "listening");
     tokio::pin!(shutdown);
     loop {
         if limit.available_permits() == 0 {
@@ -222,9 +224,20 @@ async fn serve(
                 .map_or(first_bytes_timeout, |tls| tls.handshake_timeout);
             (acceptor, timeout)
         });
-        tokio::spawn(async move {
+        // Registered again with the worker's own reactor when the job starts.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "could not hand a connection to a worker");
+                continue;
+            }
+        };
+        workers.spawn(Box::pin(async move {
             // The slot is held for the connection's whole life.
             let _permit = permit;
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             let Some((acceptor, timeout)) = handshake else {
                 // Protocol detection reads the first bytes without a timeout of
                 // its own: a client that sends nothing must not hold a slot.
@@ -253,7 +266,7 @@ async fn serve(
                     tracing::debug!(peer = %addr, "TLS handshake not done within the timeout; closed")
                 }
             }
-        });
+        }));
     }
     drop(listener);
     tracing::info!(
@@ -264,6 +277,7 @@ async fn serve(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    drop(workers);
     Ok(())
 }
 

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub via: bool,
     pub shutdown_grace: Duration,
+    /// Worker threads, each with its own event loop.
+    pub workers: usize,
     /// `[server.tls]`: serve HTTPS on `server.listen`.
     pub tls: Option<TlsConfig>,
     /// A plain-HTTP address that only redirects to HTTPS.
@@ -305,6 +307,10 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
         trusted_proxies,
         via: s.via,
         shutdown_grace: check.duration("server.shutdown_grace", &s.shutdown_grace),
+        workers: match s.workers {
+            Some(count) => check.at_least("server.workers", count, 1),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        },
         tls: tls.tls,
         redirect_http_from: tls.redirect_http_from,
         hsts: tls.hsts,

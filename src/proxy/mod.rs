@@ -100,7 +100,7 @@ impl Proxy {
             routes: Routes::new(&config.auth.protect, config.auth.case_sensitive),
             scrubber: Scrubber::new(session_headers.field_names()),
             session_headers,
-            upstream: Upstream::new(&config.upstream),
+            upstream: Upstream::new(&config.upstream, config.server.workers),
             identity_key: config.auth.identity_key.clone(),
             login_url: config.auth.login_url.clone(),
             secure: config.cookie.secure,

@@ -42,7 +42,8 @@ pub struct Forwarding<'a> {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Self {
+    /// `workers`: the worker threads, each with its own idle connections.
+    pub fn new(config: &UpstreamConfig, workers: usize) -> Self {
         // Validated at start-up: the upstream URL has an authority.
         let authority = config
             .url
@@ -68,6 +69,7 @@ impl Upstream {
             config.pool_max_idle,
             config.pool_idle_timeout,
             config.connect_timeout,
+            workers,
         );
         let authority_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));

@@ -72,7 +72,9 @@ struct Shared {
     /// `host:port`, resolved on each new connection (not per request).
     target: String,
     tls: Option<TlsTarget>,
-    idle: Mutex<Vec<Idle>>,
+    /// One idle list per worker thread: a connection is driven by the
+    /// worker that opened it, and reused by requests on that worker.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -83,7 +85,10 @@ impl Shared {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .idle_here()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
@@ -92,8 +97,15 @@ impl Shared {
         }
     }
 
+    fn idle_here(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
+    }
+
     fn take(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .idle_here()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while let Some(entry) = idle.pop() {
             if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
                 return Some(entry.sender);
@@ -115,12 +127,14 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        workers: usize,
     ) -> Self {
         let shared = Shared {
             target,
             tls,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
+            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            // The configured limit is for the whole proxy.
+            max_idle: max_idle.div_ceil(workers.max(1)),
             idle_timeout,
             connect_timeout,
         };

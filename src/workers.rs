@@ -1,0 +1,95 @@
+//! Thread-per-core serving: a fixed set of worker threads, each running its
+//! own single-threaded tokio runtime, and each accepted connection handed to
+//! one of them (round robin) for its whole life.
+//!
+//! Why: a connection's task, its upstream connection's task and their I/O
+//! then all live on one thread. Nothing migrates between threads, a wake-up
+//! never needs another core, and no work-stealing queue is touched per
+//! request; the way nginx runs one event loop per worker process. The
+//! upstream pool keeps one idle list per worker ([`current`]) so a request
+//! reuses connections driven by its own thread.
+//!
+//! Shared state (the store, the certificates, the proxy's configuration) is
+//! behind `Arc`s and locks that are never held across an `.await`, so it is
+//! safe from any worker.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+/// A connection's whole life, to be run on a worker.
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker running the caller (0 outside the workers).
+pub fn current() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// The worker threads. Dropping this stops them and drops the jobs still
+/// running: drop it only after the graceful drain.
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one).
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let count = count.max(1);
+        let mut senders = Vec::with_capacity(count);
+        for index in 0..count {
+            let (sender, receiver) = mpsc::unbounded_channel::<Job>();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("cloakroom-worker-{index}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(index));
+                    runtime.block_on(run_jobs(receiver));
+                })?;
+            senders.push(sender);
+        }
+        Ok(Self {
+            senders,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Runs `job` on the next worker.
+    pub fn spawn(&self, job: Job) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        if let Err(mpsc::error::SendError(job)) = self.senders[index].send(job) {
+            // A worker that is gone (it panicked): run the job here instead.
+            tokio::spawn(job);
+        }
+    }
+}
+
+/// Spawns every job it receives until the sender is dropped; then the jobs
+/// still running are aborted (the drain is over by then).
+async fn run_jobs(mut receiver: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            job = receiver.recv() => match job {
+                Some(job) => {
+                    jobs.spawn(job);
+                }
+                None => return,
+            },
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+        }
+    }
+}
