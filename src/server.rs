@@ -77,7 +77,7 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let store = build_store(&config.store).await?;
+    let store = build_store(&config.store, config.server.workers).await?;
     let proxy = Arc::new(Proxy::new(&config, store));
     let mut background = Vec::new();
     let acceptor = match &config.server.tls {
@@ -120,13 +120,15 @@ pub async fn run_with(
 
 /// The configured store, connected and verified (Redis answers `PING`)
 /// before the first request is accepted.
-async fn build_store(config: &StoreConfig) -> Result<AnyStore, Error> {
+async fn build_store(config: &StoreConfig, workers: usize) -> Result<AnyStore, Error> {
     Ok(match config {
         StoreConfig::Memory {
             max_sessions,
             sweep_interval,
         } => AnyStore::Memory(MemoryStore::new(*max_sessions, *sweep_interval)),
-        StoreConfig::Redis(redis) => AnyStore::Redis(RedisStore::connect(redis).await?),
+        StoreConfig::Redis(redis) => {
+            AnyStore::Redis(RedisStore::connect_per_worker(redis, workers).await?)
+        }
     })
 }
 

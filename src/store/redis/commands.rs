@@ -65,6 +65,11 @@ pub(super) enum Cas {
 }
 
 impl RedisStore {
+    /// The connection of the calling worker thread.
+    pub(super) fn connection(&self) -> Connection {
+        self.connections[crate::workers::current() % self.connections.len()].clone()
+    }
+
     /// Runs one Redis request under the command timeout. Every failure is
     /// `Unavailable`: the proxy answers 503 and leaves the cookie alone.
     async fn run<T>(
@@ -86,7 +91,7 @@ impl RedisStore {
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut command = redis::cmd("GET");
         command.arg(key);
         self.run("GET", command.query_async(&mut connection)).await
@@ -100,7 +105,7 @@ impl RedisStore {
         value: &[u8],
         millis: u64,
     ) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut command = redis::cmd("SET");
         command.arg(key).arg(value).arg("PX").arg(millis).arg("NX");
         let created: Option<String> = self
@@ -113,7 +118,7 @@ impl RedisStore {
 
     /// `DEL`; whether the key existed.
     pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut command = redis::cmd("DEL");
         command.arg(key);
         let deleted: i64 = self
@@ -124,7 +129,7 @@ impl RedisStore {
 
     /// `PEXPIRE`; whether the key exists.
     pub(super) async fn expire(&self, key: &str, millis: u64) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut command = redis::cmd("PEXPIRE");
         command.arg(key).arg(millis);
         let touched: i64 = self
@@ -159,7 +164,7 @@ impl RedisStore {
         millis: u64,
     ) -> Result<Cas, StoreError> {
         let scripts = &self.shared.scripts;
-        if let Connection::Single(_) = self.connection {
+        if let Connection::Single(_) = self.connections[0] {
             let args = (expected, value, millis);
             return self
                 .cas(
@@ -193,7 +198,7 @@ impl RedisStore {
             invocation.key(*key);
         }
         invocation.arg(args.0).arg(args.1).arg(args.2);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let reply: Value = self
             .run(what, invocation.invoke_async(&mut connection))
             .await?;

@@ -46,8 +46,14 @@ pub(super) enum Connection {
 
 impl Connection {
     /// Connects, and checks that Redis answers, within the configured
-    /// timeouts. Never logs the password.
-    pub(super) async fn open(config: &RedisConfig) -> Result<Self, ConnectError> {
+    /// timeouts. Never logs the password. One server: `count` connections
+    /// (one per worker thread; each is established by the first command
+    /// sent from its worker, so its I/O runs on that worker's event loop).
+    /// A cluster: one connection, whatever `count`.
+    pub(super) async fn open_many(
+        config: &RedisConfig,
+        count: usize,
+    ) -> Result<Vec<Self>, ConnectError> {
         let fail = |reason: String| ConnectError {
             target: config.endpoint.redacted(),
             key: config.endpoint.key(),
@@ -69,9 +75,18 @@ impl Connection {
                     .set_min_delay(RECONNECT_MIN_DELAY)
                     .set_max_delay(RECONNECT_MAX_DELAY)
                     .set_number_of_retries(RECONNECT_ATTEMPTS);
-                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
-                    .map_err(|e| fail(describe(&e)))?;
-                Self::Single(manager)
+                // The probe has verified the server; the managers connect on
+                // first use, from the worker that uses them.
+                return (0..count.max(1))
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config(
+                            client.clone(),
+                            manager_config.clone(),
+                        )
+                        .map(Self::Single)
+                        .map_err(|e| fail(describe(&e)))
+                    })
+                    .collect();
             }
             RedisEndpoint::Cluster(urls) => {
                 let mut builder = ClusterClient::builder(urls.iter().map(RedisUrl::expose))
@@ -96,7 +111,7 @@ impl Connection {
         .await
         .map_err(|_| fail(format!("no answer to PING within {deadline:?}")))?;
         pong.map_err(|e| fail(describe(&e)))?;
-        Ok(connection)
+        Ok(vec![connection])
     }
 }
 

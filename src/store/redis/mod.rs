@@ -71,7 +71,8 @@ pub const MAX_ATTEMPTS: usize = 64;
 /// Cheap to clone: clones share the connection and the write queues.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
+    /// One connection per worker thread (one in all for a cluster).
+    connections: Arc<[Connection]>,
     shared: Arc<Shared>,
 }
 
@@ -88,14 +89,23 @@ impl RedisStore {
     /// Connects and checks that Redis answers; fails with a message naming
     /// the URL (password masked) when it does not.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
-        let connection = Connection::open(config).await?;
+        Self::connect_per_worker(config, 1).await
+    }
+
+    /// As [`Self::connect`], with one multiplexed connection per worker
+    /// thread, so a request's Redis I/O stays on its own thread.
+    pub async fn connect_per_worker(
+        config: &RedisConfig,
+        workers: usize,
+    ) -> Result<Self, ConnectError> {
+        let connections: Arc<[Connection]> = Connection::open_many(config, workers).await?.into();
         tracing::info!(
             redis = %config.endpoint.redacted(),
             prefix = %config.prefix,
             "Redis session store connected"
         );
         Ok(Self {
-            connection,
+            connections,
             shared: Arc::new(Shared {
                 prefix: config.prefix.clone(),
                 cookie: config.record_cookie.clone(),

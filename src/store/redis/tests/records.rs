@@ -49,7 +49,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
     let id = SessionId::generate().unwrap();
     let key = h.store.key(&id);
     let written = r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":false,"path":"/app"},"cart":[1]}"#;
-    let mut connection = h.store.connection.clone();
+    let mut connection = h.store.connection();
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg(written)
