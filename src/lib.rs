@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::session::ops::RESERVED_KEY;
 
+use crate::calendar::{civil_from_days, days_from_civil};
+
 /// The cookie settings written into new records, from `[cookie]`: plain
 /// values, not HTTP types.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,31 +181,6 @@ pub fn parse_js_date(text: &str) -> Option<SystemTime> {
     let total_millis = total.checked_mul(1000)?.checked_add(millis)?;
     let since_epoch = Duration::from_millis(u64::try_from(total_millis).ok()?);
     UNIX_EPOCH.checked_add(since_epoch)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
