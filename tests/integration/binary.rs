@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 
 use crate::support::*;
 
@@ -66,12 +65,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// `decodeURIComponent` for the ASCII a cookie value holds.
@@ -223,23 +216,7 @@ async fn the_binary_serves_drains_on_sigterm_and_logs_no_session_secrets() {
             upstream.url()
         ),
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(config.path())
-        .env_remove("CLOAKROOM_SECRETS")
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes).await;
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
+    let (mut child, log) = spawn_logging_binary(config.path());
     wait_for_port(port, &mut child).await;
 
     let base = format!("http://127.0.0.1:{port}");

@@ -301,3 +301,36 @@ pub async fn log_in(client: &reqwest::Client, proxy: &Proxy, name: &str) -> reqw
     assert_eq!(response.status(), 200);
     response
 }
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts the real `cloakroom` binary on `config` with debug logging (and no
+/// secrets from the environment); the second value resolves to everything
+/// it logged once it exits. Killed if dropped.
+pub fn spawn_logging_binary(
+    config: &std::path::Path,
+) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("CLOAKROOM_SECRETS")
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    (child, log)
+}

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio_rustls::TlsConnector;
 
-use crate::support::{self, Upstream, SECRET};
+use crate::support::{self, free_port, spawn_logging_binary, Upstream, SECRET};
 
 /// A self-signed certificate for some names, as PEM, and its DER.
 #[derive(Clone)]
@@ -456,15 +456,8 @@ fn the_binary_refuses_a_mismatched_key_with_exit_64_naming_the_file() {
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn the_binary_reloads_on_sighup_and_binds_the_redirect_listener() {
-    use tokio::io::AsyncReadExt;
     let upstream = Upstream::start().await;
     let (old, new) = (Cert::new(&["a.test"]), Cert::new(&["a.test"]));
     let files = Files::new(&old);
@@ -484,23 +477,7 @@ async fn the_binary_reloads_on_sighup_and_binds_the_redirect_listener() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("CLOAKROOM_SECRETS")
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes).await;
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
+    let (mut child, log) = spawn_logging_binary(&config);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let roots = [&old, &new];
     let mut first = None;
