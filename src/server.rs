@@ -312,7 +312,10 @@ impl Connection {
         let hsts = hsts.filter(|_| peer.tls);
         let service = service_fn(move |request| {
             let (proxy, peer, hsts) = (proxy.clone(), peer.clone(), hsts.clone());
-            async move {
+            // Boxed: hyper stores the future in its connection state, and a
+            // pointer moves there far more cheaply than the whole request
+            // state machine.
+            Box::pin(async move {
                 let mut response = proxy.handle(request, &peer).await;
                 if let Some(hsts) = hsts {
                     response
@@ -320,7 +323,7 @@ impl Connection {
                         .insert(STRICT_TRANSPORT_SECURITY, hsts);
                 }
                 Ok::<_, Infallible>(response)
-            }
+            })
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         if let Err(error) = watcher.watch(connection).await {

@@ -31,7 +31,48 @@ const TOO_LARGE: HeaderValue = HeaderValue::from_static("too-large");
 pub struct SessionHeaders {
     budget: usize,
     keys: Vec<String>,
-    fields: Vec<(HeaderName, String)>,
+    fields: Vec<(HeaderName, Pointer)>,
+}
+
+/// A JSON pointer (RFC 6901) split into its unescaped tokens once, at
+/// start-up, so a request resolves it without allocating.
+#[derive(Debug, Clone)]
+struct Pointer(Vec<String>);
+
+impl Pointer {
+    /// `None` for the empty pointer (the whole document, never a field) and
+    /// for pointers that do not start with `/`.
+    fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix('/')?;
+        let tokens = rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Some(Self(tokens))
+    }
+
+    /// The value the pointer designates inside the session data.
+    fn resolve<'a>(&self, map: &'a Map<String, Value>) -> Option<&'a Value> {
+        let (first, rest) = self.0.split_first()?;
+        let mut value = map.get(first)?;
+        for token in rest {
+            value = match value {
+                Value::Object(object) => object.get(token)?,
+                Value::Array(items) => items.get(array_index(token)?)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
+}
+
+/// An array index token: digits without a leading zero (RFC 6901 §4).
+fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0" || (!token.starts_with('0') && !token.is_empty());
+    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// Which headers had to be left out for the budget, for the log.
@@ -52,7 +93,11 @@ impl SessionHeaders {
         Self {
             budget: config.header_max_bytes,
             keys: config.header_keys.clone(),
-            fields: config.fields.clone(),
+            fields: config
+                .fields
+                .iter()
+                .filter_map(|(name, pointer)| Some((name.clone(), Pointer::parse(pointer)?)))
+                .collect(),
         }
     }
 
@@ -78,7 +123,7 @@ impl SessionHeaders {
             }
         }
         for (name, pointer) in &self.fields {
-            let Some(value) = lookup(data.map(), pointer) else {
+            let Some(value) = pointer.resolve(data.map()) else {
                 continue;
             };
             match encode_field(value).filter(|v| v.len() <= self.budget) {
@@ -108,20 +153,6 @@ impl SessionHeaders {
         }
         HeaderValue::from_maybe_shared(json).ok()
     }
-}
-
-/// Resolves a JSON pointer (RFC 6901) inside the session data.
-fn lookup<'a>(map: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
-    if pointer.is_empty() {
-        return None;
-    }
-    let rest = pointer.strip_prefix('/')?;
-    let (first, tail) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, ""),
-    };
-    let first = first.replace("~1", "/").replace("~0", "~");
-    map.get(&first)?.pointer(tail)
 }
 
 /// Encodes one value for a per-field header.
@@ -187,12 +218,17 @@ mod tests {
 
     #[test]
     fn pointers_reach_nested_fields() {
-        let data = json!({"user": {"name": "ada", "a/b": 1}, "list": [10, 20]});
+        let data = json!({"user": {"name": "ada", "a/b": 1, "~x": 2}, "list": [10, 20]});
         let map = data.as_object().unwrap();
-        assert_eq!(lookup(map, "/user/name"), Some(&json!("ada")));
-        assert_eq!(lookup(map, "/user/a~1b"), Some(&json!(1)));
-        assert_eq!(lookup(map, "/list/1"), Some(&json!(20)));
-        assert_eq!(lookup(map, "/missing"), None);
-        assert_eq!(lookup(map, ""), None);
+        let lookup = |pointer: &str| Pointer::parse(pointer)?.resolve(map);
+        assert_eq!(lookup("/user/name"), Some(&json!("ada")));
+        assert_eq!(lookup("/user/a~1b"), Some(&json!(1)));
+        assert_eq!(lookup("/user/~0x"), Some(&json!(2)));
+        assert_eq!(lookup("/list/1"), Some(&json!(20)));
+        assert_eq!(lookup("/list/01"), None);
+        assert_eq!(lookup("/list/-"), None);
+        assert_eq!(lookup("/list/2"), None);
+        assert_eq!(lookup("/missing"), None);
+        assert_eq!(lookup(""), None);
     }
 }

@@ -20,6 +20,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
+/// Length of its unpadded base64: `ceil(32 * 4 / 3)`.
+const SIG_LEN: usize = 43;
 
 /// What a cookie value turned out to be.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,8 +74,10 @@ impl Signer {
             return Verdict::Malformed;
         };
         let mut tag = [0u8; TAG_LEN];
-        let canonical = matches!(STANDARD_NO_PAD.decode_slice(sig, &mut tag), Ok(TAG_LEN))
-            && sig.len() == STANDARD_NO_PAD.encode(tag).len();
+        // The decoder refuses padding and non-zero trailing bits; with the
+        // exact length that leaves one spelling per tag.
+        let canonical = sig.len() == SIG_LEN
+            && matches!(STANDARD_NO_PAD.decode_slice(sig, &mut tag), Ok(TAG_LEN));
         if !canonical {
             return Verdict::Forged;
         }

@@ -77,19 +77,15 @@ impl Workers {
     }
 }
 
-/// Spawns every job it receives until the sender is dropped; then the jobs
-/// still running are aborted (the drain is over by then).
+/// Spawns every job it receives until the sender is dropped. The jobs
+/// still running then go with the runtime, which the worker thread drops
+/// as it ends (the drain is over by then).
+///
+/// Why not a `JoinSet`: this future is the runtime's `block_on` future,
+/// and waking it always writes to the runtime's eventfd. A `JoinSet` would
+/// wake it each time a connection ends; plain spawned tasks wake nobody.
 async fn run_jobs(mut receiver: mpsc::UnboundedReceiver<Job>) {
-    let mut jobs = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            job = receiver.recv() => match job {
-                Some(job) => {
-                    jobs.spawn(job);
-                }
-                None => return,
-            },
-            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
-        }
+    while let Some(job) = receiver.recv().await {
+        tokio::spawn(job);
     }
 }
