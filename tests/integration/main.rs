@@ -19,5 +19,6 @@ mod session_flow;
 mod smuggling;
 mod tls;
 mod transport;
+mod tunnels;
 mod upstream_tls;
 mod websocket;
