@@ -151,7 +151,12 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // Also bounds the CONTINUATION frames of one header block to what
+        // this size needs (h2 allows at least 5): a header block that never
+        // ends is a GOAWAY, not a buffer that grows (CVE-2024-27316).
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams the client cancelled that
+        // wait, unserved, at the same time.
         .max_pending_accept_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder

@@ -11,6 +11,7 @@ mod test_server;
 
 mod binary;
 mod failures;
+mod http2_floods;
 mod protocol;
 mod redis;
 mod redis_failures;
