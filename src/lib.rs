@@ -32,6 +32,9 @@
 //! - A WebSocket tunnel opens only for an authorised handshake that the
 //!   upstream answered with `101`, after its `Set-Session` is stored. No
 //!   other upgrade (`h2c`) is honoured or forwarded.
+//! - A connection holds one slot under `server.max_connections` from accept
+//!   until its last request ends, or its WebSocket tunnel closes; the
+//!   graceful drain waits for every slot, up to `server.shutdown_grace`.
 //! - `Set-Session` never reaches a client and is applied before the response
 //!   head leaves.
 //! - The store never sees HTTP types; the session model does no I/O.

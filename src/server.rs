@@ -10,6 +10,12 @@
 //!
 //! With `[server.tls]`, the TLS handshake runs in the connection's own task
 //! under `server.tls.handshake_timeout`, never on the accept loop.
+//!
+//! Each connection takes a slot (a semaphore permit) under
+//! `server.max_connections` before it is accepted, and gives it back when
+//! its last user is done: the connection's task, a request still running,
+//! or the WebSocket tunnel the connection became. The drain waits for every
+//! slot, so for open tunnels as well as for in-flight requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,8 +66,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Builds the proxy from `config` and serves `listener` until `shutdown`
-/// resolves; then stops accepting and lets in-flight requests finish for
-/// up to `server.shutdown_grace`.
+/// resolves; then stops accepting and lets in-flight requests finish, and
+/// open WebSocket tunnels run, for up to `server.shutdown_grace`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -145,7 +151,12 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // Also bounds the CONTINUATION frames of one header block to what
+        // this size needs (h2 allows at least 5): a header block that never
+        // ends is a GOAWAY, not a buffer that grows (CVE-2024-27316).
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams the client cancelled that
+        // wait, unserved, at the same time.
         .max_pending_accept_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
@@ -179,7 +190,10 @@ async fn serve(
     let builder = Arc::new(connection_builder(config));
     let workers = Workers::start(config.workers).map_err(Error::Listener)?;
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    // `acquire_many` (the drain) counts in u32; more connections than that
+    // cannot be open at once anyway, each needing a file descriptor.
+    let slots = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    let limit = Arc::new(Semaphore::new(slots as usize));
     let trusted: Arc<[IpNet]> = config.trusted_proxies.clone().into();
     let address = listener.local_addr().map_err(Error::Listener)?;
     tracing::info!(%address, tls = acceptor.is_some(), workers = workers.count(), "listening");
@@ -210,7 +224,9 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let addr = remote.ip().to_canonical();
         let trusted_peer = trusted.iter().any(|net| net.contains(&addr));
-        let peer = Arc::new(Peer::new(addr, trusted_peer, acceptor.is_some()));
+        // The peer holds the slot: for the connection's whole life, and for
+        // a WebSocket tunnel's.
+        let peer = Arc::new(Peer::new(addr, trusted_peer, acceptor.is_some(), permit));
         let connection = Connection {
             proxy: proxy.clone(),
             peer,
@@ -235,8 +251,6 @@ async fn serve(
             }
         };
         workers.spawn(Box::pin(async move {
-            // The slot is held for the connection's whole life.
-            let _permit = permit;
             let Ok(stream) = TcpStream::from_std(stream) else {
                 return;
             };
@@ -273,12 +287,21 @@ async fn serve(
     drop(listener);
     tracing::info!(
         connections = graceful.count(),
-        "shutting down: draining connections"
+        slots_taken = slots as usize - limit.available_permits(),
+        "shutting down: draining connections and WebSocket tunnels"
     );
+    let drained = async {
+        // Tells every connection to finish its requests and close, and
+        // waits for them; a tunnel has left its connection by then.
+        graceful.shutdown().await;
+        // Every slot back: no connection and no tunnel is left.
+        let _all = limit.acquire_many(slots).await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = drained => tracing::info!("all connections and tunnels drained"),
+        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections and tunnels"),
     }
+    // Stops the workers, dropping whatever still runs on them.
     drop(workers);
     Ok(())
 }

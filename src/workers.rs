@@ -33,7 +33,8 @@ pub fn current() -> usize {
 }
 
 /// The worker threads. Dropping this stops them and drops the jobs still
-/// running: drop it only after the graceful drain.
+/// running, with every task they spawned (a WebSocket tunnel, say): drop it
+/// only after the graceful drain.
 pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<Job>>,
     next: AtomicUsize,

@@ -8,7 +8,8 @@
 //! 6. **inject** — session and forwarding headers, once each;
 //! 7. **forward** — to the pooled upstream, bodies streamed; a WebSocket
 //!    handshake the upstream accepts with `101` becomes a tunnel
-//!    ([`upgrade`]), opened only after the commit phase;
+//!    ([`upgrade`]), opened only after the commit phase, which keeps the
+//!    connection's slot ([`Peer`]) until it closes;
 //! 8. **commit** — read and strip `Set-Session`, apply it atomically in the
 //!    store, then set or clear the cookie, all before the response head
 //!    goes to the client.
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{self, IdleTimeout, ProxyBody};
 use crate::config::{Config, Secure};
@@ -44,8 +46,8 @@ use crate::upstream::{self, Forwarding, Upstream};
 const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
 
 /// What the proxy knows about the client connection, made once per
-/// connection.
-#[derive(Debug, Clone)]
+/// connection and shared (`Arc`) by its requests.
+#[derive(Debug)]
 pub struct Peer {
     pub addr: IpAddr,
     /// `addr` as an `X-Forwarded-For` value.
@@ -54,6 +56,13 @@ pub struct Peer {
     pub trusted: bool,
     /// The connection is TLS.
     pub tls: bool,
+    /// The connection's slot under `server.max_connections`, given back
+    /// when the last holder of the `Peer` lets go. Besides the connection
+    /// and its running requests, that can be a WebSocket tunnel, which
+    /// outlives the connection's HTTP serving: only the upgrade path clones
+    /// the `Arc<Peer>` into it, so a plain request pays nothing for this.
+    /// Never read: holding it is the point.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// The session a request is served with.
@@ -80,12 +89,14 @@ pub struct Proxy {
 }
 
 impl Peer {
-    pub fn new(addr: IpAddr, trusted: bool, tls: bool) -> Self {
+    /// The peer of a connection that holds `slot`.
+    pub fn new(addr: IpAddr, trusted: bool, tls: bool, slot: OwnedSemaphorePermit) -> Self {
         Self {
             addr,
             addr_header: upstream::address_header(addr),
             trusted,
             tls,
+            _slot: slot,
         }
     }
 }
@@ -112,7 +123,11 @@ impl Proxy {
     }
 
     /// Serves one request; never fails: errors become short responses.
-    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: &Arc<Peer>,
+    ) -> Response<ProxyBody> {
         let method = request.method().clone();
         match self.serve(request, peer).await {
             Ok(response) => response,
@@ -134,7 +149,7 @@ impl Proxy {
     async fn serve(
         &self,
         mut request: Request<Incoming>,
-        peer: &Peer,
+        peer: &Arc<Peer>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let handshake = upgrade::Handshake::take(&mut request);
         let (mut parts, body) = request.into_parts();
@@ -247,7 +262,7 @@ impl Proxy {
             parts.headers.append(header::VIA, VIA);
         }
         if let Some(tunnel) = tunnel {
-            tunnel.spawn();
+            tunnel.spawn(peer.clone());
         }
         Ok(Response::from_parts(
             parts,

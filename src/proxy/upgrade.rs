@@ -10,7 +10,11 @@
 //! - on protected paths the `Origin` may be checked ([`Origins`]);
 //! - the tunnel opens only when the upstream really answers `101` with
 //!   `Upgrade: websocket`, and only after the commit phase has written any
-//!   `Set-Session` to the store.
+//!   `Set-Session` to the store;
+//! - the tunnel outlives the connection's HTTP serving, so it keeps the
+//!   connection's [`Peer`], and with it the connection's slot under
+//!   `server.max_connections`, until it closes. The graceful drain waits
+//!   for every slot, so for open tunnels too.
 //!
 //! Only the `websocket` token is honoured. Any other upgrade (`h2c`, …) is
 //! served as a plain request, its `Upgrade` removed as hop-by-hop. Over
@@ -30,6 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::Peer;
 use crate::error::ProxyError;
 
 /// A tunnel through which nothing moved for this long is closed. WebSocket
@@ -96,10 +101,15 @@ impl Handshake {
 
 impl Tunnel {
     /// Joins client and upstream once both upgrades are through, until
-    /// either side closes or nothing moves for [`IDLE_TIMEOUT`].
-    pub(super) fn spawn(self) {
+    /// either side closes or nothing moves for [`IDLE_TIMEOUT`]. `peer` is
+    /// held until then: the connection's slot stays taken while the tunnel
+    /// is open.
+    pub(super) fn spawn(self, peer: Arc<Peer>) {
         let idle = IDLE_TIMEOUT;
         tokio::spawn(async move {
+            // Dropped when the task ends, however it ends (closed, broken,
+            // idle, or the worker stopping after the drain).
+            let _peer = peer;
             let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
                 Ok(both) => both,
                 Err(error) => {

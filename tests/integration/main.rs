@@ -11,6 +11,7 @@ mod test_server;
 
 mod binary;
 mod failures;
+mod http2_floods;
 mod protocol;
 mod redis;
 mod redis_failures;
@@ -19,5 +20,6 @@ mod session_flow;
 mod smuggling;
 mod tls;
 mod transport;
+mod tunnels;
 mod upstream_tls;
 mod websocket;

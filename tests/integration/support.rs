@@ -201,7 +201,8 @@ async fn answer(
 /// The proxy under test, stopped on drop.
 pub struct Proxy {
     pub addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -223,14 +224,21 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             cloakroom::run(config, listener, async move {
                 let _ = stopped.await;
             })
             .await
             .unwrap();
         });
-        Self { addr, _stop: stop }
+        Self { addr, stop, served }
+    }
+
+    /// Starts the graceful shutdown (as SIGTERM does); the handle resolves
+    /// when `run` has returned.
+    pub fn shut_down(self) -> tokio::task::JoinHandle<()> {
+        let _ = self.stop.send(());
+        self.served
     }
 
     pub fn url(&self, path: &str) -> String {

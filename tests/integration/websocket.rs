@@ -19,19 +19,19 @@ use crate::routes::{header, raw_get, raw_request, status};
 use crate::support::{Proxy, Upstream};
 
 const PROTECT_CHAT: &str = "[[auth.protect]]\nprefix = \"/chat\"\n";
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A WebSocket upstream that records every handshake's headers and echoes
 /// messages. A handshake on a path ending in `/login` is answered with a
 /// `Set-Session` on the `101` that logs `ann` in.
-struct WsUpstream {
+pub(crate) struct WsUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
     _stop: oneshot::Sender<()>,
 }
 
 impl WsUpstream {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -84,12 +84,12 @@ impl WsUpstream {
         format!("http://{}", self.addr)
     }
 
-    fn seen(&self) -> Vec<HeaderMap> {
+    pub(crate) fn seen(&self) -> Vec<HeaderMap> {
         self.seen.lock().unwrap().clone()
     }
 }
 
-async fn proxy_for(upstream: &WsUpstream, extra: &str) -> Proxy {
+pub(crate) async fn proxy_for(upstream: &WsUpstream, extra: &str) -> Proxy {
     Proxy::start_with(&format!(
         "upstream.url = \"{}\"\nsession.secrets = [\"{}\"]\n{extra}",
         upstream.url(),
@@ -98,11 +98,11 @@ async fn proxy_for(upstream: &WsUpstream, extra: &str) -> Proxy {
     .await
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket to `path` through the proxy with extra headers.
-async fn open(
+pub(crate) async fn open(
     proxy: &Proxy,
     path: &str,
     headers: &[(&str, &str)],
@@ -130,7 +130,7 @@ async fn refused(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> u16 {
     }
 }
 
-async fn echo(ws: &mut Ws, text: &str) {
+pub(crate) async fn echo(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
     let answer = tokio::time::timeout(WAIT, ws.next())
         .await
