@@ -7,7 +7,8 @@
 //! # Code map
 //! - [`config`]: `proxy.toml` → validated [`config::Config`].
 //! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
-//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain.
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain;
+//!   [`watchdog`]: closes idle and slow-head HTTP/1 connections.
 //! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
 //!   client configuration for an `https://` upstream;
 //!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
@@ -66,6 +67,7 @@ pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod watchdog;
 pub mod workers;
 
 pub use error::Error;

@@ -40,6 +40,7 @@ use crate::proxy::{Peer, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::first_bytes::FirstBytes;
 use crate::tls::{self, Certificates};
+use crate::watchdog::{self, InFlight, Tracked};
 use crate::workers::Workers;
 
 /// Most concurrent HTTP/2 streams per connection.
@@ -142,10 +143,15 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // `server.header_read_timeout` is the watchdog's: hyper's own would
+        // arm a timer per request.
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers)
+        // One buffer and one `write` per response head with a small body,
+        // rather than a queue of buffers for `writev`: less work per
+        // response; a large body costs a copy into the buffer.
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
@@ -166,14 +172,15 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Resolves once enough bytes have arrived to tell HTTP/1 from HTTP/2 (or
-/// the peer closed). Peeks only: nothing is consumed.
-async fn first_bytes(stream: &TcpStream) -> std::io::Result<()> {
+/// the peer closed), with `true` for the HTTP/2 preface. Peeks only:
+/// nothing is consumed.
+async fn first_bytes(stream: &TcpStream) -> std::io::Result<bool> {
     let mut buffer = [0u8; H2_PREFACE.len()];
     loop {
         stream.readable().await?;
         let read = stream.peek(&mut buffer).await?;
         if read == 0 || read == buffer.len() || buffer[..read] != H2_PREFACE[..read] {
-            return Ok(());
+            return Ok(read == buffer.len() && buffer == H2_PREFACE);
         }
         // A partial HTTP/2 preface: peeking again at once would spin.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -233,6 +240,7 @@ async fn serve(
             builder: builder.clone(),
             watcher: graceful.watcher(),
             hsts: config.hsts.clone(),
+            idle_limit: config.header_read_timeout,
         };
         let first_bytes_timeout = config.header_read_timeout;
         let handshake = acceptor.clone().map(|acceptor| {
@@ -257,25 +265,24 @@ async fn serve(
             let Some((acceptor, timeout)) = handshake else {
                 // Protocol detection reads the first bytes without a timeout of
                 // its own: a client that sends nothing must not hold a slot.
-                if tokio::time::timeout(first_bytes_timeout, first_bytes(&stream))
-                    .await
-                    .is_err()
-                {
+                let Ok(announced) =
+                    tokio::time::timeout(first_bytes_timeout, first_bytes(&stream)).await
+                else {
                     tracing::debug!(peer = %addr, "no request within the header read timeout; closed");
                     return;
-                }
-                return connection.serve(stream).await;
+                };
+                // A failed peek: hyper meets the same error and ends it.
+                let http2 = announced.unwrap_or(false);
+                return connection.serve(stream, http2).await;
             };
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     // A TLS stream cannot be peeked: the first bytes get
                     // their deadline from a wrapper instead.
-                    let needed = match stream.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => H2_PREFACE.len(),
-                        _ => 1,
-                    };
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let needed = if http2 { H2_PREFACE.len() } else { 1 };
                     let stream = FirstBytes::new(stream, needed, first_bytes_timeout);
-                    connection.serve(stream).await;
+                    connection.serve(stream, http2).await;
                 }
                 Ok(Err(error)) => tracing::debug!(peer = %addr, %error, "TLS handshake failed"),
                 Err(_) => {
@@ -314,12 +321,16 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     hsts: Option<HeaderValue>,
+    /// `server.header_read_timeout`, enforced on HTTP/1 by the watchdog.
+    idle_limit: Duration,
 }
 
 impl Connection {
     /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface, which over
     /// TLS follows the ALPN choice) until the connection ends or drains.
-    async fn serve<S>(self, stream: S)
+    /// `http2`: what the preface or ALPN announced; an HTTP/1 connection
+    /// is closed by the [`watchdog`] once it is quiet for `idle_limit`.
+    async fn serve<S>(self, stream: S, http2: bool)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -329,27 +340,39 @@ impl Connection {
             builder,
             watcher,
             hsts,
+            idle_limit,
         } = self;
         // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797
         // §8.1). The configured policy replaces one sent by the upstream.
         let hsts = hsts.filter(|_| peer.tls);
+        let watched = peer.clone();
         let service = service_fn(move |request| {
-            let (proxy, peer, hsts) = (proxy.clone(), peer.clone(), hsts.clone());
-            // Boxed: hyper stores the future in its connection state, and a
-            // pointer moves there far more cheaply than the whole request
-            // state machine.
-            Box::pin(async move {
-                let mut response = proxy.handle(request, &peer).await;
+            let (proxy, hsts) = (proxy.clone(), hsts.clone());
+            let in_flight = InFlight::start(peer.clone());
+            async move {
+                let mut response = proxy.handle(request, in_flight.peer()).await;
                 if let Some(hsts) = hsts {
                     response
                         .headers_mut()
                         .insert(STRICT_TRANSPORT_SECURITY, hsts);
                 }
-                Ok::<_, Infallible>(response)
-            })
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        if let Err(error) = watcher.watch(connection).await {
+        let connection =
+            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+        let ended = if http2 {
+            connection.await
+        } else {
+            tokio::select! {
+                ended = connection => ended,
+                () = watchdog::quiet_for(&watched.activity, idle_limit) => {
+                    tracing::debug!(peer = %watched.addr, "no request within the header read timeout; closed");
+                    Ok(())
+                }
+            }
+        };
+        if let Err(error) = ended {
             tracing::debug!(%error, "connection ended with an error");
         }
     }

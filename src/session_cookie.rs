@@ -35,6 +35,8 @@ pub struct Ticket {
     pub forged: bool,
     /// At least one cookie with our name was present.
     pub present: bool,
+    /// The request's cookies were ours alone, in one `Cookie` header.
+    pub alone: bool,
 }
 
 pub struct SessionCookie {
@@ -58,8 +60,10 @@ impl SessionCookie {
     /// Reads and verifies every cookie with our name.
     pub fn read(&self, headers: &HeaderMap) -> Ticket {
         let mut ticket = Ticket::default();
+        let mut others = false;
         for (name, value) in cookie_pairs(headers) {
             if name != self.config.name {
+                others = true;
                 continue;
             }
             ticket.present = true;
@@ -78,6 +82,8 @@ impl SessionCookie {
                 Verdict::Malformed => {}
             }
         }
+        ticket.alone =
+            ticket.present && !others && headers.get_all(header::COOKIE).iter().count() == 1;
         ticket
     }
 
@@ -86,14 +92,14 @@ impl SessionCookie {
     /// into one header. Left alone when there is nothing to change.
     /// `ticket` is what [`Self::read`] found in the same headers.
     pub fn strip(&self, headers: &mut HeaderMap, ticket: &Ticket) {
-        let crumbs = headers.get_all(header::COOKIE).iter().count();
         let ours = !self.config.forward_to_upstream && ticket.present;
-        if crumbs <= 1 && !ours {
-            return;
-        }
-        if crumbs == 1 && cookie_pairs(headers).all(|(name, _)| name == self.config.name) {
+        if ours && ticket.alone {
             // Only our cookie: the usual case for an app that uses no other.
             headers.remove(header::COOKIE);
+            return;
+        }
+        let crumbs = headers.get_all(header::COOKIE).iter().count();
+        if crumbs <= 1 && !ours {
             return;
         }
         let kept: Vec<&str> = headers

@@ -42,6 +42,7 @@ use crate::session_headers::SessionHeaders;
 use crate::signing::Signer;
 use crate::store::{AnyStore, SessionStore};
 use crate::upstream::{self, Forwarding, Upstream};
+use crate::watchdog::Activity;
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
 
@@ -63,6 +64,8 @@ pub struct Peer {
     /// the `Arc<Peer>` into it, so a plain request pays nothing for this.
     /// Never read: holding it is the point.
     _slot: OwnedSemaphorePermit,
+    /// Requests in flight and ended, for the connection's idle watchdog.
+    pub activity: Activity,
 }
 
 /// The session a request is served with.
@@ -97,6 +100,7 @@ impl Peer {
             trusted,
             tls,
             _slot: slot,
+            activity: Activity::default(),
         }
     }
 }

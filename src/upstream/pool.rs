@@ -153,7 +153,10 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.shared.take() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: the connect state (TCP, TLS, HTTP handshake) is
+                // large, rarely needed, and would otherwise be part of every
+                // request's future, copied with it.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -220,6 +223,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::spawn(async move {

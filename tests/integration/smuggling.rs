@@ -161,8 +161,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
         let (status, _) = read_response(&mut connection).await;
         assert_eq!(status, 200);
     }
-    // hyper's header read timer starts when it waits for the next head, so
-    // it covers the idle time between requests too.
+    // The idle watchdog covers the time between requests as well as a
+    // request head in progress.
     let ended = ending(connection.get_mut()).await;
     assert!(
         matches!(ended, Ending::Closed | Ending::Status(408)),
