@@ -338,6 +338,15 @@ cpu_ticks() { # PIDs -> utime + stime summed over all of them, in clock ticks
     echo "$total"
 }
 
+user_ticks() { # PIDs -> utime alone (the processes' own code), in clock ticks
+    local pid total=0
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || die "process $pid exited during the benchmark"
+        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
 # Busy CPU ticks of the whole machine minus those of this script, its
 # children (wrk, curl, awk) and the servers it started: what other processes
 # used. Near 0 means the numbers were taken on a quiet machine.
@@ -450,15 +459,19 @@ warm_up() { # target scenario
 
 # One measured wrk run; appends a line to $RAW:
 # scenario target rep req/s p99(µs) CPU-per-request(µs) errors other-load(cores)
+# user-CPU-per-request(µs)
 measure_once() { # target scenario rep
     local target=$1 scenario=$2 rep=$3 out pids before after foreign_before foreign_after
+    local user_before user_after
     out=$RUN_DIR/$(load_tool "$scenario")-$scenario-$target-$rep.txt
     read -r -a pids <<<"$(measured_pids "$target")"
     foreign_before=$(foreign_ticks)
     before=$(cpu_ticks "${pids[@]}")
+    user_before=$(user_ticks "${pids[@]}")
     run_load "$target" "$scenario" "$DURATION" "$out"
     require_all_running
     after=$(cpu_ticks "${pids[@]}")
+    user_after=$(user_ticks "${pids[@]}")
     foreign_after=$(foreign_ticks)
 
     local requests duration_us p99_us socket_errors status_errors
@@ -467,14 +480,16 @@ measure_once() { # target scenario rep
     ) || die "$(load_tool "$scenario") printed no result; see $out"
     awk -v s="$scenario" -v t="$target" -v r="$rep" -v n="$requests" -v d="$duration_us" \
         -v p="$p99_us" -v ticks="$((after - before))" -v hz="$CLK_TCK" \
-        -v e="$((socket_errors + status_errors))" -v f="$((foreign_after - foreign_before))" 'BEGIN {
+        -v e="$((socket_errors + status_errors))" -v f="$((foreign_after - foreign_before))" \
+        -v uticks="$((user_after - user_before))" 'BEGIN {
             rps = d > 0 ? n * 1e6 / d : 0
             cpu = n > 0 ? sprintf("%.2f", ticks * 1e6 / hz / n) : "n/a"
+            user = n > 0 ? sprintf("%.2f", uticks * 1e6 / hz / n) : "n/a"
             other = d > 0 && f > 0 ? f * 1e6 / hz / d : 0
-            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.2f\n", s, t, r, rps, p, cpu, e, other
+            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.2f\t%s\n", s, t, r, rps, p, cpu, e, other, user
         }' | tee -a "$RAW" | awk -F'\t' '{
-            printf "  %-13s %-15s run %s: %7d req/s, p99 %6.2f ms, %s µs CPU/req, %d errors, other load %s cores\n",
-                $1, $2, $3, $4, $5 / 1000, $6, $7, $8 }' >&2
+            printf "  %-13s %-15s run %s: %7d req/s, p99 %6.2f ms, %s µs CPU/req (user %s), %d errors, other load %s cores\n",
+                $1, $2, $3, $4, $5 / 1000, $6, $9, $7, $8 }' >&2
 }
 
 run_matrix() {
@@ -671,16 +686,17 @@ render_report() {
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
-| scenario | target | req/s | p99 latency (ms) | CPU per request (µs) | errors |
-|---|---|---:|---:|---:|---:|
+| scenario | target | req/s | p99 latency (ms) | CPU per request (µs) | of which user (µs) | errors |
+|---|---|---:|---:|---:|---:|---:|
 EOF
     for scenario in "${SCENARIOS[@]}"; do
         read -r -a targets <<<"$(scenario_targets "$scenario")"
         for target in "${targets[@]}"; do
-            printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" "$target" \
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$scenario" "$target" \
                 "$(format_number "$(median "$scenario" "$target" 4)" '%.0f')" \
                 "$(format_number "$(median "$scenario" "$target" 5)" '%.2f' 1000)" \
                 "$(format_number "$(median "$scenario" "$target" 6)" '%.1f')" \
+                "$(format_number "$(median "$scenario" "$target" 9)" '%.1f')" \
                 "$(total_errors "$scenario" "$target")"
         done
     done
