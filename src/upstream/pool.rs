@@ -223,6 +223,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = http1::Builder::new()
+        // As on the client side (see `server`): one buffer, one `write`.
         .writev(false)
         .handshake(TokioIo::new(stream))
         .await?;
