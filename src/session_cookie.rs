@@ -201,9 +201,10 @@ fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Op
     let mut i = 0;
     while i < bytes.len() {
         let byte = if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            let high = hex_digit(*bytes.get(i + 1)?)?;
+            let low = hex_digit(*bytes.get(i + 2)?)?;
             i += 3;
-            u8::from_str_radix(hex, 16).ok()?
+            high << 4 | low
         } else {
             i += 1;
             bytes[i - 1]
@@ -212,6 +213,17 @@ fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Op
         len += 1;
     }
     std::str::from_utf8(&buffer[..len]).ok()
+}
+
+/// The value of one hexadecimal digit; `None` for anything else (a sign
+/// included, which `u8::from_str_radix` would take).
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

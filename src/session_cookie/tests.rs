@@ -117,6 +117,24 @@ fn several_cookies_give_distinct_candidates_and_flag_forgeries() {
 }
 
 #[test]
+fn percent_escapes_decode_in_either_case_and_only_as_two_hex_digits() {
+    let jar = jar("sid", &["k"]);
+    let id = SessionId::generate().unwrap();
+    let signed = jar.signer().sign(&id);
+    let encoded = crate::path::encode_component(&signed);
+    let lower = encoded.replace("%3A", "%3a");
+    for spelling in [encoded.as_str(), lower.as_str(), signed.as_str()] {
+        let ticket = jar.read(&cookie_header(&format!("sid={spelling}")));
+        assert_eq!(ticket.candidates, [id.clone()], "{spelling}");
+    }
+    for broken in ["%+3A", "%3", "%G1", "%"] {
+        let value = encoded.replacen("%3A", broken, 1);
+        let ticket = jar.read(&cookie_header(&format!("sid={value}")));
+        assert!(ticket.candidates.is_empty(), "{value}");
+    }
+}
+
+#[test]
 fn strip_removes_only_our_cookie_and_joins_crumbs() {
     let jar = jar("sid", &["k"]);
     let mut headers = cookie_header("a=1; sid=s%3Axyz.abc; b=2");
