@@ -47,8 +47,6 @@ pub enum ProxyError {
     BadSetSession(#[from] SetSessionError),
     #[error("{0}")]
     Store(StoreError),
-    #[error("no randomness for a session id: {0}")]
-    Randomness(getrandom::Error),
     #[error("could not build the upstream request: {0}")]
     BadUpstreamRequest(http::Error),
 }
@@ -76,7 +74,7 @@ impl ProxyError {
             | Self::UpstreamBadSwitch(_)
             | Self::BadSetSession(_) => Fault::Upstream,
             Self::Store(_) => Fault::Store,
-            Self::Randomness(_) | Self::BadUpstreamRequest(_) => Fault::Proxy,
+            Self::BadUpstreamRequest(_) => Fault::Proxy,
         }
     }
 
@@ -93,7 +91,7 @@ impl ProxyError {
             }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Randomness(_) | Self::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

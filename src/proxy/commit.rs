@@ -69,7 +69,7 @@ impl Proxy {
         let commit = Commit {
             current: current.map(|c| &c.id),
             ops: &parsed,
-            fresh_id: SessionId::generate().map_err(ProxyError::Randomness)?,
+            fresh_id: SessionId::generate(),
             ttl: policy.ttl,
             max_bytes: policy.max_bytes,
         };

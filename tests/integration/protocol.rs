@@ -418,7 +418,7 @@ async fn garbage_cookie_values_mean_no_session_and_a_normal_response() {
 async fn a_correctly_signed_id_the_store_never_issued_is_not_a_session() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "").await;
-    let planted = SessionId::generate().unwrap();
+    let planted = SessionId::generate();
     let signer = Signer::new(&[Secret::new(SECRET.to_owned())]);
     let cookie = format!("sid={}", cookie_value(&signer.sign(&planted)));
 

@@ -46,7 +46,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
     let Some(h) = harness_with("patching_keeps_the_cookie_object", "").await else {
         return;
     };
-    let id = SessionId::generate().unwrap();
+    let id = SessionId::generate();
     let key = h.store.key(&id);
     let written = r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":false,"path":"/app"},"cart":[1]}"#;
     let mut connection = h.store.connection();
@@ -67,7 +67,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
     let commit = Commit {
         current: Some(&id),
         ops: &ops,
-        fresh_id: SessionId::generate().unwrap(),
+        fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
     };
