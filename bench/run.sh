@@ -329,22 +329,22 @@ measured_pids() {
     esac
 }
 
-cpu_ticks() { # PIDs -> utime + stime summed over all of them, in clock ticks
-    local pid total=0
+stat_ticks() { # awk expression over /proc/PID/stat fields, PIDs -> its sum over them
+    local expression=$1 pid total=0
+    shift
     for pid in "$@"; do
         [[ -r /proc/$pid/stat ]] || die "process $pid exited during the benchmark"
-        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+        total=$((total + $(awk "{ sub(/^.*\\) /, \"\"); print $expression }" "/proc/$pid/stat")))
     done
     echo "$total"
 }
 
+cpu_ticks() { # PIDs -> utime + stime summed over all of them, in clock ticks
+    stat_ticks '$12 + $13' "$@"
+}
+
 user_ticks() { # PIDs -> utime alone (the processes' own code), in clock ticks
-    local pid total=0
-    for pid in "$@"; do
-        [[ -r /proc/$pid/stat ]] || die "process $pid exited during the benchmark"
-        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
+    stat_ticks '$12' "$@"
 }
 
 # Busy CPU ticks of the whole machine minus those of this script, its
