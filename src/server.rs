@@ -349,7 +349,11 @@ impl Connection {
         let service = service_fn(move |request| {
             let (proxy, hsts) = (proxy.clone(), hsts.clone());
             let in_flight = InFlight::start(peer.clone());
-            async move {
+            // Boxed: a request's future is a few KiB, and hyper moves it
+            // (into its connection state, or into a task per HTTP/2 stream,
+            // whose slot is rewritten whole when the stream ends); a box
+            // moves as one pointer.
+            Box::pin(async move {
                 let mut response = proxy.handle(request, in_flight.peer()).await;
                 if let Some(hsts) = hsts {
                     response
@@ -357,7 +361,7 @@ impl Connection {
                         .insert(STRICT_TRANSPORT_SECURITY, hsts);
                 }
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
+            })
         });
         let connection =
             watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
