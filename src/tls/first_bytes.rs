@@ -6,7 +6,8 @@
 //! that completes the handshake and then sends nothing would hold a
 //! connection slot forever. [`FirstBytes`] fails the read with `TimedOut`
 //! if fewer than `needed` bytes have arrived by the deadline, and then gets
-//! out of the way (hyper's own timers cover the rest).
+//! out of the way (the HTTP/1 idle watchdog and hyper's HTTP/2 keep-alive
+//! cover the rest).
 
 use std::future::Future;
 use std::io;
@@ -26,8 +27,8 @@ pub struct FirstBytes<S> {
 
 impl<S> FirstBytes<S> {
     /// `needed` bytes must arrive within `timeout`: the HTTP/2 preface's
-    /// length when ALPN chose `h2`, one byte otherwise (hyper's header read
-    /// timeout starts with the first byte of an HTTP/1 request).
+    /// length when ALPN chose `h2`, one byte otherwise (from there the
+    /// HTTP/1 idle watchdog watches the request head).
     pub fn new(inner: S, needed: usize, timeout: Duration) -> Self {
         Self {
             inner,
