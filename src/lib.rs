@@ -71,4 +71,4 @@ pub mod watchdog;
 pub mod workers;
 
 pub use error::Error;
-pub use server::{run, run_with, Options};
+pub use server::{build_store, run, run_with, Options};

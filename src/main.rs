@@ -1,6 +1,6 @@
 //! The `cloakroom` binary: parse the command line, trace, load the
-//! configuration (exit 64 before binding anything if it is bad), bind,
-//! serve, drain on SIGTERM or Ctrl-C.
+//! configuration (exit 64 before binding anything if it is bad), connect
+//! the session store, bind, serve, drain on SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 
@@ -69,6 +69,11 @@ fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
+        // The store first: a Redis that cannot be reached ends start-up
+        // before any port is open.
+        let store = cloakroom::build_store(&config)
+            .await
+            .context("connecting the session store ([store])")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (server.listen)", config.listen))?;
@@ -86,6 +91,7 @@ fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
         let options = cloakroom::Options {
             redirect_listener,
             reload: Some(reload),
+            store: Some(store),
         };
         cloakroom::run_with(config, listener, options, shutdown_signal()).await?;
         Ok(())

@@ -55,6 +55,11 @@ pub struct Options {
     /// Each `notify_one` reloads the TLS certificates now (besides the
     /// polling of the files).
     pub reload: Option<Arc<Notify>>,
+    /// The session store, built by [`build_store`] beforehand. The binary
+    /// builds it before it binds any port, so a Redis that cannot be
+    /// reached stops start-up while nothing listens yet. Without it,
+    /// [`run_with`] builds the configured store itself.
+    pub store: Option<AnyStore>,
 }
 
 /// Aborts a background task when serving ends, however it ends.
@@ -84,7 +89,10 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let store = build_store(&config.store, config.server.workers).await?;
+    let store = match options.store {
+        Some(store) => store,
+        None => build_store(&config).await?,
+    };
     let proxy = Arc::new(Proxy::new(&config, store));
     let mut background = Vec::new();
     let acceptor = match &config.server.tls {
@@ -126,9 +134,11 @@ pub async fn run_with(
 }
 
 /// The configured store, connected and verified (Redis answers `PING`)
-/// before the first request is accepted.
-async fn build_store(config: &StoreConfig, workers: usize) -> Result<AnyStore, Error> {
-    Ok(match config {
+/// before the first request is accepted. Call it inside the runtime that
+/// will serve: the memory store starts its sweeper there.
+pub async fn build_store(config: &Config) -> Result<AnyStore, Error> {
+    let workers = config.server.workers;
+    Ok(match &config.store {
         StoreConfig::Memory {
             max_sessions,
             sweep_interval,

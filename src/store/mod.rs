@@ -108,6 +108,16 @@ pub enum AnyStore {
     Redis(RedisStore),
 }
 
+/// The kind of store only: a store's contents never reach a log.
+impl std::fmt::Debug for AnyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory(_) => "AnyStore::Memory",
+            Self::Redis(_) => "AnyStore::Redis",
+        })
+    }
+}
+
 impl SessionStore for AnyStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
         match self {

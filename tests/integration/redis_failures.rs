@@ -203,16 +203,16 @@ async fn start_up_fails_clearly_when_redis_is_unreachable() {
 }
 
 #[test]
-fn the_binary_checks_offline_and_refuses_to_serve_without_redis() {
+fn the_binary_checks_offline_and_refuses_to_serve_without_redis_before_binding() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Taken for the whole test: a binary that bound before connecting to
+    // Redis would fail on this port instead, and say so.
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = occupied.local_addr().unwrap();
     let path = std::env::temp_dir().join(format!(
         "cloakroom-redis-test-{}-{port}.toml",
         std::process::id()
@@ -239,6 +239,7 @@ fn the_binary_checks_offline_and_refuses_to_serve_without_redis() {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);
+    drop(occupied);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -252,5 +253,9 @@ fn the_binary_checks_offline_and_refuses_to_serve_without_redis() {
             "cannot use the Redis session store at redis://127.0.0.1:{port}"
         )),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("server.listen"),
+        "the store is connected before any port is bound: {stderr}"
     );
 }

@@ -118,6 +118,7 @@ impl TlsProxy {
         let options = cloakroom::Options {
             redirect_listener: Some(redirect),
             reload: Some(reload.clone()),
+            store: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
