@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::upstream::PooledBody;
+use crate::upstream::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the proxy sends to clients: the upstream's body, or its own.
-pub type ProxyBody = Either<IdleTimeout<PooledBody>, Full<Bytes>>;
+pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
 
 /// A body the proxy makes itself.
 pub fn full(bytes: Bytes) -> ProxyBody {
@@ -30,7 +30,7 @@ pub fn full(bytes: Bytes) -> ProxyBody {
 }
 
 /// A streamed body, with the stall timeout.
-pub fn streamed(body: PooledBody, idle: Duration) -> ProxyBody {
+pub fn streamed(body: ResponseBody, idle: Duration) -> ProxyBody {
     Either::Left(IdleTimeout::new(body, idle))
 }
 

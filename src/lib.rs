@@ -21,7 +21,8 @@
 //!   in memory, and Redis / Redis Cluster in connect-redis's format.
 //! - [`headers`]: header names, scrubbing, hop-by-hop;
 //!   [`session_headers`]: session → upstream headers.
-//! - [`upstream`]: the pooled client and request rewriting; [`body`]:
+//! - [`upstream`]: the pooled clients (a direct one for body-less `GET` and
+//!   `HEAD`, hyper's for the rest) and request rewriting; [`body`]:
 //!   streamed bodies with stall timeouts; [`error`]: fault → status.
 //!
 //! # Invariants

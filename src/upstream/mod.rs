@@ -1,8 +1,15 @@
-//! The upstream: the connection pool built at start-up, and the rewriting
+//! The upstream: the connection pools built at start-up, and the rewriting
 //! of a client request into an upstream request (target, Host, version,
 //! forwarding headers).
+//!
+//! Two clients share the work: [`simple`] writes and reads body-less `GET`
+//! and `HEAD` exchanges to a plain-TCP upstream directly on its own pooled
+//! connections; hyper's client ([`pool`]) serves everything else (request
+//! bodies, WebSocket handshakes, `https://` upstreams). Each keeps its own
+//! idle connections, up to `upstream.pool_max_idle`.
 
 mod pool;
+mod simple;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,9 +29,13 @@ use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 pub type UpstreamBody = IdleTimeout<Incoming>;
 
 pub use pool::{PoolError, PooledBody};
+pub use simple::SimpleBody;
 
 pub struct Upstream {
     pool: pool::Pool,
+    /// Body-less `GET`s and `HEAD`s to a plain-TCP upstream; `None` for an
+    /// `https://` upstream, which hyper's client serves whole.
+    simple: Option<simple::SimplePool>,
     authority_header: HeaderValue,
     response_timeout: Duration,
     preserve_host: bool,
@@ -63,6 +74,15 @@ impl Upstream {
             connector: TlsConnector::from(tls.client.clone()),
             server_name: tls.server_name.clone(),
         });
+        let simple = config.tls.is_none().then(|| {
+            simple::SimplePool::new(
+                target.clone(),
+                config.pool_max_idle,
+                config.pool_idle_timeout,
+                config.connect_timeout,
+                workers,
+            )
+        });
         let pool = pool::Pool::new(
             target,
             tls,
@@ -75,6 +95,7 @@ impl Upstream {
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));
         Self {
             pool,
+            simple,
             authority_header,
             response_timeout: config.response_timeout,
             preserve_host: config.preserve_host,
@@ -118,11 +139,59 @@ impl Upstream {
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.pool.send(request)).await {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let exchange = async {
+            match &self.simple {
+                Some(simple) if simple::eligible(&request) => simple
+                    .send(request)
+                    .await
+                    .map(|r| r.map(ResponseBody::Simple)),
+                _ => self
+                    .pool
+                    .send(request)
+                    .await
+                    .map(|r| r.map(ResponseBody::Pooled)),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(classify(&error)),
             Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+        }
+    }
+}
+
+/// An upstream response's body, from whichever client fetched it.
+pub enum ResponseBody {
+    Pooled(PooledBody),
+    Simple(SimpleBody),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Simple(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Simple(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Simple(body) => body.size_hint(),
         }
     }
 }

@@ -53,6 +53,9 @@ pub enum PoolError {
     Tls(String, #[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// A response that breaks HTTP/1.1's rules (see [`super::simple`]).
+    #[error("upstream sent an invalid response: {0}")]
+    Protocol(&'static str),
 }
 
 struct Idle {

@@ -21,5 +21,6 @@ mod smuggling;
 mod tls;
 mod transport;
 mod tunnels;
+mod upstream_framing;
 mod upstream_tls;
 mod websocket;

@@ -1,0 +1,658 @@
+//! Simple exchanges: a `GET` or `HEAD` without a body, to a plain-TCP
+//! upstream, written and read directly on a pooled connection by the
+//! request's own task. Most requests a session proxy sees are these.
+//!
+//! Why beside hyper's client ([`super::pool`]), which serves everything
+//! else (bodies, WebSocket handshakes, `https://` upstreams): hyper drives
+//! each connection from a task of its own and hands requests and responses
+//! over channels, two task switches and a dispatcher per request. Here the
+//! request head is written in one `write` and the response head parsed
+//! (`httparse`, as hyper does) where it arrives.
+//!
+//! The response is framed as RFC 9112 §6.3 says: no body after `HEAD`, 204
+//! and 304; `Transfer-Encoding` ending in `chunked` is decoded; otherwise a
+//! valid `Content-Length`; otherwise the body runs to the end of the
+//! connection. 1xx interim responses are skipped; a `101` (never asked for
+//! here) is an error. Anything malformed is an error and the connection is
+//! dropped; a connection goes back to the pool only after a complete
+//! HTTP/1.1 response that did not ask to close, with no byte left over, so
+//! no response can ever be read as part of another client's.
+//!
+//! A pooled connection the upstream closed meanwhile is found out when it
+//! answers nothing at all; `GET` and `HEAD` are idempotent (RFC 9110
+//! §9.2.2), so the request is then sent again on another connection.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pool::PoolError;
+use super::UpstreamBody;
+
+/// Most response headers accepted, as hyper's client.
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes read (and dropped) after the last chunk.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// True for the requests this module serves: `GET` or `HEAD`, no body.
+pub fn eligible(request: &Request<UpstreamBody>) -> bool {
+    is_simple(request) && request.body().is_end_stream()
+}
+
+/// The method and head part of [`eligible`]. A WebSocket handshake (it
+/// carries `Upgrade`) is hyper's: only hyper hands a socket over.
+fn is_simple<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && !headers.contains_key(header::UPGRADE)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+        && !headers.contains_key(header::CONTENT_LENGTH)
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buffer: BytesMut,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Shared {
+    target: String,
+    /// One idle list per worker thread, as in [`super::pool`].
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Shared {
+    fn idle_here(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[crate::workers::current() % self.idle.len()]
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self
+            .idle_here()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self
+            .idle_here()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Clone)]
+pub struct SimplePool {
+    shared: Arc<Shared>,
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// Nothing came back on a connection: it was closed before or as the
+    /// request went out. Safe to send again elsewhere.
+    Silent,
+    Io(std::io::Error),
+    Protocol(&'static str),
+}
+
+impl SimplePool {
+    pub fn new(
+        target: String,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        workers: usize,
+    ) -> Self {
+        let shared = Shared {
+            target,
+            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            max_idle: max_idle.div_ceil(workers.max(1)),
+            idle_timeout,
+            connect_timeout,
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Sends an [`eligible`] request and returns the response once its
+    /// head has arrived; the body is read as it is polled.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<SimpleBody>, PoolError> {
+        let head_only = request.method() == Method::HEAD;
+        let head = encode(&request);
+        loop {
+            let (mut conn, reused) = match self.shared.take() {
+                Some(conn) => (conn, true),
+                None => (Box::pin(self.connect()).await?, false),
+            };
+            match exchange(&mut conn, &head, head_only).await {
+                Ok((parts, framing, reusable)) => {
+                    let body = SimpleBody {
+                        conn: Some(conn),
+                        framing,
+                        reusable,
+                        shared: self.shared.clone(),
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(Failure::Silent) if reused => continue,
+                Err(Failure::Silent) => {
+                    return Err(PoolError::Connect(
+                        self.shared.target.clone(),
+                        std::io::ErrorKind::ConnectionReset.into(),
+                    ))
+                }
+                Err(Failure::Io(error)) => {
+                    return Err(PoolError::Connect(self.shared.target.clone(), error))
+                }
+                Err(Failure::Protocol(problem)) => return Err(PoolError::Protocol(problem)),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, PoolError> {
+        let target = &self.shared.target;
+        let stream = tokio::time::timeout(
+            self.shared.connect_timeout,
+            TcpStream::connect(target.as_str()),
+        )
+        .await
+        .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
+        .map_err(|e| PoolError::Connect(target.clone(), e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buffer: BytesMut::new(),
+        })
+    }
+}
+
+/// The request head, in one buffer: request line, headers, empty line.
+fn encode(request: &Request<UpstreamBody>) -> Vec<u8> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .as_bytes();
+    let mut out = Vec::with_capacity(256 + request.headers().len() * 48);
+    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Names and values are valid by construction: no CR, LF or other
+    // control byte can be in them.
+    for (name, value) in request.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Writes the request and reads the final response head.
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    head_only: bool,
+) -> Result<(http::response::Parts, Framing, bool), Failure> {
+    if !conn.buffer.is_empty() {
+        return Err(Failure::Protocol("bytes before the response"));
+    }
+    conn.stream
+        .write_all(head)
+        .await
+        .map_err(|_| Failure::Silent)?;
+    let mut answered = false;
+    loop {
+        let parsed = loop {
+            if let Some(parsed) = parse_head(&mut conn.buffer)? {
+                break parsed;
+            }
+            if conn.buffer.len() >= MAX_HEAD_BYTES {
+                return Err(Failure::Protocol("response head too large"));
+            }
+            conn.buffer.reserve(READ_SIZE);
+            let read = conn.stream.read_buf(&mut conn.buffer).await;
+            match read {
+                Ok(0) if !answered && conn.buffer.is_empty() => return Err(Failure::Silent),
+                Ok(0) => return Err(Failure::Protocol("connection closed in a response head")),
+                Ok(_) => {}
+                Err(_) if !answered && conn.buffer.is_empty() => return Err(Failure::Silent),
+                Err(error) => return Err(Failure::Io(error)),
+            }
+        };
+        answered = true;
+        let parts = parsed.parts;
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Failure::Protocol("101 to a request that asked no upgrade"));
+        }
+        if parts.status.is_informational() {
+            continue;
+        }
+        let (framing, framed_for_reuse) = framing(&parts, head_only)?;
+        let reusable = framed_for_reuse && parsed.keep_alive;
+        return Ok((parts, framing, reusable));
+    }
+}
+
+struct ParsedHead {
+    parts: http::response::Parts,
+    /// HTTP/1.1 without `Connection: close`.
+    keep_alive: bool,
+}
+
+/// Parses a complete response head off the front of `buffer`; `None` if it
+/// is not all there yet.
+fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Failure::Protocol("too many response headers"))
+        }
+        Err(_) => return Err(Failure::Protocol("malformed response head")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| Failure::Protocol("invalid response status"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Offsets of each name and value in the buffer, to slice them out of
+    // the frozen head without copying.
+    let base = buffer.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect();
+    let head: Bytes = buffer.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut keep_alive = version == Version::HTTP_11;
+    for (name_start, name_end, value_start, value_end) in spans {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| Failure::Protocol("invalid response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| Failure::Protocol("invalid response header value"))?;
+        if name == header::CONNECTION && has_token(&value, "close") {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ParsedHead { parts, keep_alive }))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// How the response body is delimited, and whether that leaves the
+/// connection fit for another request.
+fn framing(parts: &http::response::Parts, head_only: bool) -> Result<(Framing, bool), Failure> {
+    if head_only
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    let lengths = parts.headers.get_all(header::CONTENT_LENGTH);
+    let has_length = lengths.iter().next().is_some();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            // With a Content-Length beside it the message is suspect: read
+            // it as chunked, then close (RFC 9112 §6.3).
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
+                (Framing::Chunked(Chunked::default()), !has_length)
+            }
+            _ => (Framing::UntilClose, false),
+        });
+    }
+    if has_length {
+        let mut length: Option<u64> = None;
+        for value in lengths {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                    return Err(Failure::Protocol("invalid Content-Length"));
+                }
+                let parsed: u64 = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or(Failure::Protocol("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != parsed) {
+                    return Err(Failure::Protocol("conflicting Content-Length values"));
+                }
+                length = Some(parsed);
+            }
+        }
+        return Ok(match length {
+            Some(0) => (Framing::Empty, true),
+            Some(n) => (Framing::Length(n), true),
+            None => (Framing::Empty, true),
+        });
+    }
+    Ok((Framing::UntilClose, false))
+}
+
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// Where the chunked decoder is.
+#[derive(Default)]
+enum Chunked {
+    /// Before a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one; bytes read.
+    Trailers(usize),
+}
+
+/// What one step of the chunked decoder produced.
+enum Step {
+    Data(Bytes),
+    /// Consumed framing; step again.
+    Progress,
+    /// More bytes are needed.
+    Short,
+    Finished,
+}
+
+impl Chunked {
+    fn step(&mut self, buffer: &mut BytesMut) -> Result<Step, &'static str> {
+        match self {
+            Self::Size => {
+                let Some(line) = take_line(buffer, MAX_CHUNK_LINE)? else {
+                    return Ok(Step::Short);
+                };
+                let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
+                if digits.is_empty()
+                    || digits.len() > 15
+                    || !digits.iter().all(u8::is_ascii_hexdigit)
+                {
+                    return Err("invalid chunk size");
+                }
+                let size = digits.iter().fold(0u64, |size, &digit| {
+                    size * 16 + u64::from((digit as char).to_digit(16).unwrap_or(0))
+                });
+                *self = if size == 0 {
+                    Self::Trailers(0)
+                } else {
+                    Self::Data(size)
+                };
+                Ok(Step::Progress)
+            }
+            Self::Data(remaining) => {
+                if buffer.is_empty() {
+                    return Ok(Step::Short);
+                }
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *self = Self::DataEnd;
+                }
+                Ok(Step::Data(buffer.split_to(take).freeze()))
+            }
+            Self::DataEnd => {
+                if buffer.len() < 2 {
+                    return Ok(Step::Short);
+                }
+                if &buffer[..2] != b"\r\n" {
+                    return Err("chunk data not followed by CRLF");
+                }
+                buffer.advance(2);
+                *self = Self::Size;
+                Ok(Step::Progress)
+            }
+            Self::Trailers(read) => {
+                let Some(line) = take_line(buffer, MAX_TRAILER_BYTES)? else {
+                    return Ok(Step::Short);
+                };
+                if line.is_empty() {
+                    return Ok(Step::Finished);
+                }
+                *read += line.len() + 2;
+                if *read > MAX_TRAILER_BYTES {
+                    return Err("trailers too large");
+                }
+                Ok(Step::Progress)
+            }
+        }
+    }
+}
+
+/// One CRLF-terminated line off the front of `buffer`, without its CRLF;
+/// `None` until it is complete. A bare LF is an error.
+fn take_line(buffer: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, &'static str> {
+    let Some(at) = buffer.iter().position(|&b| b == b'\n') else {
+        return if buffer.len() > limit {
+            Err("line too long")
+        } else {
+            Ok(None)
+        };
+    };
+    if at == 0 || buffer[at - 1] != b'\r' {
+        return Err("line not ended by CRLF");
+    }
+    let line = buffer.split_to(at + 1).freeze();
+    Ok(Some(line.slice(..at - 1)))
+}
+
+/// The body of a simple exchange, read off its connection as it is polled.
+/// The connection returns to the pool once the body is complete (and the
+/// response allowed it); dropped half-read, it is closed.
+pub struct SimpleBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    shared: Arc<Shared>,
+}
+
+impl SimpleBody {
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.buffer.is_empty() {
+                self.shared.put(conn);
+            }
+        }
+    }
+
+    /// Reads more from the connection; `Ok(false)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        loop {
+            conn.buffer.reserve(READ_SIZE);
+            match conn.stream.try_read_buf(&mut conn.buffer) {
+                Ok(read) => return Poll::Ready(Ok(read > 0)),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready!(conn.stream.poll_read_ready(cx))?;
+                }
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+/// A body that ended before its framing said it would.
+fn cut_short(problem: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, problem)
+}
+
+impl Body for SimpleBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        loop {
+            let buffered = this.conn.as_ref().map_or(0, |c| c.buffer.len());
+            match &mut this.framing {
+                Framing::Empty | Framing::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(remaining) if buffered > 0 => {
+                    let Some(conn) = this.conn.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buffered);
+                    *remaining -= take as u64;
+                    let data = conn.buffer.split_to(take).freeze();
+                    if *remaining == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::UntilClose if buffered > 0 => {
+                    let Some(conn) = this.conn.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let data = conn.buffer.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(decoder) if buffered > 0 => {
+                    let Some(conn) = this.conn.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    match decoder.step(&mut conn.buffer) {
+                        Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Step::Progress) => continue,
+                        Ok(Step::Finished) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(Step::Short) => {}
+                        Err(problem) => {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                problem,
+                            ))));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // Nothing (or too little) buffered: read more.
+            match ready!(this.poll_fill(cx)) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if matches!(this.framing, Framing::UntilClose) {
+                        this.reusable = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(cut_short(
+                        "upstream closed the connection inside a response body",
+                    ))));
+                }
+                Err(error) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Empty | Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty | Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(remaining) => SizeHint::with_exact(remaining),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for SimpleBody {
+    fn drop(&mut self) {
+        if matches!(self.framing, Framing::Empty) {
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
