@@ -8,6 +8,7 @@
 //! bodies, WebSocket handshakes, `https://` upstreams). Each keeps its own
 //! idle connections, up to `upstream.pool_max_idle`.
 
+mod idle;
 mod pool;
 mod simple;
 

@@ -7,10 +7,7 @@
 //! dropped), instead of through a task spawned per request. That is work
 //! saved on every request.
 //!
-//! Idle connections are a LIFO stack behind a `std::sync::Mutex`: the most
-//! recently used connection is the warmest and the least likely to have
-//! been closed by the upstream. The lock is held for a push or a pop only,
-//! never across an `.await`.
+//! Idle connections wait in [`super::idle`]'s per-worker lists.
 //!
 //! An `https://` upstream gets a TLS session on each new connection, under
 //! the same `connect_timeout` as the TCP connect, with the client
@@ -23,9 +20,9 @@
 //! from then on and never returns to the pool.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -38,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::idle::IdleLists;
 use super::UpstreamBody;
 
 /// Why a request could not be exchanged with the upstream.
@@ -58,11 +56,6 @@ pub enum PoolError {
     Protocol(&'static str),
 }
 
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    since: Instant,
-}
-
 /// What an https upstream's connections need, built once: the connector
 /// shares the client configuration; each new connection (never a request)
 /// clones the name.
@@ -75,46 +68,19 @@ struct Shared {
     /// `host:port`, resolved on each new connection (not per request).
     target: String,
     tls: Option<TlsTarget>,
-    /// One idle list per worker thread: a connection is driven by the
-    /// worker that opened it, and reused by requests on that worker.
-    idle: Box<[Mutex<Vec<Idle>>]>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    idle: IdleLists<SendRequest<UpstreamBody>>,
     connect_timeout: Duration,
 }
 
 impl Shared {
     fn put(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
+        if !sender.is_closed() {
+            self.idle.put(sender);
         }
-        let mut idle = self
-            .idle_here()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    fn idle_here(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[crate::workers::current() % self.idle.len()]
     }
 
     fn take(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = self
-            .idle_here()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
-                return Some(entry.sender);
-            }
-        }
-        None
+        self.idle.take(|sender| !sender.is_closed())
     }
 }
 
@@ -135,10 +101,7 @@ impl Pool {
         let shared = Shared {
             target,
             tls,
-            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
-            // The configured limit is for the whole proxy.
-            max_idle: max_idle.div_ceil(workers.max(1)),
-            idle_timeout,
+            idle: IdleLists::new(max_idle, idle_timeout, workers),
             connect_timeout,
         };
         Self {

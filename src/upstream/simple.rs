@@ -23,9 +23,9 @@
 //! §9.2.2), so the request is then sent again on another connection.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::idle::IdleLists;
 use super::pool::PoolError;
 use super::UpstreamBody;
 
@@ -69,50 +70,10 @@ struct Conn {
     buffer: BytesMut,
 }
 
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
 struct Shared {
     target: String,
-    /// One idle list per worker thread, as in [`super::pool`].
-    idle: Box<[Mutex<Vec<Idle>>]>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    idle: IdleLists<Conn>,
     connect_timeout: Duration,
-}
-
-impl Shared {
-    fn idle_here(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[crate::workers::current() % self.idle.len()]
-    }
-
-    fn put(&self, conn: Conn) {
-        let mut idle = self
-            .idle_here()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    fn take(&self) -> Option<Conn> {
-        let mut idle = self
-            .idle_here()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.idle_timeout {
-                return Some(entry.conn);
-            }
-        }
-        None
-    }
 }
 
 #[derive(Clone)]
@@ -139,9 +100,7 @@ impl SimplePool {
     ) -> Self {
         let shared = Shared {
             target,
-            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
-            max_idle: max_idle.div_ceil(workers.max(1)),
-            idle_timeout,
+            idle: IdleLists::new(max_idle, idle_timeout, workers),
             connect_timeout,
         };
         Self {
@@ -158,7 +117,7 @@ impl SimplePool {
         let head_only = request.method() == Method::HEAD;
         let head = encode(&request);
         loop {
-            let (mut conn, reused) = match self.shared.take() {
+            let (mut conn, reused) = match self.shared.idle.take(|_| true) {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
@@ -523,7 +482,7 @@ impl SimpleBody {
         self.framing = Framing::Done;
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.buffer.is_empty() {
-                self.shared.put(conn);
+                self.shared.idle.put(conn);
             }
         }
     }
