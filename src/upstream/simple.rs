@@ -10,10 +10,11 @@
 //! (`httparse`, as hyper does) where it arrives.
 //!
 //! The response is framed as RFC 9112 §6.3 says: no body after `HEAD`, 204
-//! and 304; `Transfer-Encoding` ending in `chunked` is decoded; otherwise a
-//! valid `Content-Length`; otherwise the body runs to the end of the
-//! connection. 1xx interim responses are skipped; a `101` (never asked for
-//! here) is an error. Anything malformed is an error and the connection is
+//! and 304; `Transfer-Encoding: chunked` is decoded; otherwise a valid
+//! `Content-Length`; otherwise the body runs to the end of the connection.
+//! 1xx interim responses are skipped. Errors: a `101` (never asked for
+//! here), `Content-Length` beside `Transfer-Encoding`, and any transfer
+//! coding but chunked. Anything malformed is an error and the connection is
 //! dropped; a connection goes back to the pool only after a complete
 //! HTTP/1.1 response that did not ask to close, with no byte left over, so
 //! no response can ever be read as part of another client's.
@@ -317,14 +318,19 @@ fn framing(parts: &http::response::Parts, head_only: bool) -> Result<(Framing, b
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            // With a Content-Length beside it the message is suspect: read
-            // it as chunked, then close (RFC 9112 §6.3).
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
-                (Framing::Chunked(Chunked::default()), !has_length)
+        // Both framings at once may be an attempt at response splitting,
+        // which RFC 9112 §6.3 says ought to be an error; a coding other than
+        // chunked would reach the client still encoded, its
+        // `Transfer-Encoding` gone as hop-by-hop. Neither is forwarded.
+        return match last {
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") && !has_length => {
+                Ok((Framing::Chunked(Chunked::default()), true))
             }
-            _ => (Framing::UntilClose, false),
-        });
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
+                Err(Failure::Protocol("Content-Length beside Transfer-Encoding"))
+            }
+            _ => Err(Failure::Protocol("a transfer coding other than chunked")),
+        };
     }
     if has_length {
         let mut length: Option<u64> = None;

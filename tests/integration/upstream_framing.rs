@@ -176,8 +176,9 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_transparently() {
 
 #[tokio::test]
 async fn malformed_upstream_responses_are_a_502_and_never_forwarded() {
-    let cases: [&'static [u8]; 5] = [
+    let cases: [&'static [u8]; 6] = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nSECRET",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nSECRET\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nSECRET",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nSECRET",
         b"NOT HTTP AT ALL\r\n\r\nSECRET",
