@@ -8,6 +8,7 @@
 //! bodies, WebSocket handshakes, `https://` upstreams). Each keeps its own
 //! idle connections, up to `upstream.pool_max_idle`.
 
+mod endpoint;
 mod idle;
 mod pool;
 mod simple;
@@ -75,23 +76,18 @@ impl Upstream {
             connector: TlsConnector::from(tls.client.clone()),
             server_name: tls.server_name.clone(),
         });
-        let simple = config.tls.is_none().then(|| {
-            simple::SimplePool::new(
-                target.clone(),
-                config.pool_max_idle,
-                config.pool_idle_timeout,
-                config.connect_timeout,
-                workers,
-            )
-        });
-        let pool = pool::Pool::new(
+        let endpoint = endpoint::Endpoint {
             target,
-            tls,
-            config.pool_max_idle,
-            config.pool_idle_timeout,
-            config.connect_timeout,
-            workers,
-        );
+            connect_timeout: config.connect_timeout,
+        };
+        // Each client keeps its own idle connections.
+        let (max_idle, idle_timeout) = (config.pool_max_idle, config.pool_idle_timeout);
+        let simple = config.tls.is_none().then(|| {
+            let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
+            simple::SimplePool::new(endpoint.clone(), idle)
+        });
+        let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
+        let pool = pool::Pool::new(endpoint, tls, idle);
         let authority_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));
         Self {

@@ -22,7 +22,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -32,9 +31,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::endpoint::Endpoint;
 use super::idle::IdleLists;
 use super::UpstreamBody;
 
@@ -65,11 +64,9 @@ pub struct TlsTarget {
 }
 
 struct Shared {
-    /// `host:port`, resolved on each new connection (not per request).
-    target: String,
+    endpoint: Endpoint,
     tls: Option<TlsTarget>,
     idle: IdleLists<SendRequest<UpstreamBody>>,
-    connect_timeout: Duration,
 }
 
 impl Shared {
@@ -91,18 +88,14 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(
-        target: String,
+        endpoint: Endpoint,
         tls: Option<TlsTarget>,
-        max_idle: usize,
-        idle_timeout: Duration,
-        connect_timeout: Duration,
-        workers: usize,
+        idle: IdleLists<SendRequest<UpstreamBody>>,
     ) -> Self {
         let shared = Shared {
-            target,
+            endpoint,
             tls,
-            idle: IdleLists::new(max_idle, idle_timeout, workers),
-            connect_timeout,
+            idle,
         };
         Self {
             shared: Arc::new(shared),
@@ -128,10 +121,7 @@ impl Pool {
                 if reused {
                     continue;
                 }
-                return Err(PoolError::Connect(
-                    self.shared.target.clone(),
-                    std::io::ErrorKind::ConnectionReset.into(),
-                ));
+                return Err(self.shared.endpoint.reset());
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -154,20 +144,14 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
-        let target = &self.shared.target;
-        tokio::time::timeout(self.shared.connect_timeout, self.open())
-            .await
-            .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
+        self.shared.endpoint.within(self.open()).await
     }
 
     /// TCP connect, then TLS for an https upstream, then the HTTP/1.1
     /// handshake.
     async fn open(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
-        let target = &self.shared.target;
-        let stream = TcpStream::connect(target.as_str())
-            .await
-            .map_err(|e| PoolError::Connect(target.clone(), e))?;
-        let _ = stream.set_nodelay(true);
+        let endpoint = &self.shared.endpoint;
+        let stream = endpoint.tcp().await?;
         match &self.shared.tls {
             None => handshake(stream).await,
             Some(tls) => {
@@ -175,7 +159,7 @@ impl Pool {
                     .connector
                     .connect(tls.server_name.clone(), stream)
                     .await
-                    .map_err(|e| PoolError::Tls(target.clone(), e))?;
+                    .map_err(|e| PoolError::Tls(endpoint.target.clone(), e))?;
                 handshake(stream).await
             }
         }

@@ -26,7 +26,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -35,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::endpoint::Endpoint;
 use super::idle::IdleLists;
 use super::pool::PoolError;
 use super::UpstreamBody;
@@ -65,16 +65,15 @@ fn is_simple<B>(request: &Request<B>) -> bool {
         && !headers.contains_key(header::CONTENT_LENGTH)
 }
 
-struct Conn {
+pub struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buffer: BytesMut,
 }
 
 struct Shared {
-    target: String,
+    endpoint: Endpoint,
     idle: IdleLists<Conn>,
-    connect_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -92,20 +91,9 @@ enum Failure {
 }
 
 impl SimplePool {
-    pub fn new(
-        target: String,
-        max_idle: usize,
-        idle_timeout: Duration,
-        connect_timeout: Duration,
-        workers: usize,
-    ) -> Self {
-        let shared = Shared {
-            target,
-            idle: IdleLists::new(max_idle, idle_timeout, workers),
-            connect_timeout,
-        };
+    pub fn new(endpoint: Endpoint, idle: IdleLists<Conn>) -> Self {
         Self {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared { endpoint, idle }),
         }
     }
 
@@ -133,14 +121,12 @@ impl SimplePool {
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(Failure::Silent) if reused => continue,
-                Err(Failure::Silent) => {
-                    return Err(PoolError::Connect(
-                        self.shared.target.clone(),
-                        std::io::ErrorKind::ConnectionReset.into(),
-                    ))
-                }
+                Err(Failure::Silent) => return Err(self.shared.endpoint.reset()),
                 Err(Failure::Io(error)) => {
-                    return Err(PoolError::Connect(self.shared.target.clone(), error))
+                    return Err(PoolError::Connect(
+                        self.shared.endpoint.target.clone(),
+                        error,
+                    ))
                 }
                 Err(Failure::Protocol(problem)) => return Err(PoolError::Protocol(problem)),
             }
@@ -148,15 +134,8 @@ impl SimplePool {
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {
-        let target = &self.shared.target;
-        let stream = tokio::time::timeout(
-            self.shared.connect_timeout,
-            TcpStream::connect(target.as_str()),
-        )
-        .await
-        .map_err(|_| PoolError::ConnectTimeout(target.clone()))?
-        .map_err(|e| PoolError::Connect(target.clone(), e))?;
-        let _ = stream.set_nodelay(true);
+        let endpoint = &self.shared.endpoint;
+        let stream = endpoint.within(endpoint.tcp()).await?;
         Ok(Conn {
             stream,
             buffer: BytesMut::new(),
@@ -260,22 +239,31 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Offsets of each name and value in the buffer, to slice them out of
-    // the frozen head without copying.
+    // Where each name and value sits in the head, to slice them out of the
+    // frozen head without copying. Checked, not assumed: every slice must
+    // lie inside the head (an empty value need not).
     let base = buffer.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = response
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
+    let span = |slice: &[u8]| {
+        let start = (slice.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(slice.len())?;
+        (end <= length).then_some((start, end))
+    };
+    let count = response.headers.len();
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    for (slot, h) in spans.iter_mut().zip(response.headers.iter()) {
+        *slot = (
+            span(h.name.as_bytes()).ok_or(Failure::Protocol("malformed response head"))?,
+            match span(h.value) {
+                Some(value) => value,
+                None if h.value.is_empty() => (0, 0),
+                None => return Err(Failure::Protocol("malformed response head")),
+            },
+        );
+    }
     let head: Bytes = buffer.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(count);
     let mut keep_alive = version == Version::HTTP_11;
-    for (name_start, name_end, value_start, value_end) in spans {
+    for ((name_start, name_end), (value_start, value_end)) in spans.into_iter().take(count) {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Failure::Protocol("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))

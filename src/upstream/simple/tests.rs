@@ -179,3 +179,10 @@ fn only_bodiless_gets_and_heads_are_simple() {
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     assert!(!is_simple(&handshake), "only hyper hands a socket over");
 }
+
+#[test]
+fn empty_header_values_parse() {
+    let head = parsed("HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Spaces:   \r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(head.parts.headers["x-empty"], "");
+    assert_eq!(head.parts.headers["x-spaces"], "");
+}
