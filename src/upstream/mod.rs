@@ -13,13 +13,17 @@ mod idle;
 mod pool;
 mod simple;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{BodyStalled, IdleTimeout};
@@ -133,28 +137,92 @@ impl Upstream {
         Ok(())
     }
 
-    pub async fn send(
+    /// Sends `request` and returns the response once its head has arrived.
+    ///
+    /// Not an `async fn`: the request is consumed here, before the future
+    /// is made (encoded into a head for a simple exchange, boxed with the
+    /// rarer hyper exchange), and [`Sending`] polls the exchange where it
+    /// lies, so the future a request's task carries (and copies as it is
+    /// built) holds one small exchange and no copy of the request.
+    pub fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let exchange = async {
-            match &self.simple {
-                Some(simple) if simple::eligible(&request) => simple
-                    .send(request)
-                    .await
-                    .map(|r| r.map(ResponseBody::Simple)),
-                _ => self
-                    .pool
-                    .send(request)
-                    .await
-                    .map(|r| r.map(ResponseBody::Pooled)),
-            }
+    ) -> Sending<
+        impl Future<Output = SimpleResult> + Send + '_,
+        impl Future<Output = PooledResult> + Send + '_,
+    > {
+        let exchange = match &self.simple {
+            Some(simple) if simple::eligible(&request) => Exchange::Simple {
+                future: simple.send(simple::Head::encode(&request)),
+            },
+            _ => Exchange::Pooled {
+                future: Box::pin(self.pool.send(request)),
+            },
         };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
+        Sending {
+            timed: tokio::time::timeout(self.response_timeout, exchange),
+            limit: self.response_timeout,
+        }
+    }
+}
+
+type SimpleResult = Result<Response<SimpleBody>, PoolError>;
+type PooledResult = Result<Response<PooledBody>, PoolError>;
+
+pin_project! {
+    /// One exchange with the upstream, by whichever client serves it.
+    #[project = ExchangeProjection]
+    enum Exchange<S, P> {
+        Simple { #[pin] future: S },
+        // Boxed: the hyper exchange is larger and rarer.
+        Pooled { future: Pin<Box<P>> },
+    }
+}
+
+impl<S, P> Future for Exchange<S, P>
+where
+    S: Future<Output = SimpleResult>,
+    P: Future<Output = PooledResult>,
+{
+    type Output = Result<Response<ResponseBody>, PoolError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ExchangeProjection::Simple { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::Simple))),
+            ExchangeProjection::Pooled { future } => future
+                .as_mut()
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::Pooled))),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Upstream::send`]: the exchange under
+    /// `upstream.response_timeout`, its failure classified.
+    pub struct Sending<S, P> {
+        #[pin]
+        timed: tokio::time::Timeout<Exchange<S, P>>,
+        limit: Duration,
+    }
+}
+
+impl<S, P> Future for Sending<S, P>
+where
+    S: Future<Output = SimpleResult>,
+    P: Future<Output = PooledResult>,
+{
+    type Output = Result<Response<ResponseBody>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.timed.poll(cx)) {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(classify(&error)),
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
-        }
+            Err(_) => Err(ProxyError::UpstreamTimeout(*this.limit)),
+        })
     }
 }
 

@@ -23,6 +23,7 @@
 //! answers nothing at all; `GET` and `HEAD` are idempotent (RFC 9110
 //! §9.2.2), so the request is then sent again on another connection.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -97,20 +98,16 @@ impl SimplePool {
         }
     }
 
-    /// Sends an [`eligible`] request and returns the response once its
-    /// head has arrived; the body is read as it is polled.
-    pub async fn send(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<SimpleBody>, PoolError> {
-        let head_only = request.method() == Method::HEAD;
-        let head = encode(&request);
+    /// Sends an [`eligible`] request, as its encoded [`Head`], and returns
+    /// the response once its head has arrived; the body is read as it is
+    /// polled.
+    pub async fn send(&self, head: Head) -> Result<Response<SimpleBody>, PoolError> {
         loop {
             let (mut conn, reused) = match self.shared.idle.take(|_| true) {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match exchange(&mut conn, &head, head_only).await {
+            match exchange(&mut conn, &head.bytes, head.head_only).await {
                 Ok((parts, framing, reusable)) => {
                     let body = SimpleBody {
                         conn: Some(conn),
@@ -143,28 +140,40 @@ impl SimplePool {
     }
 }
 
-/// The request head, in one buffer: request line, headers, empty line.
-fn encode(request: &Request<UpstreamBody>) -> Vec<u8> {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .as_bytes();
-    let mut out = Vec::with_capacity(256 + request.headers().len() * 48);
-    out.extend_from_slice(request.method().as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Names and values are valid by construction: no CR, LF or other
-    // control byte can be in them.
-    for (name, value) in request.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+/// A simple request as it goes on the wire: request line, headers, empty
+/// line, in one buffer.
+pub struct Head {
+    bytes: Vec<u8>,
+    /// The request is a `HEAD`: no response body follows.
+    head_only: bool,
+}
+
+impl Head {
+    pub fn encode(request: &Request<UpstreamBody>) -> Self {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes();
+        let mut out = Vec::with_capacity(256 + request.headers().len() * 48);
+        out.extend_from_slice(request.method().as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        // Names and values are valid by construction: no CR, LF or other
+        // control byte can be in them.
+        for (name, value) in request.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(b"\r\n");
+        Self {
+            bytes: out,
+            head_only: request.method() == Method::HEAD,
+        }
     }
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Writes the request and reads the final response head.
@@ -222,10 +231,20 @@ struct ParsedHead {
 /// Parses a complete response head off the front of `buffer`; `None` if it
 /// is not all there yet.
 fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buffer) {
-        Ok(httparse::Status::Complete(length)) => length,
+    // Left uninitialised: httparse writes the slots it fills, and only
+    // those are read back (`response.headers`).
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buffer,
+        &mut slots,
+    );
+    let length = match parsed {
+        Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(Failure::Protocol("response head too large"))
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Failure::Protocol("too many response headers"))
@@ -241,21 +260,25 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     };
     // Where each name and value sits in the head, to slice them out of the
     // frozen head without copying. Checked, not assumed: every slice must
-    // lie inside the head (an empty value need not).
+    // lie inside the head (an empty value need not). Offsets fit in `u32`:
+    // the head is at most MAX_HEAD_BYTES.
     let base = buffer.as_ptr() as usize;
     let span = |slice: &[u8]| {
         let start = (slice.as_ptr() as usize).checked_sub(base)?;
         let end = start.checked_add(slice.len())?;
-        (end <= length).then_some((start, end))
+        (end <= length).then_some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
     };
     let count = response.headers.len();
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut spans = [(Span::EMPTY, Span::EMPTY); MAX_HEADERS];
     for (slot, h) in spans.iter_mut().zip(response.headers.iter()) {
         *slot = (
             span(h.name.as_bytes()).ok_or(Failure::Protocol("malformed response head"))?,
             match span(h.value) {
                 Some(value) => value,
-                None if h.value.is_empty() => (0, 0),
+                None if h.value.is_empty() => Span::EMPTY,
                 None => return Err(Failure::Protocol("malformed response head")),
             },
         );
@@ -263,10 +286,10 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     let head: Bytes = buffer.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     let mut keep_alive = version == Version::HTTP_11;
-    for ((name_start, name_end), (value_start, value_end)) in spans.into_iter().take(count) {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+    for (name, value) in spans.into_iter().take(count) {
+        let name = HeaderName::from_bytes(&head[name.range()])
             .map_err(|_| Failure::Protocol("invalid response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+        let value = HeaderValue::from_maybe_shared(head.slice(value.range()))
             .map_err(|_| Failure::Protocol("invalid response header value"))?;
         if name == header::CONNECTION && has_token(&value, "close") {
             keep_alive = false;
@@ -278,6 +301,21 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     parts.version = version;
     parts.headers = headers;
     Ok(Some(ParsedHead { parts, keep_alive }))
+}
+
+/// Where a name or value lies in a response head.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    const EMPTY: Self = Self { start: 0, end: 0 };
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {

@@ -68,6 +68,27 @@ fn malformed_heads_are_refused() {
 }
 
 #[test]
+fn a_head_over_the_size_limit_is_refused_even_when_it_arrived_whole() {
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(MAX_HEAD_BYTES)
+    );
+    let mut buffer = BytesMut::from(big.as_bytes());
+    assert!(matches!(
+        parse_head(&mut buffer),
+        Err(Failure::Protocol("response head too large"))
+    ));
+    let fits = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(MAX_HEAD_BYTES - 64)
+    );
+    assert_eq!(
+        parsed(&fits).parts.headers["x-big"].len(),
+        MAX_HEAD_BYTES - 64
+    );
+}
+
+#[test]
 fn framing_follows_rfc_9112_section_6_3() {
     assert!(matches!(
         framed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
