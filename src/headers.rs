@@ -177,9 +177,15 @@ pub fn chunked_only(headers: &HeaderMap) -> bool {
 /// Removes every spelling of `Set-Session` from an upstream response and
 /// returns the values of the canonical one, in order.
 pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
-    let values: Vec<http::HeaderValue> = match headers.entry(SET_SESSION) {
-        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
-        header::Entry::Vacant(_) => Vec::new(),
+    // Looked up before `entry`, which reserves room for an insertion (and
+    // may grow the map) even when there is nothing to take.
+    let values: Vec<http::HeaderValue> = if headers.contains_key(SET_SESSION) {
+        match headers.entry(SET_SESSION) {
+            header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+            header::Entry::Vacant(_) => Vec::new(),
+        }
+    } else {
+        Vec::new()
     };
     // An underscore spelling is not the protocol, but must not reach clients.
     let stray: Vec<HeaderName> = headers

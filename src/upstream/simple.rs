@@ -48,6 +48,10 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes read (and dropped) after the last chunk.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Fewest headers a response's map has room for: a usual request's
+/// headers plus the session and forwarding headers the proxy adds (see
+/// [`parse_head`]).
+const REUSED_MAP_CAPACITY: usize = 12;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -284,7 +288,12 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
         );
     }
     let head: Bytes = buffer.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the Set-Cookie and Via the proxy may add, so that neither
+    // makes the map grow (and rehash) after the fact. And at least
+    // REUSED_MAP_CAPACITY: once the response is written, hyper keeps its
+    // emptied map for the next request on the connection, to which the
+    // proxy adds its own headers.
+    let mut headers = HeaderMap::with_capacity((count + 2).max(REUSED_MAP_CAPACITY));
     let mut keep_alive = version == Version::HTTP_11;
     for (name, value) in spans.into_iter().take(count) {
         let name = HeaderName::from_bytes(&head[name.range()])
