@@ -196,21 +196,26 @@ fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Op
     if !value.contains('%') {
         return Some(value);
     }
-    let bytes = value.as_bytes();
+    // Runs between escapes are copied whole: a signed value usually holds
+    // a single escape (`s%3A`).
+    let mut rest = value.as_bytes();
     let mut len = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = if bytes[i] == b'%' {
-            let high = hex_digit(*bytes.get(i + 1)?)?;
-            let low = hex_digit(*bytes.get(i + 2)?)?;
-            i += 3;
-            high << 4 | low
-        } else {
-            i += 1;
-            bytes[i - 1]
+    loop {
+        let run = rest.iter().position(|&b| b == b'%').unwrap_or(rest.len());
+        buffer
+            .get_mut(len..len + run)?
+            .copy_from_slice(&rest[..run]);
+        len += run;
+        let Some(escape) = rest.get(run..run + 3) else {
+            if run == rest.len() {
+                break;
+            }
+            return None; // a `%` without two digits after it
         };
+        let byte = hex_digit(escape[1])? << 4 | hex_digit(escape[2])?;
         *buffer.get_mut(len)? = byte;
         len += 1;
+        rest = &rest[run + 3..];
     }
     std::str::from_utf8(&buffer[..len]).ok()
 }

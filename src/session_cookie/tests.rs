@@ -132,6 +132,11 @@ fn percent_escapes_decode_in_either_case_and_only_as_two_hex_digits() {
         let ticket = jar.read(&cookie_header(&format!("sid={value}")));
         assert!(ticket.candidates.is_empty(), "{value}");
     }
+    for tail in ["%", "%4", "%4G"] {
+        let value = format!("{encoded}{tail}");
+        let ticket = jar.read(&cookie_header(&format!("sid={value}")));
+        assert!(ticket.candidates.is_empty(), "{value}");
+    }
 }
 
 #[test]

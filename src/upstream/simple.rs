@@ -295,7 +295,7 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     // proxy adds its own headers.
     let mut headers = HeaderMap::with_capacity((count + 2).max(REUSED_MAP_CAPACITY));
     let mut keep_alive = version == Version::HTTP_11;
-    for (name, value) in spans.into_iter().take(count) {
+    for &(name, value) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[name.range()])
             .map_err(|_| Failure::Protocol("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.range()))
