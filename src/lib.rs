@@ -15,6 +15,8 @@
 //! - [`proxy`]: the phases of one request (scrub → canonicalise → identify →
 //!   load → authorise → inject → forward → commit), and WebSocket tunnels.
 //! - [`path`]: the canonical request path; [`routes`]: login-only policy.
+//! - [`coarse_clock`]: a clock read without a system call, for idle and
+//!   expiry timestamps.
 //! - [`signing`]: HMAC signatures; [`session_cookie`]: the cookie on the wire.
 //! - [`session`]: ids, data, `Set-Session` operations (pure).
 //! - [`store`]: the store trait, its conformance suite, and the stores:
@@ -53,6 +55,7 @@
 pub mod body;
 pub mod calendar;
 pub mod cli;
+pub mod coarse_clock;
 pub mod config;
 pub mod error;
 pub mod headers;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Commit, Committed, SessionStore, StoreError};
+use crate::coarse_clock;
 use crate::session::ops::{self, Plan};
 use crate::session::{SessionData, SessionId};
 
@@ -164,7 +165,9 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
-        let now = Instant::now();
+        // The coarse clock is never ahead: a session is never taken for
+        // expired early, and is served at most one tick past its expiry.
+        let now = Instant::from_std(coarse_clock::now());
         let mut map = lock(self.inner.shard(id.as_str()));
         match map.get(id.as_str()) {
             Some(entry) if entry.is_live(now) => Ok(Some(entry.data.clone())),

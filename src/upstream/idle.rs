@@ -5,10 +5,13 @@
 //! Each list is a LIFO stack behind a `std::sync::Mutex`: the most recently
 //! used connection is the warmest and the least likely to have been closed
 //! by the upstream. The lock is held for a push or a pop only, never across
-//! an `.await`.
+//! an `.await`. Timestamps come from [`coarse_clock`]: an idle timeout
+//! need not be exact to the millisecond.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::coarse_clock;
 
 /// One worker's idle connections, each with the time it was put back.
 type List<C> = Mutex<Vec<(C, Instant)>>;
@@ -40,7 +43,7 @@ impl<C> IdleLists<C> {
     pub fn put(&self, conn: C) {
         let mut list = self.here().lock().unwrap_or_else(PoisonError::into_inner);
         if list.len() < self.max_per_list {
-            list.push((conn, Instant::now()));
+            list.push((conn, coarse_clock::now()));
         }
     }
 
@@ -49,7 +52,8 @@ impl<C> IdleLists<C> {
     pub fn take(&self, usable: impl Fn(&C) -> bool) -> Option<C> {
         let mut list = self.here().lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((conn, since)) = list.pop() {
-            if usable(&conn) && since.elapsed() < self.timeout {
+            if usable(&conn) && coarse_clock::now().saturating_duration_since(since) < self.timeout
+            {
                 return Some(conn);
             }
         }
