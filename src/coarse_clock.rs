@@ -17,13 +17,13 @@ pub const TICK: Duration = Duration::from_millis(20);
 
 struct Clock {
     start: Instant,
-    /// Nanoseconds from `start` at the last tick.
-    elapsed: AtomicU64,
     /// The ticking thread runs.
     ticking: bool,
 }
 
 static CLOCK: OnceLock<Clock> = OnceLock::new();
+/// Nanoseconds from the clock's start at the last tick.
+static ELAPSED: AtomicU64 = AtomicU64::new(0);
 
 /// Now, to within about one [`TICK`] (never later than the real now).
 pub fn now() -> Instant {
@@ -31,28 +31,23 @@ pub fn now() -> Instant {
     if !clock.ticking {
         return Instant::now();
     }
-    clock.start + Duration::from_nanos(clock.elapsed.load(Ordering::Relaxed))
+    clock.start + Duration::from_nanos(ELAPSED.load(Ordering::Relaxed))
 }
 
 fn start() -> Clock {
+    let start = Instant::now();
     let ticking = std::thread::Builder::new()
         .name("cloakroom-clock".into())
-        .spawn(tick_forever)
+        .spawn(move || tick_forever(start))
         .is_ok();
-    Clock {
-        start: Instant::now(),
-        elapsed: AtomicU64::new(0),
-        ticking,
-    }
+    Clock { start, ticking }
 }
 
-fn tick_forever() {
-    // The thread starts inside `get_or_init`, before the clock is set.
-    let clock = CLOCK.wait();
+fn tick_forever(start: Instant) {
     loop {
         std::thread::sleep(TICK);
-        let elapsed = u64::try_from(clock.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        clock.elapsed.store(elapsed, Ordering::Relaxed);
+        let elapsed = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        ELAPSED.store(elapsed, Ordering::Relaxed);
     }
 }
 
