@@ -35,10 +35,13 @@ const FORWARDING_EXACT: [&[u8]; 4] = [
 ];
 const FORWARDING_PREFIX: &[u8] = b"x-forwarded-";
 
+const HOP_BY_HOP_COUNT: usize = 8;
+
 /// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection`, and h2c's `HTTP2-Settings`). WebSocket handshakes
 /// get their `Upgrade` and `Connection` back afterwards, in `proxy::upgrade`.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+    // First: `remove_hop_by_hop` reads its presence at index 0.
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -133,25 +136,40 @@ impl Scrubber {
 
 /// Removes hop-by-hop headers and those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a
-    // hashed removal per hop-by-hop name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names finds which hop-by-hop headers are present
+    // (most messages carry none, or only `Connection`); only those are
+    // removed, each with one hashed lookup.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[at] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
+        // `Connection` options other than `close` and `keep-alive` (already
+        // hop-by-hop) name further headers to remove: rare, so the list is
+        // only allocated for them.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| {
+                !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && !token.eq_ignore_ascii_case(b"keep-alive")
+            })
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
             .filter(|name| !CONNECTION_PROOF.contains(name))
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
