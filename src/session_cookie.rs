@@ -62,7 +62,7 @@ impl SessionCookie {
         let mut ticket = Ticket::default();
         let mut others = false;
         for (name, value) in cookie_pairs(headers) {
-            if name != self.config.name {
+            if name != self.config.name.as_bytes() {
                 others = true;
                 continue;
             }
@@ -170,15 +170,36 @@ fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them).
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them),
+/// as bytes: names are compared and values decoded without a UTF-8 check
+/// of their own (the decoded value is checked by its verification).
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(name, value)| (name.trim(), value.trim()))
+        .flat_map(|v| split_pairs(v.as_bytes()))
+        .filter_map(|pair| {
+            let at = memchr::memchr(b'=', pair)?;
+            Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
+        })
+}
+
+/// The `;`-separated pieces of one `Cookie` header value.
+fn split_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b';', current) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// Longest decoded cookie value that can be ours: `s:` + a 128-byte id +
@@ -187,37 +208,32 @@ const MAX_VALUE_BYTES: usize = 256;
 
 /// express-session's reading: strip surrounding quotes, percent-decode when
 /// the value holds a `%`. Decodes into `buffer` (no allocation); `None` for
-/// broken escapes, non-UTF-8 results, or values too long to be ours.
-fn decode_value<'a>(value: &'a str, buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Option<&'a str> {
+/// broken escapes or values too long to be ours. One pass: runs between
+/// escapes are copied whole (a signed value usually holds a single escape,
+/// `s%3A`), and a value without any is returned as it is.
+fn decode_value<'a>(value: &'a [u8], buffer: &'a mut [u8; MAX_VALUE_BYTES]) -> Option<&'a [u8]> {
     let value = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
         .unwrap_or(value);
-    if !value.contains('%') {
-        return Some(value);
-    }
-    // Runs between escapes are copied whole: a signed value usually holds
-    // a single escape (`s%3A`).
-    let mut rest = value.as_bytes();
+    let mut rest = value;
     let mut len = 0;
-    loop {
-        let run = rest.iter().position(|&b| b == b'%').unwrap_or(rest.len());
+    while let Some(run) = memchr::memchr(b'%', rest) {
         buffer
             .get_mut(len..len + run)?
             .copy_from_slice(&rest[..run]);
         len += run;
-        let Some(escape) = rest.get(run..run + 3) else {
-            if run == rest.len() {
-                break;
-            }
-            return None; // a `%` without two digits after it
-        };
-        let byte = hex_digit(escape[1])? << 4 | hex_digit(escape[2])?;
-        *buffer.get_mut(len)? = byte;
+        // A `%` must be followed by two hexadecimal digits.
+        let escape = rest.get(run..run + 3)?;
+        *buffer.get_mut(len)? = hex_digit(escape[1])? << 4 | hex_digit(escape[2])?;
         len += 1;
         rest = &rest[run + 3..];
     }
-    std::str::from_utf8(&buffer[..len]).ok()
+    if len == 0 {
+        return Some(value);
+    }
+    buffer.get_mut(len..len + rest.len())?.copy_from_slice(rest);
+    Some(&buffer[..len + rest.len()])
 }
 
 /// The value of one hexadecimal digit; `None` for anything else (a sign

@@ -65,14 +65,16 @@ impl Signer {
         out
     }
 
-    /// Checks a signed value (already cookie-decoded).
-    pub fn verify(&self, value: &str) -> Verdict {
-        let Some(signed) = value.strip_prefix("s:") else {
+    /// Checks a signed value (already cookie-decoded), as bytes: a value
+    /// that is not UTF-8 cannot hold a valid id and is malformed.
+    pub fn verify(&self, value: impl AsRef<[u8]>) -> Verdict {
+        let Some(signed) = value.as_ref().strip_prefix(b"s:") else {
             return Verdict::Malformed;
         };
-        let Some((id, sig)) = signed.rsplit_once('.') else {
+        let Some(dot) = memchr::memrchr(b'.', signed) else {
             return Verdict::Malformed;
         };
+        let (id, sig) = (&signed[..dot], &signed[dot + 1..]);
         let mut tag = [0u8; TAG_LEN];
         // The decoder refuses padding and non-zero trailing bits; with the
         // exact length that leaves one spelling per tag.
@@ -83,10 +85,11 @@ impl Signer {
         }
         let signed_by_us = self.keys.iter().any(|key| {
             let mut mac = key.clone();
-            mac.update(id.as_bytes());
+            mac.update(id);
             mac.verify_slice(&tag).is_ok()
         });
-        match (signed_by_us, SessionId::parse(id)) {
+        let id = std::str::from_utf8(id).ok().and_then(SessionId::parse);
+        match (signed_by_us, id) {
             (true, Some(id)) => Verdict::Valid(id),
             // Signed by us but not an id we can use: treat as no session.
             (true, None) => Verdict::Malformed,
