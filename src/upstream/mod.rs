@@ -159,8 +159,11 @@ impl Upstream {
                 future: Box::pin(self.pool.send(request)),
             },
         };
+        // From the coarse clock (no clock read per request): the timeout
+        // may end up to one tick (20 ms) early.
+        let deadline = crate::coarse_clock::now() + self.response_timeout;
         Sending {
-            timed: tokio::time::timeout(self.response_timeout, exchange),
+            timed: tokio::time::timeout_at(deadline.into(), exchange),
             limit: self.response_timeout,
         }
     }

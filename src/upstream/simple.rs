@@ -196,7 +196,9 @@ async fn exchange(
     let mut answered = false;
     loop {
         let parsed = loop {
-            if let Some(parsed) = parse_head(&mut conn.buffer)? {
+            if conn.buffer.is_empty() {
+                // Nothing to parse yet: the first read of an exchange.
+            } else if let Some(parsed) = parse_head(&mut conn.buffer)? {
                 break parsed;
             }
             if conn.buffer.len() >= MAX_HEAD_BYTES {
