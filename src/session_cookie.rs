@@ -12,12 +12,13 @@
 //! them is live in the store. Two different live sessions mean no session:
 //! never "the first one wins".
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::time::OffsetDateTime;
-use cookie::{Cookie, Expiration};
+use cookie::Cookie;
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::calendar;
 use crate::config::CookieConfig;
 use crate::path;
 use crate::session::SessionId;
@@ -42,11 +43,46 @@ pub struct Ticket {
 pub struct SessionCookie {
     signer: Signer,
     config: CookieConfig,
+    rendered: Rendered,
+}
+
+/// The attributes of an issued `Set-Cookie` that are the same on every
+/// response, rendered once: those before `Secure` (which depends on the
+/// request) and those after it, but for `Expires`.
+struct Rendered {
+    before_secure: String,
+    after_secure: String,
+}
+
+impl Rendered {
+    fn new(config: &CookieConfig) -> Self {
+        let mut before_secure = String::new();
+        if config.http_only {
+            before_secure.push_str("; HttpOnly");
+        }
+        before_secure.push_str(&format!("; SameSite={}", config.same_site));
+        let mut after_secure = format!("; Path={}", config.path);
+        if let Some(domain) = &config.domain {
+            after_secure.push_str(&format!("; Domain={domain}"));
+        }
+        if let Some(max_age) = config.max_age {
+            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            after_secure.push_str(&format!("; Max-Age={seconds}"));
+        }
+        Self {
+            before_secure,
+            after_secure,
+        }
+    }
 }
 
 impl SessionCookie {
     pub fn new(config: CookieConfig, signer: Signer) -> Self {
-        Self { signer, config }
+        Self {
+            rendered: Rendered::new(&config),
+            signer,
+            config,
+        }
     }
 
     pub fn signer(&self) -> &Signer {
@@ -126,16 +162,41 @@ impl SessionCookie {
 
     /// `Set-Cookie` for a session, signed with the first secret.
     pub fn issue(&self, id: &SessionId, secure: bool) -> HeaderValue {
+        self.issue_at(id, secure, SystemTime::now())
+    }
+
+    /// [`Self::issue`] at a given time (for `Expires`). Written directly,
+    /// in the cookie crate's attribute order, from parts rendered once at
+    /// start-up: a session write issues a cookie on every response, and the
+    /// crate's general formatter costs several times the HMAC.
+    fn issue_at(&self, id: &SessionId, secure: bool, now: SystemTime) -> HeaderValue {
         let value = path::encode_component(&self.signer.sign(id));
-        let mut cookie = self.base(value, secure);
-        if let Some(max_age) = self.config.max_age {
-            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            let lifetime = cookie::time::Duration::seconds(seconds);
-            cookie.set_max_age(lifetime);
-            let expires = OffsetDateTime::now_utc().checked_add(lifetime);
-            cookie.set_expires(expires.map_or(Expiration::Session, Expiration::DateTime));
+        let rendered = &self.rendered;
+        let mut out = String::with_capacity(
+            self.config.name.len() + value.len() + rendered.before_secure.len() + 96,
+        );
+        out.push_str(&self.config.name);
+        out.push('=');
+        out.push_str(&value);
+        out.push_str(&rendered.before_secure);
+        if secure {
+            out.push_str("; Secure");
         }
-        to_header(&cookie)
+        out.push_str(&rendered.after_secure);
+        if let Some(max_age) = self.config.max_age {
+            let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+            out.push_str("; Expires=");
+            let before = out.len();
+            push_http_date(&mut out, since_epoch.saturating_add(max_age));
+            if out.len() == before {
+                // Past the year 9999: a session cookie, as the cookie crate
+                // writes an expiry it cannot represent.
+                out.truncate(before - "; Expires=".len());
+            }
+        }
+        // Name, path and domain were validated at start-up and the value is
+        // percent-encoded ASCII, so the header is always valid.
+        HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// `Set-Cookie` that makes the browser forget the session cookie.
@@ -168,6 +229,54 @@ fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
     // Names, paths and domains were validated at start-up and the value is
     // percent-encoded ASCII, so the header is always valid.
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Appends an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110
+/// 5.6.7), as cookies' `Expires` is written; nothing past the year 9999.
+/// Digits are placed by hand: `format!` with padding costs more than the
+/// rest of the cookie.
+fn push_http_date(out: &mut String, since_epoch: Duration) {
+    const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let Ok(seconds) = i64::try_from(since_epoch.as_secs()) else {
+        return;
+    };
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = calendar::civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let (Ok(year), Ok(month), Ok(weekday)) = (
+        u16::try_from(year),
+        usize::try_from(month - 1),
+        usize::try_from(days.rem_euclid(7)),
+    ) else {
+        return;
+    };
+    if year > 9999 || month > 11 {
+        return;
+    }
+    let digit = |n: i64| b'0' + (n % 10) as u8;
+    let year = i64::from(year);
+    let mut text = *b"Www, DD Mmm YYYY HH:MM:SS GMT";
+    text[..3].copy_from_slice(WEEKDAYS[weekday]);
+    text[5] = digit(day / 10);
+    text[6] = digit(day);
+    text[8..11].copy_from_slice(MONTHS[month]);
+    text[12] = digit(year / 1000);
+    text[13] = digit(year / 100);
+    text[14] = digit(year / 10);
+    text[15] = digit(year);
+    text[17] = digit(of_day / 36_000);
+    text[18] = digit(of_day / 3600);
+    text[20] = digit(of_day / 600 % 6);
+    text[21] = digit(of_day / 60);
+    text[23] = digit(of_day % 60 / 10);
+    text[24] = digit(of_day % 60);
+    // ASCII by construction.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them),

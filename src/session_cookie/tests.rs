@@ -191,3 +191,49 @@ fn issued_cookie_carries_the_configured_attributes() {
     );
     assert!(!cleared.contains("Secure"));
 }
+
+#[test]
+fn issued_cookies_are_written_as_the_cookie_crate_writes_them() {
+    use cookie::time::OffsetDateTime;
+    use std::time::UNIX_EPOCH;
+
+    let mut configs = vec![config("sid")];
+    let mut strict = config("connect.sid");
+    strict.same_site = cookie::SameSite::Strict;
+    strict.domain = Some("example.com".into());
+    strict.max_age = Some(Duration::from_secs(3600));
+    configs.push(strict);
+    let mut none = config("sid");
+    none.same_site = cookie::SameSite::None;
+    none.http_only = false;
+    none.path = "/app".into();
+    none.max_age = Some(Duration::from_secs(86_400));
+    configs.push(none);
+    let times = [
+        UNIX_EPOCH,
+        UNIX_EPOCH + Duration::from_secs(1_764_470_400), // 2025-11-30
+        UNIX_EPOCH + Duration::from_secs(1_835_395_199), // 2028-02-29 23:59:59
+        UNIX_EPOCH + Duration::from_secs(1_764_513_296), // 2025-11-30 14:34:56
+    ];
+    for cfg in configs {
+        let jar = SessionCookie::new(cfg, Signer::new(&[Secret::new("k".into())]));
+        let id = SessionId::generate();
+        for now in times {
+            for secure in [false, true] {
+                let mut expected = jar.base(
+                    crate::path::encode_component(&jar.signer().sign(&id)),
+                    secure,
+                );
+                if let Some(max_age) = jar.config.max_age {
+                    let lifetime = cookie::time::Duration::seconds(max_age.as_secs() as i64);
+                    expected.set_max_age(lifetime);
+                    expected.set_expires(OffsetDateTime::from(now) + lifetime);
+                }
+                assert_eq!(
+                    jar.issue_at(&id, secure, now).to_str().unwrap(),
+                    expected.to_string()
+                );
+            }
+        }
+    }
+}
