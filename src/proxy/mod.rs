@@ -37,7 +37,7 @@ use crate::headers::{self, Scrubber};
 use crate::path;
 use crate::routes::{self, Denial, Routes};
 use crate::session::{SessionData, SessionId};
-use crate::session_cookie::{SessionCookie, Ticket};
+use crate::session_cookie::SessionCookie;
 use crate::session_headers::SessionHeaders;
 use crate::signing::Signer;
 use crate::store::{AnyStore, SessionStore};
@@ -175,11 +175,11 @@ impl Proxy {
         let path = path::canonicalize(uri.path())?;
 
         // 3. identify, 4. load
-        let ticket = self.cookie.read(&parts.headers);
+        let mut ticket = self.cookie.read(&parts.headers);
         if ticket.forged {
             tracing::warn!(peer = %peer.addr, "session cookie with a forged signature ignored");
         }
-        let current = self.load(&ticket).await?;
+        let current = self.load(std::mem::take(&mut ticket.candidates)).await?;
 
         // 5. authorise
         if let Some(rule) = self.routes.rule_for(&path) {
@@ -275,21 +275,19 @@ impl Proxy {
     }
 
     /// The live session among the verified candidates. Several different
-    /// live sessions are ambiguous and mean no session.
-    async fn load(&self, ticket: &Ticket) -> Result<Option<Current>, ProxyError> {
+    /// live sessions are ambiguous and mean no session. The ids are taken
+    /// by value: the one found becomes the request's without a copy.
+    async fn load(&self, candidates: Vec<SessionId>) -> Result<Option<Current>, ProxyError> {
         let mut found: Option<Current> = None;
-        for id in &ticket.candidates {
-            let Some(data) = self.store.load(id).await? else {
+        for id in candidates {
+            let Some(data) = self.store.load(&id).await? else {
                 continue;
             };
             if found.is_some() {
                 tracing::warn!("request carries two live sessions; serving it with none");
                 return Ok(None);
             }
-            found = Some(Current {
-                id: id.clone(),
-                data,
-            });
+            found = Some(Current { id, data });
         }
         Ok(found)
     }
