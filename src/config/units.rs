@@ -15,22 +15,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let number: u64 = number.parse().map_err(|_| help())?;
     let seconds_per_unit = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
+        "ms" => return check_limit(text, Duration::from_millis(number)),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => return Err(help()),
     };
-    number
+    let duration = number
         .checked_mul(seconds_per_unit)
         .map(Duration::from_secs)
-        .ok_or_else(help)
+        .ok_or_else(help)?;
+    check_limit(text, duration)
+}
+
+/// The longest duration accepted: a deadline this far ahead is still an
+/// `Instant` the clock can represent, so no timer or expiry computed from a
+/// configured duration can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn check_limit(text: &str, duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than 100 years; use at most \"36500d\""
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_over_a_hundred_years_are_refused() {
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        for text in ["36501d", "9999999999999d", "18446744073709551615ms"] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains("longer than 100 years"), "{text}: {error}");
+        }
+    }
 
     #[test]
     fn parses_each_unit() {

@@ -161,9 +161,12 @@ impl Upstream {
         };
         // From the coarse clock (no clock read per request): the timeout
         // may end up to one tick (20 ms) early.
-        let deadline = crate::coarse_clock::now() + self.response_timeout;
+        let timed = match crate::coarse_clock::now().checked_add(self.response_timeout) {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange),
+            None => tokio::time::timeout(self.response_timeout, exchange),
+        };
         Sending {
-            timed: tokio::time::timeout_at(deadline.into(), exchange),
+            timed,
             limit: self.response_timeout,
         }
     }
