@@ -36,12 +36,14 @@ const FORWARDING_EXACT: [&[u8]; 4] = [
 const FORWARDING_PREFIX: &[u8] = b"x-forwarded-";
 
 const HOP_BY_HOP_COUNT: usize = 8;
+/// Where `Connection` sits in [`HOP_BY_HOP`].
+const CONNECTION_AT: usize = 0;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection`, and h2c's `HTTP2-Settings`). WebSocket handshakes
 /// get their `Upgrade` and `Connection` back afterwards, in `proxy::upgrade`.
 const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    // First: `remove_hop_by_hop` reads its presence at index 0.
+    // At CONNECTION_AT.
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -148,7 +150,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !present.contains(&true) {
         return;
     }
-    if present[0] {
+    if present[CONNECTION_AT] {
         // `Connection` options other than `close` and `keep-alive` (already
         // hop-by-hop) name further headers to remove: rare, so the list is
         // only allocated for them.
@@ -268,6 +270,24 @@ mod tests {
         let mut trusted = map(&pairs);
         scrubber.scrub(&mut trusted, true);
         assert_eq!(trusted.len(), pairs.len());
+    }
+
+    #[test]
+    fn connection_tokens_are_read_one_by_one() {
+        let mut headers = HeaderMap::new();
+        // One value with a byte that is not visible ASCII: the valid tokens
+        // in it still name headers to remove.
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-a, \xff, Keep-Alive, CLOSE").unwrap(),
+        );
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-b"));
+        for name in ["x-a", "x-b", "x-c", "keep-alive"] {
+            headers.append(name, HeaderValue::from_static("1"));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-c"]);
     }
 
     #[test]
