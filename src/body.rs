@@ -16,6 +16,7 @@ use crate::upstream::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -23,6 +24,42 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the proxy sends to clients: the upstream's body, or its own.
 pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
+
+/// What a client sends: hyper's streamed body, or none at all for the
+/// body-less requests the HTTP/1 front reads itself ([`crate::http1`]).
+pub enum ClientBody {
+    Streamed(Incoming),
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(body) => body.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(body) => body.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// A body the proxy makes itself.
 pub fn full(bytes: Bytes) -> ProxyBody {

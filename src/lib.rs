@@ -7,8 +7,11 @@
 //! # Code map
 //! - [`config`]: `proxy.toml` → validated [`config::Config`].
 //! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
-//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain;
-//!   [`watchdog`]: closes idle and slow-head HTTP/1 connections.
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain
+//!   ([`drain`]); [`http1`]: the HTTP/1 front, which serves body-less
+//!   `GET`s and `HEAD`s itself and hands anything else to hyper;
+//!   [`watchdog`]: closes idle and slow-head HTTP/1 connections;
+//!   [`woken`]: polls such a guard only when it asked to be.
 //! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
 //!   client configuration for an `https://` upstream;
 //!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
@@ -57,8 +60,10 @@ pub mod calendar;
 pub mod cli;
 pub mod coarse_clock;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod headers;
+pub mod http1;
 pub mod path;
 pub mod proxy;
 pub mod redirect;
@@ -72,6 +77,7 @@ pub mod store;
 pub mod tls;
 pub mod upstream;
 pub mod watchdog;
+pub mod woken;
 pub mod workers;
 
 pub use error::Error;

@@ -19,14 +19,17 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1::Builder as Http1Builder;
+use hyper::server::conn::http2::Builder as Http2Builder;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,13 +37,17 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::{ClientBody, ProxyBody};
 use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::drain::{Drain, DrainWatch};
 use crate::error::Error;
+use crate::http1::{self, Ended, Front, Replay};
 use crate::proxy::{Peer, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::first_bytes::FirstBytes;
 use crate::tls::{self, Certificates};
 use crate::watchdog::{self, InFlight, Tracked};
+use crate::woken::WhenWoken;
 use crate::workers::Workers;
 
 /// Most concurrent HTTP/2 streams per connection.
@@ -149,10 +156,10 @@ pub async fn build_store(config: &Config) -> Result<AnyStore, Error> {
     })
 }
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1 server, for the connections the front hands over.
+fn http1_builder(config: &ServerConfig) -> Http1Builder {
+    let mut builder = Http1Builder::new();
     builder
-        .http1()
         // `server.header_read_timeout` is the watchdog's: hyper's own would
         // arm a timer per request.
         .header_read_timeout(None)
@@ -164,7 +171,11 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .writev(false)
         .keep_alive(true);
     builder
-        .http2()
+}
+
+fn http2_builder(config: &ServerConfig) -> Http2Builder<TokioExecutor> {
+    let mut builder = Http2Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         // Also bounds the CONTINUATION frames of one header block to what
@@ -204,9 +215,16 @@ async fn serve(
     acceptor: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let builder = Arc::new(connection_builder(config));
+    let builders = Arc::new(Builders {
+        http1: http1_builder(config),
+        http2: http2_builder(config),
+        limits: http1::Limits {
+            max_head_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+        },
+    });
     let workers = Workers::start(config.workers).map_err(Error::Listener)?;
-    let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Drain::new(workers.count()));
     // `acquire_many` (the drain) counts in u32; more connections than that
     // cannot be open at once anyway, each needing a file descriptor.
     let slots = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
@@ -247,8 +265,8 @@ async fn serve(
         let connection = Connection {
             proxy: proxy.clone(),
             peer,
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
+            builders: builders.clone(),
+            drain: drain.clone(),
             hsts: config.hsts.clone(),
             idle_limit: config.header_read_timeout,
         };
@@ -303,14 +321,12 @@ async fn serve(
     }
     drop(listener);
     tracing::info!(
-        connections = graceful.count(),
         slots_taken = slots as usize - limit.available_permits(),
         "shutting down: draining connections and WebSocket tunnels"
     );
+    // Tells every connection to finish its requests and close.
+    drain.start();
     let drained = async {
-        // Tells every connection to finish its requests and close, and
-        // waits for them; a tunnel has left its connection by then.
-        graceful.shutdown().await;
         // Every slot back: no connection and no tunnel is left.
         let _all = limit.acquire_many(slots).await;
     };
@@ -323,13 +339,20 @@ async fn serve(
     Ok(())
 }
 
+/// What serving a connection needs, built once at start-up.
+struct Builders {
+    http1: Http1Builder,
+    http2: Http2Builder<TokioExecutor>,
+    limits: http1::Limits,
+}
+
 /// One accepted connection, ready to be served once its transport (plain
 /// TCP or TLS) is up.
 struct Connection {
     proxy: Arc<Proxy>,
     peer: Arc<Peer>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    builders: Arc<Builders>,
+    drain: Arc<Drain>,
     hsts: Option<HeaderValue>,
     /// `server.header_read_timeout`, enforced on HTTP/1 by the watchdog.
     idle_limit: Duration,
@@ -338,8 +361,10 @@ struct Connection {
 impl Connection {
     /// Serves HTTP/1.1 or HTTP/2 (told apart by the preface, which over
     /// TLS follows the ALPN choice) until the connection ends or drains.
-    /// `http2`: what the preface or ALPN announced; an HTTP/1 connection
-    /// is closed by the [`watchdog`] once it is quiet for `idle_limit`.
+    /// `http2`: what the preface or ALPN announced. HTTP/1 goes to the
+    /// [`http1`] front first, and to hyper if the front hands it over; an
+    /// HTTP/1 connection is closed by the [`watchdog`] once it is quiet
+    /// for `idle_limit`.
     async fn serve<S>(self, stream: S, http2: bool)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -347,47 +372,134 @@ impl Connection {
         let Self {
             proxy,
             peer,
-            builder,
-            watcher,
+            builders,
+            drain,
             hsts,
             idle_limit,
         } = self;
+        // Made on the worker that runs the connection: its drain channel.
+        let mut hyper_drain = drain.watch();
         // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797
         // §8.1). The configured policy replaces one sent by the upstream.
         let hsts = hsts.filter(|_| peer.tls);
-        let watched = peer.clone();
-        let service = service_fn(move |request| {
-            let (proxy, hsts) = (proxy.clone(), hsts.clone());
-            let in_flight = InFlight::start(peer.clone());
-            // Boxed: a request's future is a few KiB, and hyper moves it
-            // (into its connection state, or into a task per HTTP/2 stream,
-            // whose slot is rewritten whole when the stream ends); a box
-            // moves as one pointer.
-            Box::pin(async move {
-                let mut response = proxy.handle(request, in_flight.peer()).await;
-                if let Some(hsts) = hsts {
-                    response
-                        .headers_mut()
-                        .insert(STRICT_TRANSPORT_SECURITY, hsts);
-                }
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            })
-        });
-        let connection =
-            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
-        let ended = if http2 {
-            connection.await
-        } else {
-            tokio::select! {
-                ended = connection => ended,
-                () = watchdog::quiet_for(&watched.activity, idle_limit) => {
-                    tracing::debug!(peer = %watched.addr, "no request within the header read timeout; closed");
-                    Ok(())
+        if http2 {
+            let service = hyper_service(proxy, peer, hsts);
+            let connection = builders
+                .http2
+                .serve_connection(TokioIo::new(stream), service);
+            let ended =
+                until_drained(connection, &mut hyper_drain, |c| c.graceful_shutdown()).await;
+            if let Err(error) = ended {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        let activity = peer.clone();
+        let front = Front {
+            proxy,
+            peer,
+            hsts,
+            limits: builders.limits,
+        };
+        let front_drain = drain.watch();
+        let mut guard_drain = drain.watch();
+        let serving = async {
+            let mut stream = stream;
+            match http1::serve(&mut stream, &front, &front_drain).await {
+                Ended::Closed => Ok(()),
+                Ended::HandOver(read) => {
+                    let Front {
+                        proxy, peer, hsts, ..
+                    } = front;
+                    let service = hyper_service(proxy, peer, hsts);
+                    let io = TokioIo::new(Replay::new(read, stream));
+                    let connection = builders.http1.serve_connection(io, service).with_upgrades();
+                    until_drained(connection, &mut hyper_drain, |c| c.graceful_shutdown()).await
                 }
             }
+        };
+        // The guard: polled only when its timer or the drain wakes it, not
+        // on each of the connection's wake-ups.
+        let guard = WhenWoken::new(async {
+            tokio::select! {
+                () = watchdog::quiet_for(&activity.activity, idle_limit) => Close::Quiet,
+                () = guard_drain.started() => Close::Drain,
+            }
+        });
+        let mut serving = pin!(serving);
+        let ended = tokio::select! {
+            biased;
+            ended = serving.as_mut() => ended,
+            close = guard => match close {
+                Close::Quiet => {
+                    tracing::debug!(peer = %activity.addr, "no request within the header read timeout; closed");
+                    Ok(())
+                }
+                // Closed at once when idle; a request in flight ends first
+                // (the front then closes, hyper shuts down gracefully).
+                Close::Drain if activity.activity.is_idle() => Ok(()),
+                Close::Drain => serving.await,
+            },
         };
         if let Err(error) = ended {
             tracing::debug!(%error, "connection ended with an error");
         }
     }
+}
+
+/// Why a connection's guard ended it.
+enum Close {
+    Quiet,
+    Drain,
+}
+
+/// Drives a hyper connection to its end; once the drain starts, asks it
+/// to finish the requests it has and close.
+async fn until_drained<C>(
+    connection: C,
+    drain: &mut DrainWatch,
+    graceful_shutdown: fn(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut connection = pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => return ended,
+        () = drain.started() => graceful_shutdown(connection.as_mut()),
+    }
+    connection.await
+}
+
+/// The proxy as a hyper service, for HTTP/2 and for the HTTP/1
+/// connections the front hands over.
+fn hyper_service(
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+    hsts: Option<HeaderValue>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Tracked<ProxyBody>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Tracked<ProxyBody>>, Infallible>> + Send + 'static,
+> + Send
+       + 'static {
+    service_fn(move |request: Request<Incoming>| {
+        let (proxy, hsts) = (proxy.clone(), hsts.clone());
+        let in_flight = InFlight::start(peer.clone());
+        // Boxed: a request's future is a few KiB, and hyper moves it
+        // (into its connection state, or into a task per HTTP/2 stream,
+        // whose slot is rewritten whole when the stream ends); a box
+        // moves as one pointer.
+        Box::pin(async move {
+            let request = request.map(ClientBody::Streamed);
+            let mut response = proxy.handle(request, in_flight.peer()).await;
+            if let Some(hsts) = hsts {
+                response
+                    .headers_mut()
+                    .insert(STRICT_TRANSPORT_SECURITY, hsts);
+            }
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        })
+    })
 }

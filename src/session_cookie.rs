@@ -231,52 +231,13 @@ fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Appends an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110
-/// 5.6.7), as cookies' `Expires` is written; nothing past the year 9999.
-/// Digits are placed by hand: `format!` with padding costs more than the
-/// rest of the cookie.
+/// Appends an IMF-fixdate (see [`calendar::imf_fixdate`]); nothing when
+/// the date is past the year 9999.
 fn push_http_date(out: &mut String, since_epoch: Duration) {
-    const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let Ok(seconds) = i64::try_from(since_epoch.as_secs()) else {
-        return;
-    };
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = calendar::civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let (Ok(year), Ok(month), Ok(weekday)) = (
-        u16::try_from(year),
-        usize::try_from(month - 1),
-        usize::try_from(days.rem_euclid(7)),
-    ) else {
-        return;
-    };
-    if year > 9999 || month > 11 {
-        return;
+    if let Some(text) = calendar::imf_fixdate(since_epoch) {
+        // ASCII by construction.
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }
-    let digit = |n: i64| b'0' + (n % 10) as u8;
-    let year = i64::from(year);
-    let mut text = *b"Www, DD Mmm YYYY HH:MM:SS GMT";
-    text[..3].copy_from_slice(WEEKDAYS[weekday]);
-    text[5] = digit(day / 10);
-    text[6] = digit(day);
-    text[8..11].copy_from_slice(MONTHS[month]);
-    text[12] = digit(year / 1000);
-    text[13] = digit(year / 100);
-    text[14] = digit(year / 10);
-    text[15] = digit(year);
-    text[17] = digit(of_day / 36_000);
-    text[18] = digit(of_day / 3600);
-    text[20] = digit(of_day / 600 % 6);
-    text[21] = digit(of_day / 60);
-    text[23] = digit(of_day % 60 / 10);
-    text[24] = digit(of_day % 60);
-    // ASCII by construction.
-    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them),

@@ -13,7 +13,8 @@
 //!
 //! A request counts as in flight from the moment hyper hands it to the
 //! proxy until its response body is finished or dropped ([`InFlight`] is
-//! held by [`Tracked`], the body hyper writes). A slow upload or a long
+//! held by [`Tracked`], the body hyper writes); on the HTTP/1 front, from
+//! its complete head to the end of its response ([`Busy`]). A slow upload or a long
 //! download is never idle; their stalls are `server.body_idle_timeout`'s.
 //!
 //! [`Peer`]: crate::proxy::Peer
@@ -43,6 +44,28 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// One request in flight for as long as the guard lives: for the
+    /// HTTP/1 front ([`crate::http1`]), which serves its requests in the
+    /// connection's own future.
+    pub fn busy(&self) -> Busy<'_> {
+        self.begin();
+        Busy(self)
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// No request in flight.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     fn snapshot(&self) -> (usize, usize) {
         (
             self.in_flight.load(Ordering::Relaxed),
@@ -51,12 +74,21 @@ impl Activity {
     }
 }
 
+/// A request in flight, borrowed from the connection's [`Activity`].
+pub struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// One request in flight on a connection; it ends when this is dropped.
 pub struct InFlight(Arc<Peer>);
 
 impl InFlight {
     pub fn start(peer: Arc<Peer>) -> Self {
-        peer.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        peer.activity.begin();
         Self(peer)
     }
 
@@ -67,9 +99,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0.activity;
-        activity.ended.fetch_add(1, Ordering::Relaxed);
-        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.activity.end();
     }
 }
 

@@ -27,10 +27,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{self, IdleTimeout, ProxyBody};
+use crate::body::{self, ClientBody, IdleTimeout, ProxyBody};
 use crate::config::{Config, Secure};
 use crate::error::{Fault, ProxyError};
 use crate::headers::{self, Scrubber};
@@ -129,7 +128,7 @@ impl Proxy {
     /// Serves one request; never fails: errors become short responses.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: &Arc<Peer>,
     ) -> Response<ProxyBody> {
         let method = request.method().clone();
@@ -152,7 +151,7 @@ impl Proxy {
 
     async fn serve(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         peer: &Arc<Peer>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let handshake = upgrade::Handshake::take(&mut request);

@@ -22,17 +22,16 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{BodyStalled, IdleTimeout};
+use crate::body::{BodyStalled, ClientBody, IdleTimeout};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// Request body type sent upstream: the client's body, with a stall timeout.
-pub type UpstreamBody = IdleTimeout<Incoming>;
+pub type UpstreamBody = IdleTimeout<ClientBody>;
 
 pub use pool::{PoolError, PooledBody};
 pub use simple::SimpleBody;

@@ -1,0 +1,157 @@
+//! The HTTP/1 front of a client connection. Most requests a session proxy
+//! sees are `GET`s and `HEAD`s without a body on keep-alive connections:
+//! the front reads those itself, hands them to the proxy and writes the
+//! answers, in the connection's own task. The first request that is
+//! anything else (a body, an upgrade, `HTTP/1.0`, an unusual target, a
+//! malformed or oversized head) is handed to hyper, with the bytes already
+//! read ([`Replay`]), and hyper serves the connection from there on.
+//!
+//! Why beside hyper's server: its dispatcher, its service call and the
+//! boxed future each request becomes were about a quarter of the user-space
+//! work of a session read, for requests that need none of what they do.
+//!
+//! What the front takes is a strict subset of what hyper takes, read by the
+//! same parser (httparse, same settings), so a request is either read here
+//! exactly as hyper would read it or reaches hyper untouched; and since no
+//! request with any body framing is taken ([`request`]), the front never
+//! decides where a request ends beyond its head. Requests may be pipelined:
+//! they are answered in order, one at a time.
+//!
+//! Limits and timeouts are the server's: `server.max_header_bytes` and
+//! `server.max_headers` (a head over them goes to hyper, which refuses it
+//! with `431`), and the connection's idle watchdog, which sees each request
+//! as in flight from its complete head to the end of its response.
+
+mod replay;
+mod request;
+mod response;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue, STRICT_TRANSPORT_SECURITY};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::drain::DrainWatch;
+use crate::proxy::{Peer, Proxy};
+
+pub use replay::Replay;
+pub use request::Limits;
+
+use request::{Head, Parsed};
+
+/// Initial size of a connection's read and write buffers (hyper's too).
+const BUFFER_SIZE: usize = 8 * 1024;
+/// Least free room in the read buffer before a read.
+const MIN_READ_ROOM: usize = 1024;
+
+/// What the front needs of a connection.
+pub struct Front {
+    pub proxy: Arc<Proxy>,
+    pub peer: Arc<Peer>,
+    /// `Strict-Transport-Security` for every response (TLS connections).
+    pub hsts: Option<HeaderValue>,
+    pub limits: Limits,
+}
+
+/// How the front's part of a connection ended.
+pub enum Ended {
+    /// The connection is done: closed by either side, or failed.
+    Closed,
+    /// hyper is to serve the rest; these are the bytes read and not served.
+    HandOver(Bytes),
+}
+
+/// Serves requests on `stream` until it closes, the drain has started at
+/// the end of a request, or a request is hyper's. (A connection waiting
+/// for a request when the drain starts is closed by its guard, in
+/// [`crate::server`].)
+pub async fn serve<S>(stream: &mut S, front: &Front, drain: &DrainWatch) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut read = BytesMut::with_capacity(BUFFER_SIZE);
+    let mut out = Vec::with_capacity(BUFFER_SIZE);
+    let mut spare = None;
+    loop {
+        let head = match next_head(stream, &mut read, front.limits, drain, &mut spare).await {
+            Next::Head(head) => head,
+            Next::Hyper => return Ended::HandOver(read.freeze()),
+            Next::Closed => return Ended::Closed,
+        };
+        let Head {
+            request,
+            head_only,
+            keep_alive,
+        } = head;
+        let keep_alive = keep_alive && !drain.has_started();
+        let busy = front.peer.activity.busy();
+        let mut response = front.proxy.handle(request, &front.peer).await;
+        if let Some(hsts) = &front.hsts {
+            response
+                .headers_mut()
+                .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        let written = response::write(
+            stream, &mut out, &mut spare, response, head_only, keep_alive,
+        )
+        .await;
+        drop(busy);
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = stream.shutdown().await;
+                return Ended::Closed;
+            }
+            Err(error) => {
+                tracing::debug!(peer = %front.peer.addr, %error, "writing a response failed; connection closed");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+// As `Parsed`: no box per request.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Head(Head),
+    Hyper,
+    Closed,
+}
+
+/// Reads until `read` starts with a whole request head, and takes it if it
+/// is the front's.
+async fn next_head<S>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    limits: Limits,
+    drain: &DrainWatch,
+    spare: &mut Option<HeaderMap>,
+) -> Next
+where
+    S: AsyncRead + Unpin,
+{
+    if read.is_empty() && drain.has_started() {
+        return Next::Closed;
+    }
+    loop {
+        if !read.is_empty() {
+            match request::parse(read, limits, spare) {
+                Parsed::Taken(head) => return Next::Head(head),
+                Parsed::Hyper => return Next::Hyper,
+                // Still no end of head within the limit: hyper refuses it.
+                Parsed::Partial if read.len() >= limits.max_head_bytes => return Next::Hyper,
+                Parsed::Partial => {}
+            }
+        }
+        if read.capacity() - read.len() < MIN_READ_ROOM {
+            // Reuses the buffer in place once the last request's header
+            // values, which share it, are gone.
+            read.reserve(BUFFER_SIZE);
+        }
+        match stream.read_buf(read).await {
+            Ok(0) | Err(_) => return Next::Closed,
+            Ok(_) => {}
+        }
+    }
+}

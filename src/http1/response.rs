@@ -1,0 +1,368 @@
+//! Responses the front writes: the status line and headers in one buffer,
+//! framed as hyper's server frames them, with the first body bytes in the
+//! same `write` when they are already there.
+//!
+//! Framing: no body after `HEAD`, `204` and `304` (their `Content-Length`,
+//! if any, passes through for `HEAD` and `304`, where it describes the
+//! resource); otherwise the body's exact length, else the `Content-Length`
+//! it came with, else chunked. A body that ends short of its length, yields
+//! more than it, or fails, closes the connection: the client sees a
+//! truncated response, never a response that runs into the next one.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::body::{self, ProxyBody};
+use crate::calendar;
+
+/// Body frames up to this size are copied behind the head and go out in
+/// the same `write`; larger ones are written on their own.
+const COPY_AT_MOST: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `response` to the client. `out` is the connection's write
+/// buffer, reused from response to response; the response's header map,
+/// emptied, goes to `spare` for the next request. Returns whether the
+/// connection can carry another request: `keep_alive`, unless the body
+/// could not be sent whole.
+pub async fn write<S>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    spare: &mut Option<HeaderMap>,
+    response: Response<ProxyBody>,
+    head_only: bool,
+    keep_alive: bool,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
+    let (mut parts, mut body) = response.into_parts();
+    if parts.status.is_informational() {
+        // The proxy answers an upstream 1xx with an error before it gets
+        // here; should one come anyway, hyper's server would answer 500.
+        tracing::error!(status = %parts.status, "interim status as a final response; answering 500");
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        parts.headers.clear();
+        body = body::full(Bytes::new());
+    }
+    let status = parts.status;
+    let framing =
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::None
+        } else if let Some(length) = body.size_hint().exact() {
+            Framing::Length(length)
+        } else if let Some(length) = declared_length(&parts.headers) {
+            Framing::Length(length)
+        } else {
+            Framing::Chunked
+        };
+
+    out.clear();
+    encode_head(out, status, &parts.headers, framing, keep_alive);
+    parts.headers.clear();
+    *spare = Some(parts.headers);
+    if framing == Framing::None {
+        drop(body);
+        flush(stream, out).await?;
+        stream.flush().await?;
+        return Ok(keep_alive);
+    }
+
+    let mut body = pin!(body);
+    let mut sent: u64 = 0;
+    loop {
+        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing more yet: what is ready goes out meanwhile.
+                flush(stream, out).await?;
+                body.as_mut().frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                // Empty frames, and trailers, which HTTP/1 clients did not
+                // ask for.
+                _ => continue,
+            },
+            Some(Err(error)) => {
+                tracing::debug!(%error, "response body failed; closing the connection");
+                let _ = flush(stream, out).await;
+                return Ok(false);
+            }
+        };
+        sent = sent.saturating_add(data.len() as u64);
+        match framing {
+            Framing::Length(length) if sent > length => {
+                tracing::warn!(
+                    length,
+                    "response body longer than its length; closing the connection"
+                );
+                let _ = flush(stream, out).await;
+                return Ok(false);
+            }
+            Framing::Chunked => {
+                push_number(out, data.len() as u64, 16);
+                out.extend_from_slice(b"\r\n");
+                push_data(stream, out, data).await?;
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => push_data(stream, out, data).await?,
+        }
+    }
+    let whole = match framing {
+        Framing::Length(length) => sent == length,
+        Framing::Chunked => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            true
+        }
+        Framing::None => true,
+    };
+    flush(stream, out).await?;
+    // A TLS stream may hold the last record back until flushed.
+    stream.flush().await?;
+    if !whole {
+        tracing::debug!("response body ended short of its length; closing the connection");
+    }
+    Ok(keep_alive && whole)
+}
+
+/// The status line and headers, then the framing, `Date` (when the
+/// response has none) and `Connection: close` (when the connection ends
+/// after it), and the blank line.
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // A `HEAD` or `304` response's length describes the resource.
+    let keeps_length = framing == Framing::None && status != StatusCode::NO_CONTENT;
+    let mut dated = false;
+    for (name, value) in headers {
+        match *name {
+            header::CONTENT_LENGTH if !keeps_length => continue,
+            // The framing and the connection are this hop's to say.
+            header::TRANSFER_ENCODING | header::CONNECTION => continue,
+            header::DATE => dated = true,
+            _ => {}
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            push_number(out, length, 10);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None => {}
+    }
+    if !dated {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if let Some(date) = calendar::imf_fixdate(now) {
+            out.extend_from_slice(b"date: ");
+            out.extend_from_slice(&date);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `number` in `base` (10 or 16, lowercase): the formatter's
+/// machinery costs more than the rest of a small response head.
+fn push_number(out: &mut Vec<u8>, mut number: u64, base: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(number % base) as usize];
+        number /= base;
+        if number == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The `Content-Length` a response came with: one valid value, or several
+/// equal ones. `None` otherwise (the body is then chunked).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().ok()?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let this: u64 = text.parse().ok()?;
+        if length.is_some_and(|earlier| earlier != this) {
+            return None;
+        }
+        length = Some(this);
+    }
+    length
+}
+
+/// Queues `data` behind what `out` holds, or writes both when it is large.
+async fn push_data<S>(stream: &mut S, out: &mut Vec<u8>, data: Bytes) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if data.len() <= COPY_AT_MOST {
+        out.extend_from_slice(&data);
+        return Ok(());
+    }
+    flush(stream, out).await?;
+    stream.write_all(&data).await
+}
+
+async fn flush<S>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn head(status: u16, headers: &[(&str, &str)], framing: Framing, keep_alive: bool) -> String {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        encode_head(&mut out, status, &map, framing, keep_alive);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_framing_is_the_fronts_own() {
+        let text = head(
+            200,
+            &[
+                ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+                ("connection", "keep-alive"),
+                ("x-a", "1"),
+            ],
+            Framing::Length(5),
+            true,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
+        );
+        let text = head(502, &[("date", "x")], Framing::Chunked, false);
+        assert_eq!(
+            text,
+            "HTTP/1.1 502 Bad Gateway\r\ndate: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_bodyless_response_keeps_the_length_it_describes() {
+        let text = head(
+            200,
+            &[("date", "x"), ("content-length", "42")],
+            Framing::None,
+            true,
+        );
+        assert!(text.contains("content-length: 42\r\n"), "{text}");
+        let text = head(
+            204,
+            &[("date", "x"), ("content-length", "42")],
+            Framing::None,
+            true,
+        );
+        assert!(!text.contains("content-length"), "{text}");
+    }
+
+    #[test]
+    fn a_response_without_a_date_gets_one() {
+        let text = head(200, &[], Framing::Length(0), true);
+        let date = text
+            .lines()
+            .find_map(|line| line.strip_prefix("date: "))
+            .expect("no date");
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT"), "{date}");
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        for (number, decimal, hex) in [
+            (0, "0", "0"),
+            (9, "9", "9"),
+            (10, "10", "a"),
+            (255, "255", "ff"),
+            (16 * 1024, "16384", "4000"),
+            (u64::MAX, "18446744073709551615", "ffffffffffffffff"),
+        ] {
+            let mut out = Vec::new();
+            push_number(&mut out, number, 10);
+            assert_eq!(out, decimal.as_bytes());
+            out.clear();
+            push_number(&mut out, number, 16);
+            assert_eq!(out, hex.as_bytes());
+        }
+    }
+
+    #[test]
+    fn declared_lengths_must_agree() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(declared_length(&headers), None);
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(declared_length(&headers), Some(12));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(declared_length(&headers), Some(12));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("13"));
+        assert_eq!(declared_length(&headers), None);
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("+12"));
+        assert_eq!(declared_length(&headers), None);
+    }
+}
