@@ -22,6 +22,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
@@ -155,7 +156,7 @@ impl Upstream {
                 future: simple.send(simple::Head::encode(&request)),
             },
             _ => Exchange::Pooled {
-                future: Box::pin(self.pool.send(request)),
+                future: Box::pin(self.pool.send(chunk_unsized_body(request))),
             },
         };
         // From the coarse clock (no clock read per request): the timeout
@@ -169,6 +170,23 @@ impl Upstream {
             limit: self.response_timeout,
         }
     }
+}
+
+/// hyper's client sends no body at all for a `GET`, `HEAD` or `CONNECT`
+/// whose body length it does not know (it assumes there is none). A client
+/// that sent such a body chunked has it forwarded chunked.
+fn chunk_unsized_body(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let body = request.body();
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !request.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        request.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    request
 }
 
 type SimpleResult = Result<Response<SimpleBody>, PoolError>;

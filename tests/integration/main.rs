@@ -11,6 +11,7 @@ mod test_server;
 
 mod binary;
 mod failures;
+mod front;
 mod http2_floods;
 mod protocol;
 mod redis;
