@@ -466,7 +466,9 @@ where
     let mut connection = pin!(connection);
     tokio::select! {
         ended = connection.as_mut() => return ended,
-        () = drain.started() => graceful_shutdown(connection.as_mut()),
+        // Polled when the drain wakes it, not on each of the connection's
+        // wake-ups.
+        () = WhenWoken::new(drain.started()) => graceful_shutdown(connection.as_mut()),
     }
     connection.await
 }
