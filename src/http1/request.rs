@@ -156,8 +156,10 @@ fn build(
     let uri = Uri::from_maybe_shared(span(target)).ok()?;
     headers.reserve(fields.len() + ADDED_HEADERS);
     for field in fields {
-        let name = HeaderName::from_bytes(&span(field.name)).ok()?;
-        // httparse has checked the value's bytes, as for hyper's requests.
+        let (start, end) = field.name;
+        let name = HeaderName::from_bytes(&head[start as usize..end as usize]).ok()?;
+        // httparse has checked the bytes already; the `http` crate checks
+        // them again (its unchecked constructor is `unsafe`).
         let value = HeaderValue::from_maybe_shared(span(field.value)).ok()?;
         headers.append(name, value);
     }

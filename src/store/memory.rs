@@ -14,6 +14,7 @@
 //! task sweeps expired sessions so memory is freed without requests.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -43,7 +44,39 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<SessionId, Entry>;
+type Shard = HashMap<SessionId, Entry, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a session id by its first eight bytes. Safe from hash flooding
+/// without a keyed hash: every id in the store, and every id looked up,
+/// was made by the proxy from 256 random bits (a client's id is used only
+/// once its signature verified), so no one can choose ids that collide.
+/// One multiplication instead of SipHash over the whole id, on every
+/// request with a session.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let head = bytes.len().min(8);
+        word[..head].copy_from_slice(&bytes[..head]);
+        // The product carries every input bit into its top half (the
+        // map's probe tags and the shard come from there); folding the top
+        // half down does the same for the low bits (the map's buckets),
+        // which alone would depend on the first byte or two only.
+        let mixed = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = mixed ^ (mixed >> 32);
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        // `str`'s hash ends with a 0xff marker; it adds nothing here.
+        self.0 ^= u64::from(byte);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
@@ -95,12 +128,12 @@ impl MemoryStore {
 
 impl Inner {
     fn shard(&self, id: &str) -> &Mutex<Shard> {
-        // FNV-1a over the id: ids are random, so this spreads them evenly.
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let mut hasher = IdHasher::default();
+        hasher.write(id.as_bytes());
+        // The top bits: the map inside the shard starts from the low ones.
         // The shard count is a power of two.
-        &self.shards[(hash as usize) & (self.shards.len() - 1)]
+        let index = (hasher.finish() >> 32) as usize & (self.shards.len() - 1);
+        &self.shards[index]
     }
 
     fn sweep(&self) -> usize {
@@ -269,6 +302,23 @@ mod tests {
     }
 
     conformance::suite!(store);
+
+    #[test]
+    fn ids_spread_over_shards_buckets_and_probe_tags() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let hashes: Vec<u64> = (0..4096)
+            .map(|_| BuildHasherDefault::<IdHasher>::default().hash_one(SessionId::generate()))
+            .collect();
+        let distinct: HashSet<_> = hashes.iter().collect();
+        assert_eq!(distinct.len(), hashes.len(), "colliding hashes");
+        let shards: HashSet<_> = hashes.iter().map(|h| (h >> 32) & 63).collect();
+        assert_eq!(shards.len(), 64, "shards left empty");
+        let buckets: HashSet<_> = hashes.iter().map(|h| h & 1023).collect();
+        assert!(buckets.len() > 900, "low bits: {} of 1024", buckets.len());
+        let tags: HashSet<_> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(tags.len(), 128, "top bits unused");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn expired_sessions_are_swept_without_any_request() {
