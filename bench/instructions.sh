@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Instructions per request: Cloakroom under callgrind, a fixed number of
-# requests per scenario. Counts user-space instructions only, and is
-# repeatable whatever else the machine is doing, so it shows what a change
-# to the request path costs even on a busy machine (bench/run.sh measures
-# time and needs a quiet one).
+# Instructions per request: Cloakroom under callgrind, driven by wrk
+# (HTTP/1.1 keep-alive, 8 connections) for a few seconds per scenario.
+# Counts user-space instructions only, and is repeatable whatever else the
+# machine is doing, so it shows what a change to the request path costs even
+# on a busy machine (bench/run.sh measures time and needs a quiet one).
 #
-#   bench/instructions.sh            # N=4000 requests per scenario
-#   N=10000 bench/instructions.sh
+#   bench/instructions.sh                # SECONDS_EACH=3 per scenario
+#   SECONDS_EACH=10 bench/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${N:-4000}
+SECONDS_EACH=${SECONDS_EACH:-3}
 UPSTREAM=127.0.0.1:3900
 PROXY=127.0.0.1:3901
 work=$(mktemp -d)
@@ -24,7 +24,7 @@ trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need valgrind valgrind
-need ab apache2-utils
+need wrk wrk
 
 wait_port() {
     for _ in $(seq 1 200); do
@@ -53,25 +53,26 @@ instructions() {
     callgrind_control -e "${pids[1]}" 2>/dev/null | awk '/^ *Th / { gsub(/,/, "", $3); sum += $3 } END { print sum + 0 }'
 }
 
-measure() { # name, then ab arguments
-    local name=$1
-    shift
-    ab -q -k -c 8 -n 200 "$@" >/dev/null 2>&1 # warm-up
+measure() { # name, path, cookie
+    local name=$1 path=$2 cookie=$3
+    BENCH_COOKIE=$cookie wrk -t 1 -c 8 -d 1 -s bench/measure.lua "http://$PROXY$path" >/dev/null 2>&1 # warm-up
     callgrind_control -i on "${pids[1]}" >/dev/null
     callgrind_control -z "${pids[1]}" >/dev/null
     local before after
     before=$(instructions)
-    ab -q -k -c 8 -n "$N" "$@" >"$work/ab.txt" 2>&1
+    BENCH_COOKIE=$cookie wrk -t 1 -c 8 -d "$SECONDS_EACH" -s bench/measure.lua "http://$PROXY$path" >"$work/wrk.txt" 2>&1
     after=$(instructions)
-    local failed
-    failed=$(awk '/^Failed requests/ { print $3 }' "$work/ab.txt")
-    printf '| %s | %s | %s |\n' "$name" "$(((after - before) / N))" "${failed:-?}"
+    local requests errors
+    requests=$(sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' "$work/wrk.txt")
+    errors=$(sed -n 's/^BENCH .*socket_errors=\([0-9]*\) status_errors=\([0-9]*\).*/\1 + \2/p' "$work/wrk.txt")
+    [[ -n $requests && $requests -gt 0 ]] || { echo "wrk made no requests for $name" >&2; exit 1; }
+    printf '| %s | %s | %s | %s |\n' "$name" "$requests" "$(((after - before) / requests))" "$((${errors:-0}))"
 }
 
-echo "Instructions per request (user space, callgrind), $N requests per scenario, ab -k -c 8"
+echo "Instructions per request (user space, callgrind), wrk -t 1 -c 8 for ${SECONDS_EACH}s per scenario"
 echo
-echo "| scenario | instructions per request | failed |"
-echo "|---|---:|---:|"
-measure anonymous "http://$PROXY/"
-measure session-read -H "Cookie: $cookie" "http://$PROXY/"
-measure session-write -H "Cookie: $cookie" "http://$PROXY/write"
+echo "| scenario | requests | instructions per request | errors |"
+echo "|---|---:|---:|---:|"
+measure anonymous / ""
+measure session-read / "$cookie"
+measure session-write /write "$cookie"
