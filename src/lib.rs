@@ -11,7 +11,9 @@
 //!   ([`drain`]); [`http1`]: the HTTP/1 front, which serves body-less
 //!   `GET`s and `HEAD`s itself and hands anything else to hyper;
 //!   [`watchdog`]: closes idle and slow-head HTTP/1 connections;
-//!   [`woken`]: polls such a guard only when it asked to be.
+//!   [`woken`]: polls such a guard only when it asked to be;
+//!   `write_through`: the write side of stream wrappers that only read
+//!   differently.
 //! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
 //!   client configuration for an `https://` upstream;
 //!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
@@ -79,6 +81,7 @@ pub mod upstream;
 pub mod watchdog;
 pub mod woken;
 pub mod workers;
+mod write_through;
 
 pub use error::Error;
 pub use server::{build_store, run, run_with, Options};
