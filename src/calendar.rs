@@ -1,7 +1,8 @@
 //! Proleptic Gregorian dates from and to days since 1970-01-01 (Howard
 //! Hinnant's algorithms), for the few places that print or parse UTC dates
 //! themselves: connect-redis records' `cookie.expires`, certificate expiry,
-//! cookies' `Expires` and the `Date` of responses. Pure integer arithmetic, no time-zone data.
+//! cookies' `Expires` and the `Date` of responses. Pure integer arithmetic,
+//! no time-zone data.
 
 use std::time::Duration;
 

@@ -14,8 +14,9 @@
 //! A request counts as in flight from the moment hyper hands it to the
 //! proxy until its response body is finished or dropped ([`InFlight`] is
 //! held by [`Tracked`], the body hyper writes); on the HTTP/1 front, from
-//! its complete head to the end of its response ([`Busy`]). A slow upload or a long
-//! download is never idle; their stalls are `server.body_idle_timeout`'s.
+//! its complete head to the end of its response ([`Busy`]). A slow upload
+//! or a long download is never idle; their stalls are
+//! `server.body_idle_timeout`'s.
 //!
 //! [`Peer`]: crate::proxy::Peer
 
