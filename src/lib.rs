@@ -12,6 +12,7 @@
 //!   `GET`s and `HEAD`s itself and hands anything else to hyper;
 //!   [`watchdog`]: closes idle and slow-head HTTP/1 connections;
 //!   [`woken`]: polls such a guard only when it asked to be;
+//!   [`send_stall`]: cuts off a client that stops reading;
 //!   `write_through`: the write side of stream wrappers that only read
 //!   differently.
 //! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
@@ -70,6 +71,7 @@ pub mod path;
 pub mod proxy;
 pub mod redirect;
 pub mod routes;
+pub mod send_stall;
 pub mod server;
 pub mod session;
 pub mod session_cookie;

@@ -43,6 +43,7 @@ use crate::drain::{Drain, DrainWatch};
 use crate::error::Error;
 use crate::http1::{self, Ended, Front, Replay};
 use crate::proxy::{Peer, Proxy};
+use crate::send_stall::SendStall;
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::first_bytes::FirstBytes;
 use crate::tls::{self, Certificates};
@@ -269,6 +270,7 @@ async fn serve(
             drain: drain.clone(),
             hsts: config.hsts.clone(),
             idle_limit: config.header_read_timeout,
+            send_limit: config.body_idle_timeout,
         };
         let first_bytes_timeout = config.header_read_timeout;
         let handshake = acceptor.clone().map(|acceptor| {
@@ -356,6 +358,9 @@ struct Connection {
     hsts: Option<HeaderValue>,
     /// `server.header_read_timeout`, enforced on HTTP/1 by the watchdog.
     idle_limit: Duration,
+    /// `server.body_idle_timeout`: how long a write to a client that reads
+    /// nothing may wait ([`SendStall`]).
+    send_limit: Duration,
 }
 
 impl Connection {
@@ -376,7 +381,9 @@ impl Connection {
             drain,
             hsts,
             idle_limit,
+            send_limit,
         } = self;
+        let stream = SendStall::new(stream, send_limit);
         // Made on the worker that runs the connection: its drain channel.
         let mut hyper_drain = drain.watch();
         // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797

@@ -269,6 +269,44 @@ async fn an_8_mib_streamed_response_body_reaches_the_client_whole() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_cut_off() {
+    // Far more than the sockets between the proxy and the client can hold.
+    let size = 512 * 1024 * 1024;
+    let upstream = start_streaming_upstream(size).await;
+    let proxy = Proxy::start_with(&format!(
+        "upstream.url = \"{upstream}\"\nsession.secrets = [\"{SECRET}\"]\n\
+         server.body_idle_timeout = \"500ms\"\n"
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Reads nothing for six times the limit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = 0;
+    let mut buffer = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(HANG, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the proxy still sends to a client that stopped reading"
+    );
+    assert!(
+        received < size,
+        "the whole body arrived: the proxy waited for the client"
+    );
+}
+
+#[tokio::test]
 async fn a_stalled_request_body_is_cut_off() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "[server]\nbody_idle_timeout = \"500ms\"\n").await;
