@@ -27,6 +27,8 @@ use crate::calendar;
 /// Body frames up to this size are copied behind the head and go out in
 /// the same `write`; larger ones are written on their own.
 const COPY_AT_MOST: usize = 16 * 1024;
+/// Queued bytes that are written out even while the body has more ready.
+const FLUSH_AT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -84,6 +86,26 @@ where
         return Ok(keep_alive);
     }
 
+    let whole = send_body(stream, out, body, framing).await?;
+    Ok(keep_alive && whole)
+}
+
+/// Sends `body` behind the head in `out`, framed by `framing` (not
+/// [`Framing::None`]). What is ready is queued and goes out when the body
+/// has nothing more for now, or once `FLUSH_AT` bytes are queued, so a body
+/// is never held whole however fast it arrives. `Ok(false)`: the body was
+/// not sent whole, and the connection must close.
+async fn send_body<S, B>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    body: B,
+    framing: Framing,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
     let mut body = pin!(body);
     let mut sent: u64 = 0;
     loop {
@@ -127,6 +149,9 @@ where
             }
             _ => push_data(stream, out, data).await?,
         }
+        if out.len() >= FLUSH_AT {
+            flush(stream, out).await?;
+        }
     }
     let whole = match framing {
         Framing::Length(length) => sent == length,
@@ -142,7 +167,7 @@ where
     if !whole {
         tracing::debug!("response body ended short of its length; closing the connection");
     }
-    Ok(keep_alive && whole)
+    Ok(whole)
 }
 
 /// The status line and headers, then the framing, `Date` (when the
@@ -330,6 +355,101 @@ mod tests {
             .expect("no date");
         assert_eq!(date.len(), 29, "{date}");
         assert!(date.ends_with(" GMT"), "{date}");
+    }
+
+    /// A body that always has `left` more frames of `size` bytes ready.
+    struct AlwaysReady {
+        left: usize,
+        size: usize,
+    }
+
+    impl Body for AlwaysReady {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            self.left -= 1;
+            let frame = Bytes::from(vec![b'x'; self.size]);
+            Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+        }
+    }
+
+    /// Records the size of every write it is handed.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<usize>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.push(buf.len());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_always_ready_is_streamed_not_held_whole() {
+        let frames = 1024;
+        let size = 8 * 1024;
+        let total = frames * size;
+        for framing in [Framing::Length(total as u64), Framing::Chunked] {
+            let mut stream = Recorder::default();
+            let mut out = Vec::new();
+            let body = AlwaysReady { left: frames, size };
+            let whole = send_body(&mut stream, &mut out, body, framing)
+                .await
+                .unwrap();
+            assert!(whole, "{framing:?}");
+            let written: usize = stream.writes.iter().sum();
+            assert!(written >= total, "{framing:?}: {written} of {total} bytes");
+            let largest = stream.writes.iter().max().copied().unwrap_or(0);
+            assert!(
+                largest < FLUSH_AT + COPY_AT_MOST,
+                "{framing:?}: one write of {largest} bytes"
+            );
+            assert!(
+                out.capacity() < 2 * (FLUSH_AT + COPY_AT_MOST),
+                "{framing:?}: a buffer of {} bytes",
+                out.capacity()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_its_length_closes_the_connection() {
+        let mut stream = Recorder::default();
+        let mut out = Vec::new();
+        let body = AlwaysReady { left: 3, size: 10 };
+        let whole = send_body(&mut stream, &mut out, body, Framing::Length(25))
+            .await
+            .unwrap();
+        assert!(!whole);
+        let short = AlwaysReady { left: 2, size: 10 };
+        let whole = send_body(&mut stream, &mut out, short, Framing::Length(25))
+            .await
+            .unwrap();
+        assert!(!whole);
     }
 
     #[test]
