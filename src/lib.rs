@@ -58,32 +58,18 @@
 
 #![forbid(unsafe_code)]
 
-pub mod body;
-pub mod calendar;
 pub mod cli;
-pub mod coarse_clock;
 pub mod config;
-pub mod drain;
-pub mod error;
-pub mod headers;
-pub mod http1;
-pub mod path;
+pub mod domain;
+pub mod edge;
 pub mod proxy;
-pub mod redirect;
-pub mod routes;
-pub mod send_stall;
-pub mod server;
-pub mod session;
-pub mod session_cookie;
-pub mod session_headers;
-pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod upstream;
-pub mod watchdog;
-pub mod woken;
-pub mod workers;
-mod write_through;
+pub mod util;
 
-pub use error::Error;
-pub use server::{build_store, run, run_with, Options};
+pub use edge::error::Error;
+pub use edge::{build_store, run, run_with, Options};
+// Seams for tests and tools that sign or read session cookies by hand.
+pub use domain::cookie::signing::Signer;
+pub use domain::session::SessionId;

@@ -5,7 +5,7 @@ use http::Uri;
 
 use super::raw::RawConfig;
 use super::{AuthConfig, Checker, Deny, ProtectRule};
-use crate::path;
+use crate::domain::path;
 
 pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
     let a = &raw.auth;
@@ -74,7 +74,7 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
     let login_path = a.login_url.split(['?', '#']).next().unwrap_or_default();
     if login_is_path {
         if let Ok(login) = path::canonicalize(login_path) {
-            if crate::routes::Routes::new(&protect, a.case_sensitive)
+            if crate::domain::routes::Routes::new(&protect, a.case_sensitive)
                 .rule_for(&login)
                 .is_some()
             {

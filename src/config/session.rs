@@ -9,7 +9,7 @@ use super::raw::{RawConfig, RawSecure};
 use super::{
     secrets, Checker, CookieConfig, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
 };
-use crate::headers;
+use crate::domain::headers;
 
 pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieConfig {
     let c = &raw.cookie;

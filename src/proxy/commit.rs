@@ -15,9 +15,9 @@ use serde_json::Map;
 
 use super::{Current, Proxy};
 use crate::config::Config;
-use crate::error::ProxyError;
-use crate::session::ops::{self, SessionOp};
-use crate::session::SessionId;
+use crate::domain::session::ops::{self, SessionOp};
+use crate::domain::session::SessionId;
+use crate::proxy::error::ProxyError;
 use crate::store::{Commit, Committed, SessionStore, StoreError};
 
 /// The session settings the commit phase follows.

@@ -18,6 +18,7 @@
 //! [`Proxy::serve`] is the inner one that uses `?`.
 
 mod commit;
+pub mod error;
 mod upgrade;
 
 use std::borrow::Cow;
@@ -27,28 +28,25 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{self, ClientBody, IdleTimeout, ProxyBody};
 use crate::config::{Config, Secure};
-use crate::error::{Fault, ProxyError};
-use crate::headers::{self, Scrubber};
-use crate::path;
-use crate::routes::{self, Denial, Routes};
-use crate::session::{SessionData, SessionId};
-use crate::session_cookie::SessionCookie;
-use crate::session_headers::SessionHeaders;
-use crate::signing::Signer;
+use crate::domain::cookie::signing::Signer;
+use crate::domain::cookie::SessionCookie;
+use crate::domain::headers::{self, Scrubber};
+use crate::domain::path;
+use crate::domain::routes::{self, Denial, Routes};
+use crate::domain::session::{SessionData, SessionId};
+use crate::domain::session_headers::SessionHeaders;
+use crate::proxy::error::{Fault, ProxyError};
 use crate::store::{AnyStore, SessionStore};
 use crate::upstream::{self, Forwarding, Upstream};
-use crate::watchdog::Activity;
+use crate::util::body::{self, ClientBody, IdleTimeout, ProxyBody};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
 
-/// What the proxy knows about the client connection, made once per
-/// connection and shared (`Arc`) by its requests.
+/// What the proxy knows of the client connection a request came on.
 #[derive(Debug)]
-pub struct Peer {
+pub struct Client {
     pub addr: IpAddr,
     /// `addr` as an `X-Forwarded-For` value.
     pub addr_header: HeaderValue,
@@ -56,15 +54,24 @@ pub struct Peer {
     pub trusted: bool,
     /// The connection is TLS.
     pub tls: bool,
-    /// The connection's slot under `server.max_connections`, given back
-    /// when the last holder of the `Peer` lets go. Besides the connection
-    /// and its running requests, that can be a WebSocket tunnel, which
-    /// outlives the connection's HTTP serving: only the upgrade path clones
-    /// the `Arc<Peer>` into it, so a plain request pays nothing for this.
-    /// Never read: holding it is the point.
-    _slot: OwnedSemaphorePermit,
-    /// Requests in flight and ended, for the connection's idle watchdog.
-    pub activity: Activity,
+}
+
+impl Client {
+    pub fn new(addr: IpAddr, trusted: bool, tls: bool) -> Self {
+        Self {
+            addr,
+            addr_header: upstream::address_header(addr),
+            trusted,
+            tls,
+        }
+    }
+}
+
+/// A client connection as the edge keeps it: its [`Client`] facts, and
+/// whatever keeps the connection counted. A WebSocket tunnel holds a clone
+/// of it for as long as it runs.
+pub trait ClientConnection: Send + Sync + 'static {
+    fn client(&self) -> &Client;
 }
 
 /// The session a request is served with.
@@ -90,20 +97,6 @@ pub struct Proxy {
     websocket_origins: upgrade::Origins,
 }
 
-impl Peer {
-    /// The peer of a connection that holds `slot`.
-    pub fn new(addr: IpAddr, trusted: bool, tls: bool, slot: OwnedSemaphorePermit) -> Self {
-        Self {
-            addr,
-            addr_header: upstream::address_header(addr),
-            trusted,
-            tls,
-            _slot: slot,
-            activity: Activity::default(),
-        }
-    }
-}
-
 impl Proxy {
     pub fn new(config: &Config, store: AnyStore) -> Self {
         let session_headers = SessionHeaders::new(&config.session);
@@ -126,13 +119,14 @@ impl Proxy {
     }
 
     /// Serves one request; never fails: errors become short responses.
-    pub async fn handle(
+    pub async fn handle<C: ClientConnection>(
         &self,
         request: Request<ClientBody>,
-        peer: &Arc<Peer>,
+        conn: &Arc<C>,
     ) -> Response<ProxyBody> {
         let method = request.method().clone();
-        match self.serve(request, peer).await {
+        let peer = conn.client();
+        match self.serve(request, conn).await {
             Ok(response) => response,
             Err(error) => {
                 match error.fault() {
@@ -149,11 +143,12 @@ impl Proxy {
         }
     }
 
-    async fn serve(
+    async fn serve<C: ClientConnection>(
         &self,
         mut request: Request<ClientBody>,
-        peer: &Arc<Peer>,
+        conn: &Arc<C>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let peer = conn.client();
         let handshake = upgrade::Handshake::take(&mut request);
         let (mut parts, body) = request.into_parts();
 
@@ -265,7 +260,7 @@ impl Proxy {
             parts.headers.append(header::VIA, VIA);
         }
         if let Some(tunnel) = tunnel {
-            tunnel.spawn(peer.clone());
+            tunnel.spawn(conn.clone());
         }
         Ok(Response::from_parts(
             parts,

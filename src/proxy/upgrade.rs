@@ -12,7 +12,7 @@
 //!   `Upgrade: websocket`, and only after the commit phase has written any
 //!   `Set-Session` to the store;
 //! - the tunnel outlives the connection's HTTP serving, so it keeps the
-//!   connection's [`Peer`], and with it the connection's slot under
+//!   connection's handle ([`super::ClientConnection`]), and with it the connection's slot under
 //!   `server.max_connections`, until it closes. The graceful drain waits
 //!   for every slot, so for open tunnels too.
 //!
@@ -34,8 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::Peer;
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 
 /// A tunnel through which nothing moved for this long is closed. WebSocket
 /// peers ping far more often than this; a dead peer without a FIN does not
@@ -104,7 +103,7 @@ impl Tunnel {
     /// either side closes or nothing moves for [`IDLE_TIMEOUT`]. `peer` is
     /// held until then: the connection's slot stays taken while the tunnel
     /// is open.
-    pub(super) fn spawn(self, peer: Arc<Peer>) {
+    pub(super) fn spawn(self, peer: Arc<dyn std::any::Any + Send + Sync>) {
         let idle = IDLE_TIMEOUT;
         tokio::spawn(async move {
             // Dropped when the task ends, however it ends (closed, broken,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::{Commit, Committed, SessionStore, StoreError};
-use crate::session::ops::SessionOp;
-use crate::session::SessionId;
+use crate::domain::session::ops::SessionOp;
+use crate::domain::session::SessionId;
 
 const TTL: Duration = Duration::from_secs(60);
 const MAX: usize = 64 * 1024;

@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Commit, Committed, SessionStore, StoreError};
-use crate::coarse_clock;
-use crate::session::ops::{self, Plan};
-use crate::session::{SessionData, SessionId};
+use crate::domain::session::ops::{self, Plan};
+use crate::domain::session::{SessionData, SessionId};
+use crate::util::coarse_clock;
 
 /// How many entries eviction looks at to choose a victim.
 const EVICTION_SAMPLE: usize = 16;

@@ -2,7 +2,7 @@
 //!
 //! A store knows ids, session data and lifetimes, never HTTP. Every verb is
 //! atomic on its own: [`SessionStore::commit`] applies a whole list of
-//! `Set-Session` operations in one step, using [`crate::session::ops::plan`]
+//! `Set-Session` operations in one step, using [`crate::domain::session::ops::plan`]
 //! for the semantics, so concurrent requests on one session that patch
 //! different keys never lose each other's writes. Expiry is the store's job.
 //!
@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::session::ops::{SessionOp, SetSessionError};
-use crate::session::{SessionData, SessionId};
+use crate::domain::session::ops::{SessionOp, SetSessionError};
+use crate::domain::session::{SessionData, SessionId};
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;

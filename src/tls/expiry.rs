@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::calendar::{civil_from_days, days_from_civil};
+use crate::util::calendar::{civil_from_days, days_from_civil};
 
 const SEQUENCE: u8 = 0x30;
 const UTC_TIME: u8 = 0x17;

@@ -10,7 +10,6 @@
 
 pub mod client;
 mod expiry;
-pub mod first_bytes;
 pub mod reload;
 
 use std::collections::HashMap;

@@ -11,7 +11,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::coarse_clock;
+use crate::util::coarse_clock;
 
 /// One worker's idle connections, each with the time it was put back.
 type List<C> = Mutex<Vec<(C, Instant)>>;
@@ -36,7 +36,7 @@ impl<C> IdleLists<C> {
     }
 
     fn here(&self) -> &List<C> {
-        &self.lists[crate::workers::current() % self.lists.len()]
+        &self.lists[crate::util::worker::current() % self.lists.len()]
     }
 
     /// Keeps `conn` for the calling worker, unless its list is full.

@@ -8,10 +8,10 @@
 //! bodies, WebSocket handshakes, `https://` upstreams). Each keeps its own
 //! idle connections, up to `upstream.pool_max_idle`.
 
+mod direct;
 mod endpoint;
 mod idle;
 mod pool;
-mod simple;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -26,22 +26,22 @@ use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{BodyStalled, ClientBody, IdleTimeout};
 use crate::config::UpstreamConfig;
-use crate::error::ProxyError;
-use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::domain::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::proxy::error::ProxyError;
+use crate::util::body::{BodyStalled, ClientBody, IdleTimeout};
 
 /// Request body type sent upstream: the client's body, with a stall timeout.
 pub type UpstreamBody = IdleTimeout<ClientBody>;
 
+pub use direct::SimpleBody;
 pub use pool::{PoolError, PooledBody};
-pub use simple::SimpleBody;
 
 pub struct Upstream {
     pool: pool::Pool,
     /// Body-less `GET`s and `HEAD`s to a plain-TCP upstream; `None` for an
     /// `https://` upstream, which hyper's client serves whole.
-    simple: Option<simple::SimplePool>,
+    simple: Option<direct::SimplePool>,
     authority_header: HeaderValue,
     response_timeout: Duration,
     preserve_host: bool,
@@ -88,7 +88,7 @@ impl Upstream {
         let (max_idle, idle_timeout) = (config.pool_max_idle, config.pool_idle_timeout);
         let simple = config.tls.is_none().then(|| {
             let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
-            simple::SimplePool::new(endpoint.clone(), idle)
+            direct::SimplePool::new(endpoint.clone(), idle)
         });
         let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
         let pool = pool::Pool::new(endpoint, tls, idle);
@@ -152,8 +152,8 @@ impl Upstream {
         impl Future<Output = PooledResult> + Send + '_,
     > {
         let exchange = match &self.simple {
-            Some(simple) if simple::eligible(&request) => Exchange::Simple {
-                future: simple.send(simple::Head::encode(&request)),
+            Some(simple) if direct::eligible(&request) => Exchange::Simple {
+                future: simple.send(direct::Head::encode(&request)),
             },
             _ => Exchange::Pooled {
                 future: Box::pin(self.pool.send(chunk_unsized_body(request))),
@@ -161,7 +161,7 @@ impl Upstream {
         };
         // From the coarse clock (no clock read per request): the timeout
         // may end up to one tick (20 ms) early.
-        let timed = match crate::coarse_clock::now().checked_add(self.response_timeout) {
+        let timed = match crate::util::coarse_clock::now().checked_add(self.response_timeout) {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange),
             None => tokio::time::timeout(self.response_timeout, exchange),
         };
@@ -257,7 +257,7 @@ pub enum ResponseBody {
 
 impl http_body::Body for ResponseBody {
     type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
+    type Error = crate::util::body::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,

@@ -3,8 +3,8 @@
 //! hygiene both ways, and which cookies make a session.
 
 use cloakroom::config::Secret;
-use cloakroom::session::SessionId;
-use cloakroom::signing::Signer;
+use cloakroom::SessionId;
+use cloakroom::Signer;
 use serde_json::json;
 
 use crate::routes::{raw_request, status};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use cloakroom::config::Secret;
-use cloakroom::session::SessionId;
-use cloakroom::signing::Signer;
+use cloakroom::SessionId;
+use cloakroom::Signer;
 use serde_json::{json, Value};
 
 use crate::support::*;

@@ -1,7 +1,7 @@
 //! The Redis commands the store sends, each under the command timeout, and
 //! the compare-and-set scripts. The scripts only compare bytes and write
 //! what they are given: what a write means is decided in Rust by
-//! [`crate::session::ops::plan`].
+//! [`crate::domain::session::ops::plan`].
 
 use redis::{Script, Value};
 
@@ -67,7 +67,7 @@ pub(super) enum Cas {
 impl RedisStore {
     /// The connection of the calling worker thread.
     pub(super) fn connection(&self) -> Connection {
-        self.connections[crate::workers::current() % self.connections.len()].clone()
+        self.connections[crate::util::worker::current() % self.connections.len()].clone()
     }
 
     /// Runs one Redis request under the command timeout. Every failure is

@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 use super::commands::Cas;
 use super::record;
 use super::{RedisStore, MAX_ATTEMPTS};
-use crate::session::ops::{self, Plan, SessionOp};
-use crate::session::{SessionData, SessionId};
+use crate::domain::session::ops::{self, Plan, SessionOp};
+use crate::domain::session::{SessionData, SessionId};
 use crate::store::{Commit, Committed, StoreError};
 
 /// Stripes of the write queues (a power of two).

@@ -4,7 +4,7 @@
 //! [`record`]).
 //!
 //! # Atomicity: optimistic compare-and-set
-//! [`crate::session::ops::plan`] decides what `Set-Session` does, in Rust;
+//! [`crate::domain::session::ops::plan`] decides what `Set-Session` does, in Rust;
 //! merge patch is never re-implemented in Lua. A commit reads the record,
 //! plans, then runs a small Lua script that writes only if the stored value
 //! is still byte-identical to what was read. When it is not, the script
@@ -51,8 +51,8 @@ use serde_json::{Map, Value as Json};
 
 use super::{Commit, Committed, SessionStore, StoreError};
 use crate::config::RedisConfig;
-use crate::session::ops::{self, Plan};
-use crate::session::{SessionData, SessionId};
+use crate::domain::session::ops::{self, Plan};
+use crate::domain::session::{SessionData, SessionId};
 use commands::Scripts;
 use conn::Connection;
 

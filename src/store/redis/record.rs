@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::session::ops::RESERVED_KEY;
+use crate::domain::session::ops::RESERVED_KEY;
 
-use crate::calendar::{civil_from_days, days_from_civil};
+use crate::util::calendar::{civil_from_days, days_from_civil};
 
 /// The cookie settings written into new records, from `[cookie]`: plain
 /// values, not HTTP types.

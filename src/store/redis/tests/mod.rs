@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::test_server::{external_url, RedisCluster, RedisServer};
 use super::*;
 use crate::config::{Config, StoreConfig};
-use crate::session::ops::SessionOp;
+use crate::domain::session::ops::SessionOp;
 use crate::store::conformance;
 
 /// A store with the server(s) it talks to, stopped when this drops.

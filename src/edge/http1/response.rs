@@ -21,8 +21,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::body::{self, ProxyBody};
-use crate::calendar;
+use crate::util::body::{self, ProxyBody};
+use crate::util::calendar;
 
 /// Body frames up to this size are copied behind the head and go out in
 /// the same `write`; larger ones are written on their own.

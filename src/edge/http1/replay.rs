@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::write_through::write_through;
+use crate::util::write_through::write_through;
 
 pub struct Replay<S> {
     read: Bytes,

@@ -18,7 +18,7 @@
 //! or a long download is never idle; their stalls are
 //! `server.body_idle_timeout`'s.
 //!
-//! [`Peer`]: crate::proxy::Peer
+//! [`Peer`]: crate::edge::peer::Peer
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::proxy::Peer;
+use crate::edge::peer::Peer;
 
 /// Watchdog ticks per timeout: the precision of the closing time.
 const TICKS: u32 = 4;
@@ -46,7 +46,7 @@ pub struct Activity {
 
 impl Activity {
     /// One request in flight for as long as the guard lives: for the
-    /// HTTP/1 front ([`crate::http1`]), which serves its requests in the
+    /// HTTP/1 front ([`crate::edge::http1`]), which serves its requests in the
     /// connection's own future.
     pub fn busy(&self) -> Busy<'_> {
         self.begin();

@@ -1,6 +1,6 @@
 //! [`write_through!`]: `AsyncWrite` for the stream wrappers that change
-//! only how a stream is read ([`crate::tls::first_bytes::FirstBytes`],
-//! [`crate::http1::Replay`]). Every write call goes to the wrapped stream
+//! only how a stream is read ([`crate::edge::first_bytes::FirstBytes`],
+//! [`crate::edge::http1::Replay`]). Every write call goes to the wrapped stream
 //! unchanged, vectored writes included.
 
 /// Implements `tokio::io::AsyncWrite` for `$wrapper<S>` by handing every

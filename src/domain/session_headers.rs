@@ -16,9 +16,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::config::SessionConfig;
-use crate::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
-use crate::session::ascii_json;
-use crate::session::{SessionData, SessionId};
+use crate::domain::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
+use crate::domain::session::ascii_json;
+use crate::domain::session::{SessionData, SessionId};
 
 /// Marks an encoded (non-plain) per-field value.
 pub const ENCODED_PREFIX: &str = "json:";

@@ -8,8 +8,6 @@
 
 use tokio::sync::watch;
 
-use crate::workers;
-
 /// Starts the drain; held by the accept loop.
 pub struct Drain {
     per_worker: Vec<watch::Sender<bool>>,
@@ -34,7 +32,7 @@ impl Drain {
     /// A watch on the calling worker's channel. Call it from the worker
     /// that runs the connection.
     pub fn watch(&self) -> DrainWatch {
-        let index = workers::current() % self.per_worker.len();
+        let index = crate::util::worker::current() % self.per_worker.len();
         DrainWatch {
             receiver: self.per_worker[index].subscribe(),
             seen: false,

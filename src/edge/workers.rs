@@ -6,14 +6,13 @@
 //! then all live on one thread. Nothing migrates between threads, a wake-up
 //! never needs another core, and no work-stealing queue is touched per
 //! request; the way nginx runs one event loop per worker process. The
-//! upstream pool keeps one idle list per worker ([`current`]) so a request
+//! upstream pool keeps one idle list per worker ([`crate::util::worker::current`]) so a request
 //! reuses connections driven by its own thread.
 //!
 //! Shared state (the store, the certificates, the proxy's configuration) is
 //! behind `Arc`s and locks that are never held across an `.await`, so it is
 //! safe from any worker.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,15 +21,6 @@ use tokio::sync::mpsc;
 
 /// A connection's whole life, to be run on a worker.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the worker running the caller (0 outside the workers).
-pub fn current() -> usize {
-    WORKER.with(Cell::get)
-}
 
 /// The worker threads. Dropping this stops them and drops the jobs still
 /// running, with every task they spawned (a WebSocket tunnel, say): drop it
@@ -53,7 +43,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("cloakroom-worker-{index}"))
                 .spawn(move || {
-                    WORKER.with(|w| w.set(index));
+                    crate::util::worker::set_current(index);
                     runtime.block_on(run_jobs(receiver));
                 })?;
             senders.push(sender);

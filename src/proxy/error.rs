@@ -9,10 +9,10 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use thiserror::Error;
 
-use crate::body::{self, ProxyBody};
-use crate::path::PathError;
-use crate::session::ops::SetSessionError;
+use crate::domain::path::PathError;
+use crate::domain::session::ops::SetSessionError;
 use crate::store::StoreError;
+use crate::util::body::{self, ProxyBody};
 
 /// Who caused a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,17 +120,4 @@ impl ProxyError {
         }
         response
     }
-}
-
-/// Errors that stop the proxy from starting or serving.
-#[derive(Debug, Error)]
-pub enum Error {
-    #[error("cannot use the listener: {0}")]
-    Listener(#[source] std::io::Error),
-    /// The session store is unreachable or refuses us at start-up.
-    #[error(transparent)]
-    StoreUnavailable(#[from] crate::store::redis::ConnectError),
-    /// rustls refused the listener's TLS settings.
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[source] rustls::Error),
 }

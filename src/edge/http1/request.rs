@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
-use crate::body::ClientBody;
+use crate::util::body::ClientBody;
 
 /// Most headers parsed here; a request with more goes to hyper, which
 /// applies `server.max_headers` itself.

@@ -26,7 +26,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
 
 /// What a client sends: hyper's streamed body, or none at all for the
-/// body-less requests the HTTP/1 front reads itself ([`crate::http1`]).
+/// body-less requests the HTTP/1 front reads itself ([`crate::edge::http1`]).
 pub enum ClientBody {
     Streamed(Incoming),
     Empty,

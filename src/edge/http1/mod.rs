@@ -32,8 +32,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::drain::DrainWatch;
-use crate::proxy::{Peer, Proxy};
+use crate::edge::drain::DrainWatch;
+use crate::edge::peer::Peer;
+use crate::proxy::Proxy;
 
 pub use replay::Replay;
 pub use request::Limits;
@@ -65,7 +66,7 @@ pub enum Ended {
 /// Serves requests on `stream` until it closes, the drain has started at
 /// the end of a request, or a request is hyper's. (A connection waiting
 /// for a request when the drain starts is closed by its guard, in
-/// [`crate::server`].)
+/// [`crate::edge`].)
 pub async fn serve<S>(stream: &mut S, front: &Front, drain: &DrainWatch) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
-use crate::session::SessionId;
+use crate::domain::session::SessionId;
 
 type HmacSha256 = Hmac<Sha256>;
 

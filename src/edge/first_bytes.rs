@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::write_through::write_through;
+use crate::util::write_through::write_through;
 
 pub struct FirstBytes<S> {
     inner: S,

@@ -4,14 +4,14 @@
 //! A prefix protects itself and everything below it on a segment boundary
 //! (`/admin` covers `/admin` and `/admin/x`, not `/administrator`); the
 //! longest matching prefix decides. Matching is ASCII case-insensitive unless
-//! configured otherwise. Paths are canonical (see [`crate::path`]) before
+//! configured otherwise. Paths are canonical (see [`crate::domain::path`]) before
 //! they get here, and that same canonical path is what is forwarded.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
 use crate::config::{Deny, ProtectRule};
-use crate::path;
+use crate::domain::path;
 
 #[derive(Debug, Clone)]
 pub struct Routes {

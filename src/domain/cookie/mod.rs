@@ -12,17 +12,19 @@
 //! them is live in the store. Two different live sessions mean no session:
 //! never "the first one wins".
 
+pub mod signing;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::time::OffsetDateTime;
 use cookie::Cookie;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::calendar;
 use crate::config::CookieConfig;
-use crate::path;
-use crate::session::SessionId;
-use crate::signing::{Signer, Verdict};
+use crate::domain::path;
+use crate::domain::session::SessionId;
+use crate::util::calendar;
+use signing::{Signer, Verdict};
 
 /// Distinct valid ids looked up at most for one request.
 pub const MAX_CANDIDATES: usize = 4;

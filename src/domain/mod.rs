@@ -1,0 +1,9 @@
+//! The domain: what a session is and how it travels, with no I/O and no
+//! knowledge of connections, stores or configuration files.
+
+pub mod cookie;
+pub mod headers;
+pub mod path;
+pub mod routes;
+pub mod session;
+pub mod session_headers;

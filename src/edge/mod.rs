@@ -1,0 +1,158 @@
+//! Serving: the accept loop, one task per connection, HTTP/1.1 and HTTP/2
+//! on the same port (by ALPN over TLS, by prior knowledge over plain TCP),
+//! limits, and the graceful drain.
+//!
+//! The library never binds a port or listens for signals: [`run`] takes a
+//! bound listener and a shutdown future, so tests run it on `127.0.0.1:0`.
+//! [`run_with`] also takes the redirect listener (`server.redirect_http_from`,
+//! bound by the caller) and a trigger that reloads the TLS certificates (the
+//! binary fires it on SIGHUP).
+//!
+//! With `[server.tls]`, the TLS handshake runs in the connection's own task
+//! under `server.tls.handshake_timeout`, never on the accept loop.
+//!
+//! Each connection takes a slot (a semaphore permit) under
+//! `server.max_connections` before it is accepted, and gives it back when
+//! its last user is done: the connection's task, a request still running,
+//! or the WebSocket tunnel the connection became. The drain waits for every
+//! slot, so for open tunnels as well as for in-flight requests.
+//!
+//! # Rooms
+//! - [`accept`]: the accept loop, connection slots, TLS handshakes, protocol
+//!   detection, and the drain at shutdown ([`drain`]);
+//! - [`connection`]: one connection served: the HTTP/1 front ([`http1`])
+//!   first, hyper's HTTP/1 or HTTP/2 server otherwise, under its guards
+//!   ([`watchdog`], [`send_stall`], [`first_bytes`], [`guard`]);
+//! - [`peer`]: what is known of a client connection;
+//! - [`workers`]: the thread-per-core runtimes; [`redirect`]: the
+//!   plain-HTTP listener that only redirects to HTTPS;
+//!   [`error`]: what stops the proxy from starting or serving.
+
+mod accept;
+mod connection;
+pub(crate) mod drain;
+pub mod error;
+pub(crate) mod first_bytes;
+pub(crate) mod guard;
+pub(crate) mod http1;
+pub(crate) mod peer;
+pub(crate) mod redirect;
+pub(crate) mod send_stall;
+pub(crate) mod watchdog;
+pub(crate) mod workers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, StoreConfig};
+use crate::proxy::Proxy;
+use crate::store::{AnyStore, MemoryStore, RedisStore};
+use crate::tls::{self, Certificates};
+use error::Error;
+
+/// What [`run_with`] takes besides the configuration and the main listener.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The bound `server.redirect_http_from` socket. The library does not
+    /// bind it itself: without it, no redirect listener runs.
+    pub redirect_listener: Option<TcpListener>,
+    /// Each `notify_one` reloads the TLS certificates now (besides the
+    /// polling of the files).
+    pub reload: Option<Arc<Notify>>,
+    /// The session store, built by [`build_store`] beforehand. The binary
+    /// builds it before it binds any port, so a Redis that cannot be
+    /// reached stops start-up while nothing listens yet. Without it,
+    /// [`run_with`] builds the configured store itself.
+    pub store: Option<AnyStore>,
+}
+
+/// Aborts a background task when serving ends, however it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Builds the proxy from `config` and serves `listener` until `shutdown`
+/// resolves; then stops accepting and lets in-flight requests finish, and
+/// open WebSocket tunnels run, for up to `server.shutdown_grace`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    run_with(config, listener, Options::default(), shutdown).await
+}
+
+/// [`run`], plus the redirect listener and the reload trigger.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let store = match options.store {
+        Some(store) => store,
+        None => build_store(&config).await?,
+    };
+    let proxy = Arc::new(Proxy::new(&config, store));
+    let mut background = Vec::new();
+    let acceptor = match &config.server.tls {
+        Some(tls_config) => {
+            let certificates = Arc::new(Certificates::new(tls_config.loaded.clone()));
+            let acceptor = tls::acceptor(certificates.clone()).map_err(Error::Tls)?;
+            background.push(AbortOnDrop(tokio::spawn(tls::reload::watch(
+                tls_config.certificates.clone(),
+                certificates,
+                tls_config.watch_interval,
+                options.reload.unwrap_or_default(),
+            ))));
+            Some(acceptor)
+        }
+        None => None,
+    };
+    match (options.redirect_listener, acceptor.is_some()) {
+        (Some(redirect), true) => {
+            let https_port = listener.local_addr().map_err(Error::Listener)?.port();
+            background.push(AbortOnDrop(tokio::spawn(redirect::serve(
+                redirect,
+                https_port,
+                config.server.header_read_timeout,
+                config.server.max_connections,
+            ))));
+        }
+        (Some(_), false) => {
+            tracing::warn!("a redirect listener was given without [server.tls]; not serving it")
+        }
+        (None, _) => {
+            if let Some(address) = config.server.redirect_http_from {
+                tracing::warn!(%address, "server.redirect_http_from is set but no redirect listener was passed to run_with; not redirecting");
+            }
+        }
+    }
+    let result = accept::serve(proxy, &config.server, listener, acceptor, shutdown).await;
+    drop(background);
+    result
+}
+
+/// The configured store, connected and verified (Redis answers `PING`)
+/// before the first request is accepted. Call it inside the runtime that
+/// will serve: the memory store starts its sweeper there.
+pub async fn build_store(config: &Config) -> Result<AnyStore, Error> {
+    let workers = config.server.workers;
+    Ok(match &config.store {
+        StoreConfig::Memory {
+            max_sessions,
+            sweep_interval,
+        } => AnyStore::Memory(MemoryStore::new(*max_sessions, *sweep_interval)),
+        StoreConfig::Redis(redis) => {
+            AnyStore::Redis(RedisStore::connect_per_worker(redis, workers).await?)
+        }
+    })
+}

@@ -1,0 +1,8 @@
+//! Small utilities the layers above share: bodies in flight, a coarse
+//! clock, the worker index, dates.
+
+pub mod body;
+pub mod calendar;
+pub mod coarse_clock;
+pub mod worker;
+pub(crate) mod write_through;
