@@ -25,8 +25,10 @@ use http::header::HeaderName;
 use http::Uri;
 use ipnet::IpNet;
 
+pub use crate::domain::cookie::settings::{CookieSettings, SameSite, Secure};
+pub use crate::domain::routes::{Deny, ProtectRule};
 pub use crate::tls::client::UpstreamTls;
-pub use cookie::SameSite;
+pub use crate::upstream::settings::UpstreamSettings;
 pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
 pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
 pub use tls::TlsConfig;
@@ -40,8 +42,8 @@ use session::{build_cookie, build_session};
 pub struct Config {
     pub listen: SocketAddr,
     pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
-    pub cookie: CookieConfig,
+    pub upstream: UpstreamSettings,
+    pub cookie: CookieSettings,
     pub session: SessionConfig,
     pub store: StoreConfig,
     pub auth: AuthConfig,
@@ -70,39 +72,6 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub url: Uri,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub pool_max_idle: usize,
-    pub pool_idle_timeout: Duration,
-    pub preserve_host: bool,
-    /// Set for an `https://` upstream: SNI name and client configuration.
-    pub tls: Option<UpstreamTls>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secure {
-    Always,
-    Never,
-    /// Secure when the client connection is TLS or a trusted proxy says https.
-    Auto,
-}
-
-#[derive(Debug, Clone)]
-pub struct CookieConfig {
-    pub name: String,
-    pub path: String,
-    pub domain: Option<String>,
-    pub http_only: bool,
-    pub same_site: SameSite,
-    pub secure: Secure,
-    pub max_age: Option<Duration>,
-    pub rolling: bool,
-    pub forward_to_upstream: bool,
-}
-
-#[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub secrets: Secrets,
     pub save_uninitialized: bool,
@@ -114,21 +83,6 @@ pub struct SessionConfig {
     pub header_keys: Vec<String>,
     /// Per-field headers: name and JSON pointer.
     pub fields: Vec<(HeaderName, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deny {
-    /// Redirect browsers' GET/HEAD, 401 for everything else.
-    Auto,
-    Redirect,
-    Unauthorized,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProtectRule {
-    /// Canonical path, no trailing slash (except `/`).
-    pub prefix: String,
-    pub deny: Deny,
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +271,7 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
     }
 }
 
-fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamConfig> {
+fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamSettings> {
     let u = &raw.upstream;
     let url = match &u.url {
         None => {
@@ -332,7 +286,7 @@ fn build_upstream(raw: &RawConfig, check: &mut Checker) -> Option<UpstreamConfig
             .ok(),
     };
     let tls = upstream_tls::build(u, url.as_ref(), check);
-    let config = UpstreamConfig {
+    let config = UpstreamSettings {
         url: url?,
         connect_timeout: check.positive_duration("upstream.connect_timeout", &u.connect_timeout),
         response_timeout: check.positive_duration("upstream.response_timeout", &u.response_timeout),

@@ -5,45 +5,11 @@
 //! list. Env and file hold one secret per line. With none, an ephemeral
 //! random secret is made (and the operator warned).
 
-use std::fmt;
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+pub use crate::domain::secret::Secret;
 
 /// Secrets shorter than this draw a warning (express-session accepts any
 /// length, so refusing them would block migrations).
 pub const RECOMMENDED_SECRET_BYTES: usize = 32;
-
-/// A signing secret. Redacted in `Debug`; never `Default`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(text: String) -> Self {
-        Self(text)
-    }
-
-    /// 256 random bits, URL-safe base64: what `cloakroom secret` prints.
-    pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    pub fn expose_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// The signing secrets, first one signing.
 #[derive(Debug, Clone)]

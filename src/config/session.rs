@@ -7,11 +7,11 @@ use http::header::HeaderName;
 
 use super::raw::{RawConfig, RawSecure};
 use super::{
-    secrets, Checker, CookieConfig, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
+    secrets, Checker, CookieSettings, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
 };
 use crate::domain::headers;
 
-pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieConfig {
+pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieSettings {
     let c = &raw.cookie;
     let name_ok = !c.name.is_empty()
         && c.name
@@ -72,7 +72,7 @@ pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieConfig
         .max_age
         .as_deref()
         .map(|text| check.positive_duration("cookie.max_age", text));
-    CookieConfig {
+    CookieSettings {
         name: c.name.clone(),
         path: c.path.clone(),
         domain: c.domain.clone(),

@@ -6,13 +6,13 @@
 //! error (it would be silently ignored). Redis URLs are checked here,
 //! offline: `cloakroom check` never connects.
 
-use std::fmt;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo as _;
 
 use super::raw::RawStore;
-use super::{Checker, CookieConfig, SameSite, Secret, Secure};
+use super::{Checker, CookieSettings, SameSite, Secret, Secure};
+pub use crate::store::redis::settings::{RedisConfig, RedisEndpoint, RedisUrl};
 use crate::store::redis::RecordCookie;
 
 const MEMORY_DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -30,80 +30,8 @@ pub enum StoreConfig {
     Redis(RedisConfig),
 }
 
-/// A Redis session store, validated but not connected.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    pub endpoint: RedisEndpoint,
-    /// From `password_env`; overrides the URLs' passwords.
-    pub password: Option<Secret>,
-    pub prefix: String,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
-    /// The `cookie` object written into records, from `[cookie]`.
-    pub record_cookie: RecordCookie,
-}
-
-#[derive(Debug, Clone)]
-pub enum RedisEndpoint {
-    /// `store.url`: one server.
-    Single(RedisUrl),
-    /// `store.cluster_urls`: seed nodes of a Redis Cluster.
-    Cluster(Vec<RedisUrl>),
-}
-
-impl RedisEndpoint {
-    /// The config key naming the endpoint, for messages.
-    pub fn key(&self) -> &'static str {
-        match self {
-            Self::Single(_) => "store.url",
-            Self::Cluster(_) => "store.cluster_urls",
-        }
-    }
-
-    /// The URLs with their passwords masked, for messages and logs.
-    pub fn redacted(&self) -> String {
-        match self {
-            Self::Single(url) => url.redacted(),
-            Self::Cluster(urls) => urls
-                .iter()
-                .map(RedisUrl::redacted)
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-    }
-}
-
-/// A `redis://` or `rediss://` URL. It may hold a password, so `Debug` and
-/// [`RedisUrl::redacted`] mask it; only the store reads the real text.
-#[derive(Clone)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
-                url.to_string()
-            }
-            Ok(url) => url.to_string(),
-            Err(_) => "<unparsable URL>".into(),
-        }
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({})", self.redacted())
-    }
-}
-
 /// What `[cookie]` means for the `cookie` object of connect-redis records.
-pub fn record_cookie(cookie: &CookieConfig) -> RecordCookie {
+pub fn record_cookie(cookie: &CookieSettings) -> RecordCookie {
     RecordCookie {
         path: cookie.path.clone(),
         http_only: cookie.http_only,
@@ -125,7 +53,7 @@ pub fn record_cookie(cookie: &CookieConfig) -> RecordCookie {
 
 pub(super) fn build(
     raw: &RawStore,
-    cookie: &CookieConfig,
+    cookie: &CookieSettings,
     check: &mut Checker,
 ) -> Option<StoreConfig> {
     match raw.kind.as_str() {
@@ -167,7 +95,11 @@ fn build_memory(raw: &RawStore, check: &mut Checker) -> StoreConfig {
     }
 }
 
-fn build_redis(raw: &RawStore, cookie: &CookieConfig, check: &mut Checker) -> Option<RedisConfig> {
+fn build_redis(
+    raw: &RawStore,
+    cookie: &CookieSettings,
+    check: &mut Checker,
+) -> Option<RedisConfig> {
     let memory_keys = [
         ("store.max_sessions", raw.max_sessions.is_some()),
         ("store.sweep_interval", raw.sweep_interval.is_some()),
@@ -270,7 +202,7 @@ fn redis_endpoint(raw: &RawStore, check: &mut Checker) -> Option<RedisEndpoint> 
 }
 
 fn redis_url(key: &str, text: &str, check: &mut Checker) -> Option<RedisUrl> {
-    let url = RedisUrl(text.to_owned());
+    let url = RedisUrl::new(text.to_owned());
     let scheme = text.split_once("://").map(|(scheme, _)| scheme);
     if !matches!(scheme, Some("redis" | "rediss")) {
         check.fail(

@@ -5,5 +5,6 @@ pub mod cookie;
 pub mod headers;
 pub mod path;
 pub mod routes;
+pub mod secret;
 pub mod session;
 pub mod session_headers;

@@ -10,7 +10,6 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
-use crate::config::{Deny, ProtectRule};
 use crate::domain::path;
 
 #[derive(Debug, Clone)]
@@ -18,6 +17,21 @@ pub struct Routes {
     /// Longest prefix first, so the first match is the most specific.
     rules: Vec<ProtectRule>,
     case_sensitive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deny {
+    /// Redirect browsers' GET/HEAD, 401 for everything else.
+    Auto,
+    Redirect,
+    Unauthorized,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProtectRule {
+    /// Canonical path, no trailing slash (except `/`).
+    pub prefix: String,
+    pub deny: Deny,
 }
 
 /// How to turn a denied request away.

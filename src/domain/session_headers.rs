@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use crate::config::SessionConfig;
 use crate::domain::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
 use crate::domain::session::ascii_json;
 use crate::domain::session::{SessionData, SessionId};
@@ -89,12 +88,14 @@ impl Omissions {
 }
 
 impl SessionHeaders {
-    pub fn new(config: &SessionConfig) -> Self {
+    /// `budget`: `session.headers.max_bytes`; `keys`: the session keys
+    /// `X-Session` carries (all when empty); `fields`: the per-field
+    /// headers, each a name and a JSON pointer.
+    pub fn new(budget: usize, keys: Vec<String>, fields: &[(HeaderName, String)]) -> Self {
         Self {
-            budget: config.header_max_bytes,
-            keys: config.header_keys.clone(),
-            fields: config
-                .fields
+            budget,
+            keys,
+            fields: fields
                 .iter()
                 .filter_map(|(name, pointer)| Some((name.clone(), Pointer::parse(pointer)?)))
                 .collect(),

@@ -99,7 +99,6 @@ pub(super) async fn serve(
             peer,
             builders: builders.clone(),
             drain: drain.clone(),
-            hsts: config.hsts.clone(),
             idle_limit: config.header_read_timeout,
             send_limit: config.body_idle_timeout,
         };

@@ -8,7 +8,6 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1::Builder as Http1Builder;
@@ -20,12 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::drain::{Drain, DrainWatch};
 use super::guard::WhenWoken;
 use super::http1::{self, Ended, Front, Replay};
+use super::peer::InFlight;
 use super::peer::Peer;
 use super::send_stall::SendStall;
-use super::watchdog::{self, InFlight, Tracked};
+use super::watchdog::{self, Tracked};
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
-use crate::util::body::{ClientBody, ProxyBody};
+use crate::proxy::ProxyBody;
+use crate::util::body::ClientBody;
 
 /// Most concurrent HTTP/2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -77,7 +78,6 @@ pub(super) struct Connection {
     pub(super) peer: Arc<Peer>,
     pub(super) builders: Arc<Builders>,
     pub(super) drain: Arc<Drain>,
-    pub(super) hsts: Option<HeaderValue>,
     /// `server.header_read_timeout`, enforced on HTTP/1 by the watchdog.
     pub(super) idle_limit: Duration,
     /// `server.body_idle_timeout`: how long a write to a client that reads
@@ -101,18 +101,14 @@ impl Connection {
             peer,
             builders,
             drain,
-            hsts,
             idle_limit,
             send_limit,
         } = self;
         let stream = SendStall::new(stream, send_limit);
         // Made on the worker that runs the connection: its drain channel.
         let mut hyper_drain = drain.watch();
-        // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797
-        // §8.1). The configured policy replaces one sent by the upstream.
-        let hsts = hsts.filter(|_| peer.tls);
         if http2 {
-            let service = hyper_service(proxy, peer, hsts);
+            let service = hyper_service(proxy, peer);
             let connection = builders
                 .http2
                 .serve_connection(TokioIo::new(stream), service);
@@ -127,7 +123,6 @@ impl Connection {
         let front = Front {
             proxy,
             peer,
-            hsts,
             limits: builders.limits,
         };
         let front_drain = drain.watch();
@@ -137,10 +132,8 @@ impl Connection {
             match http1::serve(&mut stream, &front, &front_drain).await {
                 Ended::Closed => Ok(()),
                 Ended::HandOver(read) => {
-                    let Front {
-                        proxy, peer, hsts, ..
-                    } = front;
-                    let service = hyper_service(proxy, peer, hsts);
+                    let Front { proxy, peer, .. } = front;
+                    let service = hyper_service(proxy, peer);
                     let io = TokioIo::new(Replay::new(read, stream));
                     let connection = builders.http1.serve_connection(io, service).with_upgrades();
                     until_drained(connection, &mut hyper_drain, |c| c.graceful_shutdown()).await
@@ -207,7 +200,6 @@ where
 fn hyper_service(
     proxy: Arc<Proxy>,
     peer: Arc<Peer>,
-    hsts: Option<HeaderValue>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<Tracked<ProxyBody>>,
@@ -216,7 +208,7 @@ fn hyper_service(
 > + Send
        + 'static {
     service_fn(move |request: Request<Incoming>| {
-        let (proxy, hsts) = (proxy.clone(), hsts.clone());
+        let proxy = proxy.clone();
         let in_flight = InFlight::start(peer.clone());
         // Boxed: a request's future is a few KiB, and hyper moves it
         // (into its connection state, or into a task per HTTP/2 stream,
@@ -224,12 +216,7 @@ fn hyper_service(
         // moves as one pointer.
         Box::pin(async move {
             let request = request.map(ClientBody::Streamed);
-            let mut response = proxy.handle(request, in_flight.peer()).await;
-            if let Some(hsts) = hsts {
-                response
-                    .headers_mut()
-                    .insert(STRICT_TRANSPORT_SECURITY, hsts);
-            }
+            let response = proxy.handle(request, in_flight.peer()).await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
         })
     })

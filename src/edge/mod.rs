@@ -49,9 +49,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, StoreConfig};
-use crate::proxy::Proxy;
+use crate::domain::cookie::signing::Signer;
+use crate::domain::routes::Routes;
+use crate::domain::session_headers::SessionHeaders;
+use crate::proxy::{self, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::{self, Certificates};
+use crate::upstream::Upstream;
 use error::Error;
 
 /// What [`run_with`] takes besides the configuration and the main listener.
@@ -101,7 +105,7 @@ pub async fn run_with(
         Some(store) => store,
         None => build_store(&config).await?,
     };
-    let proxy = Arc::new(Proxy::new(&config, store));
+    let proxy = Arc::new(Proxy::new(proxy_settings(&config), store));
     let mut background = Vec::new();
     let acceptor = match &config.server.tls {
         Some(tls_config) => {
@@ -139,6 +143,37 @@ pub async fn run_with(
     let result = accept::serve(proxy, &config.server, listener, acceptor, shutdown).await;
     drop(background);
     result
+}
+
+/// The proxy's settings, made from the configuration: the one place where
+/// configuration becomes the proxy's domain values.
+fn proxy_settings(config: &Config) -> proxy::Settings {
+    let session = &config.session;
+    proxy::Settings {
+        cookie: config.cookie.clone(),
+        signer: Signer::new(&session.secrets.list),
+        routes: Routes::new(&config.auth.protect, config.auth.case_sensitive),
+        session_headers: SessionHeaders::new(
+            session.header_max_bytes,
+            session.header_keys.clone(),
+            &session.fields,
+        ),
+        upstream: Upstream::new(&config.upstream, config.server.workers),
+        identity_key: config.auth.identity_key.clone(),
+        login_url: config.auth.login_url.clone(),
+        via: config.server.via,
+        hsts: config.server.hsts.clone(),
+        body_idle_timeout: config.server.body_idle_timeout,
+        policy: proxy::CommitPolicy {
+            rolling: config.cookie.rolling,
+            save_uninitialized: session.save_uninitialized,
+            refresh_on_write: config.cookie.max_age.is_some(),
+            ttl: session.ttl,
+            max_bytes: session.max_bytes,
+            max_set_session_bytes: session.max_set_session_bytes,
+        },
+        websocket_origins: config.auth.websocket_origins.clone(),
+    }
 }
 
 /// The configured store, connected and verified (Redis answers `PING`)

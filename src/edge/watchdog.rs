@@ -21,8 +21,7 @@
 //! [`Peer`]: crate::edge::peer::Peer
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,79 +29,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::edge::peer::Peer;
+use super::peer::{Activity, InFlight};
 
 /// Watchdog ticks per timeout: the precision of the closing time.
 const TICKS: u32 = 4;
-
-/// What the watchdog reads of a connection. Relaxed atomics: the counters
-/// are only compared with their own earlier values, and a connection's
-/// requests run on the connection's worker thread.
-#[derive(Debug, Default)]
-pub struct Activity {
-    in_flight: AtomicUsize,
-    ended: AtomicUsize,
-}
-
-impl Activity {
-    /// One request in flight for as long as the guard lives: for the
-    /// HTTP/1 front ([`crate::edge::http1`]), which serves its requests in the
-    /// connection's own future.
-    pub fn busy(&self) -> Busy<'_> {
-        self.begin();
-        Busy(self)
-    }
-
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn end(&self) {
-        self.ended.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// No request in flight.
-    pub fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-    }
-
-    fn snapshot(&self) -> (usize, usize) {
-        (
-            self.in_flight.load(Ordering::Relaxed),
-            self.ended.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// A request in flight, borrowed from the connection's [`Activity`].
-pub struct Busy<'a>(&'a Activity);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// One request in flight on a connection; it ends when this is dropped.
-pub struct InFlight(Arc<Peer>);
-
-impl InFlight {
-    pub fn start(peer: Arc<Peer>) -> Self {
-        peer.activity.begin();
-        Self(peer)
-    }
-
-    pub fn peer(&self) -> &Arc<Peer> {
-        &self.0
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.activity.end();
-    }
-}
 
 pin_project! {
     /// A response body that keeps its request in flight until it is done.
@@ -167,7 +97,10 @@ pub async fn quiet_for(activity: &Activity, limit: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::edge::peer::Peer;
     use std::net::{IpAddr, Ipv4Addr};
     use tokio::sync::Semaphore;
     use tokio::time::Instant;

@@ -8,52 +8,67 @@
 //! - the session was written and the cookie has a max age, or `rolling` is
 //!   on: a refreshed cookie (and with `rolling`, the store's expiry too).
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use http::HeaderValue;
+use http::header::{self, HeaderValue};
+use http::Response;
 use serde_json::Map;
 
-use super::{Current, Proxy};
-use crate::config::Config;
+use super::client::ClientConnection;
+use super::context::{Context, Current, SessionOutcome};
+use super::error::ProxyError;
+use super::forward::Forwarded;
+use super::respond::ProxyBody;
+use super::{upgrade, Proxy};
+use crate::domain::headers;
 use crate::domain::session::ops::{self, SessionOp};
 use crate::domain::session::SessionId;
-use crate::proxy::error::ProxyError;
 use crate::store::{Commit, Committed, SessionStore, StoreError};
 
-/// The session settings the commit phase follows.
-pub struct Policy {
-    rolling: bool,
-    save_uninitialized: bool,
-    refresh_on_write: bool,
-    ttl: Duration,
-    max_bytes: usize,
-    max_set_session_bytes: usize,
-}
-
-impl Policy {
-    pub fn new(config: &Config) -> Self {
-        Self {
-            rolling: config.cookie.rolling,
-            save_uninitialized: config.session.save_uninitialized,
-            refresh_on_write: config.cookie.max_age.is_some(),
-            ttl: config.session.ttl,
-            max_bytes: config.session.max_bytes,
-            max_set_session_bytes: config.session.max_set_session_bytes,
-        }
-    }
-}
-
 impl Proxy {
+    /// The commit phase: the response's `Set-Session` applied, its
+    /// hop-by-hop headers removed, the cookie set or cleared, and then an
+    /// accepted WebSocket handshake's tunnel started.
+    pub(super) async fn commit<C: ClientConnection>(
+        &self,
+        forwarded: Forwarded,
+        context: &mut Context<'_>,
+        conn: &Arc<C>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Forwarded { response, tunnel } = forwarded;
+        let (mut parts, body) = response.into_parts();
+        let set_session = headers::take_set_session(&mut parts.headers);
+        headers::remove_hop_by_hop(&mut parts.headers);
+        if tunnel.is_some() {
+            upgrade::restore(&mut parts.headers);
+        }
+        let secure = self.cookie.secure_for(context.https);
+        let set_cookie = self
+            .apply(&set_session, secure, context)
+            .await
+            .inspect_err(|error| {
+                tracing::error!(path = %context.target.path(), %error, "Set-Session refused; store left unchanged");
+            })?;
+        if let Some(value) = set_cookie {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
+        if let Some(tunnel) = tunnel {
+            tunnel.spawn(conn.clone());
+        }
+        Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
+    }
+
     /// Applies the upstream's `Set-Session` values and returns the
     /// `Set-Cookie` to send, if any. Every value is parsed before anything
     /// is written: one bad value leaves the store untouched.
-    pub(super) async fn commit(
+    async fn apply(
         &self,
-        current: Option<&Current>,
         values: &[HeaderValue],
         secure: bool,
+        context: &mut Context<'_>,
     ) -> Result<Option<HeaderValue>, ProxyError> {
         let policy = &self.policy;
+        let current = context.session.as_ref();
         let mut parsed = values
             .iter()
             .map(|v| ops::parse(v.as_bytes(), policy.max_set_session_bytes))
@@ -83,7 +98,10 @@ impl Proxy {
                 tracing::warn!(%reason, "session store unavailable: visitor served without a new session");
                 return Ok(None);
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                context.outcome = SessionOutcome::StoreError;
+                return Err(error.into());
+            }
         };
         Ok(match committed {
             Committed::Unchanged => match current {
@@ -92,13 +110,21 @@ impl Proxy {
             },
             Committed::Saved { id, .. } => {
                 let moved = current.is_none_or(|c| c.id != id);
+                context.outcome = match current {
+                    None => SessionOutcome::Created,
+                    Some(_) if moved => SessionOutcome::Rotated,
+                    Some(_) => SessionOutcome::Saved,
+                };
                 if moved {
                     tracing::debug!(session = %signer.log_tag(&id), "session saved under a new id");
                 }
                 (moved || policy.rolling || policy.refresh_on_write)
                     .then(|| self.cookie.issue(&id, secure))
             }
-            Committed::Destroyed => Some(self.cookie.clear(secure)),
+            Committed::Destroyed => {
+                context.outcome = SessionOutcome::Destroyed;
+                Some(self.cookie.clear(secure))
+            }
             Committed::Vanished => {
                 if let Some(current) = current {
                     tracing::info!(

@@ -1,18 +1,17 @@
-//! Request errors and the one place that maps them to responses.
+//! Request errors, and the one place that maps them to a fault and a
+//! status ([`super::respond`] renders them).
 //!
 //! Each error records who is at fault: the client (4xx), the upstream (502
 //! or 504), the session store (503 with `Retry-After`) or the proxy itself
 //! (500). The match from error to status is exhaustive, with no catch-all.
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::StatusCode;
 use thiserror::Error;
 
 use crate::domain::path::PathError;
 use crate::domain::session::ops::SetSessionError;
 use crate::store::StoreError;
-use crate::util::body::{self, ProxyBody};
+use crate::upstream::UpstreamError;
 
 /// Who caused a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +59,18 @@ impl From<StoreError> for ProxyError {
     }
 }
 
+impl From<UpstreamError> for ProxyError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::RequestBodyStalled => Self::RequestBodyStalled,
+            UpstreamError::RequestBodyFailed(reason) => Self::RequestBodyFailed(reason),
+            UpstreamError::Unreachable(reason) => Self::UpstreamUnreachable(reason),
+            UpstreamError::Timeout(limit) => Self::UpstreamTimeout(limit),
+            UpstreamError::BadRequest(error) => Self::BadUpstreamRequest(error),
+        }
+    }
+}
+
 impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
@@ -93,31 +104,5 @@ impl ProxyError {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadUpstreamRequest(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
-    }
-
-    /// A short response that reveals nothing internal.
-    pub fn to_response(&self) -> Response<ProxyBody> {
-        let status = self.status();
-        let text = match self.fault() {
-            Fault::Client if status == StatusCode::REQUEST_TIMEOUT => "request body timed out\n",
-            Fault::Client if status == StatusCode::FORBIDDEN => "forbidden\n",
-            Fault::Client => "bad request\n",
-            Fault::Upstream if status == StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
-            Fault::Upstream => "bad gateway\n",
-            Fault::Store => "session store unavailable, retry shortly\n",
-            Fault::Proxy => "internal error\n",
-        };
-        let mut response = Response::new(body::full(Bytes::from_static(text.as_bytes())));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.fault() == Fault::Store {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        response
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::pool::PoolError;
+use super::error::ExchangeError;
 
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -18,10 +18,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// A TCP connection with Nagle off (requests and responses are written
     /// whole); bound its time with [`Self::within`].
-    pub async fn tcp(&self) -> Result<TcpStream, PoolError> {
+    pub async fn tcp(&self) -> Result<TcpStream, ExchangeError> {
         let stream = TcpStream::connect(self.target.as_str())
             .await
-            .map_err(|e| PoolError::Connect(self.target.clone(), e))?;
+            .map_err(|e| ExchangeError::Connect(self.target.clone(), e))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -30,18 +30,15 @@ impl Endpoint {
     /// timeout.
     pub async fn within<T>(
         &self,
-        opening: impl Future<Output = Result<T, PoolError>>,
-    ) -> Result<T, PoolError> {
+        opening: impl Future<Output = Result<T, ExchangeError>>,
+    ) -> Result<T, ExchangeError> {
         tokio::time::timeout(self.connect_timeout, opening)
             .await
-            .map_err(|_| PoolError::ConnectTimeout(self.target.clone()))?
+            .map_err(|_| ExchangeError::ConnectTimeout(self.target.clone()))?
     }
 
     /// The error for a connection that ended before it answered.
-    pub fn reset(&self) -> PoolError {
-        PoolError::Connect(
-            self.target.clone(),
-            std::io::ErrorKind::ConnectionReset.into(),
-        )
+    pub fn reset(&self) -> ExchangeError {
+        ExchangeError::Closed(self.target.clone())
     }
 }

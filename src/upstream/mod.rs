@@ -10,8 +10,10 @@
 
 mod direct;
 mod endpoint;
+mod error;
 mod idle;
 mod pool;
+pub mod settings;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -26,16 +28,16 @@ use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
-use crate::config::UpstreamConfig;
 use crate::domain::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::proxy::error::ProxyError;
-use crate::util::body::{BodyStalled, ClientBody, IdleTimeout};
+use crate::util::body::{ClientBody, IdleTimeout};
+use settings::UpstreamSettings;
 
 /// Request body type sent upstream: the client's body, with a stall timeout.
 pub type UpstreamBody = IdleTimeout<ClientBody>;
 
 pub use direct::SimpleBody;
-pub use pool::{PoolError, PooledBody};
+pub use error::{ExchangeError, UpstreamError};
+pub use pool::PooledBody;
 
 pub struct Upstream {
     pool: pool::Pool,
@@ -60,7 +62,7 @@ pub struct Forwarding<'a> {
 
 impl Upstream {
     /// `workers`: the worker threads, each with its own idle connections.
-    pub fn new(config: &UpstreamConfig, workers: usize) -> Self {
+    pub fn new(config: &UpstreamSettings, workers: usize) -> Self {
         // Validated at start-up: the upstream URL has an authority.
         let authority = config
             .url
@@ -111,7 +113,7 @@ impl Upstream {
         host: Option<HeaderValue>,
         original: &Uri,
         path: Option<&str>,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), UpstreamError> {
         let path_and_query = match path {
             None => original
                 .path_and_query()
@@ -122,8 +124,7 @@ impl Upstream {
                     Some(query) => format!("{path}?{query}"),
                     None => path.to_owned(),
                 };
-                PathAndQuery::try_from(joined)
-                    .map_err(|e| ProxyError::BadUpstreamRequest(e.into()))?
+                PathAndQuery::try_from(joined).map_err(|e| UpstreamError::BadRequest(e.into()))?
             }
         };
         // Origin form: the request line carries the path; Host the authority.
@@ -189,8 +190,8 @@ fn chunk_unsized_body(mut request: Request<UpstreamBody>) -> Request<UpstreamBod
     request
 }
 
-type SimpleResult = Result<Response<SimpleBody>, PoolError>;
-type PooledResult = Result<Response<PooledBody>, PoolError>;
+type SimpleResult = Result<Response<SimpleBody>, ExchangeError>;
+type PooledResult = Result<Response<PooledBody>, ExchangeError>;
 
 pin_project! {
     /// One exchange with the upstream, by whichever client serves it.
@@ -207,7 +208,7 @@ where
     S: Future<Output = SimpleResult>,
     P: Future<Output = PooledResult>,
 {
-    type Output = Result<Response<ResponseBody>, PoolError>;
+    type Output = Result<Response<ResponseBody>, ExchangeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
@@ -237,14 +238,14 @@ where
     S: Future<Output = SimpleResult>,
     P: Future<Output = PooledResult>,
 {
-    type Output = Result<Response<ResponseBody>, ProxyError>;
+    type Output = Result<Response<ResponseBody>, UpstreamError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         Poll::Ready(match ready!(this.timed.poll(cx)) {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(classify(&error)),
-            Err(_) => Err(ProxyError::UpstreamTimeout(*this.limit)),
+            Ok(Err(error)) => Err(UpstreamError::classify(&error)),
+            Err(_) => Err(UpstreamError::Timeout(*this.limit)),
         })
     }
 }
@@ -281,52 +282,6 @@ impl http_body::Body for ResponseBody {
             Self::Pooled(body) => body.size_hint(),
             Self::Simple(body) => body.size_hint(),
         }
-    }
-}
-
-/// Whose fault a failed exchange was: the client's request body (stalled
-/// or broken off) or the upstream.
-fn classify(error: &PoolError) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if cause.is::<BodyStalled>() {
-            return ProxyError::RequestBodyStalled;
-        }
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-        {
-            return ProxyError::RequestBodyFailed(describe(error));
-        }
-        source = cause.source();
-    }
-    ProxyError::UpstreamUnreachable(describe(error))
-}
-
-/// An error with its causes, for the log.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// The host the client asked for: the Host header, or the HTTP/2 authority.
-/// `Err` when HTTP/1.1 has none or there are several.
-pub fn requested_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(ProxyError::NoHost),
-        (Some(host), None) => Ok(Some(host.clone())),
-        (None, _) => match parts.uri.authority() {
-            Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
-            None if parts.version == Version::HTTP_11 => Err(ProxyError::NoHost),
-            None => Ok(None),
-        },
     }
 }
 

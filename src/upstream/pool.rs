@@ -34,26 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
 use super::endpoint::Endpoint;
+use super::error::ExchangeError;
 use super::idle::IdleLists;
 use super::UpstreamBody;
-
-/// Why a request could not be exchanged with the upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("connecting to {0} timed out")]
-    ConnectTimeout(String),
-    #[error("connecting to {0}: {1}")]
-    Connect(String, #[source] std::io::Error),
-    /// The TLS handshake failed: a certificate the configured CAs do not
-    /// vouch for, a name mismatch, or no common protocol.
-    #[error("TLS handshake with {0} failed")]
-    Tls(String, #[source] std::io::Error),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
-    /// A response that breaks HTTP/1.1's rules (see [`super::simple`]).
-    #[error("upstream sent an invalid response: {0}")]
-    Protocol(&'static str),
-}
 
 /// What an https upstream's connections need, built once: the connector
 /// shares the client configuration; each new connection (never a request)
@@ -108,7 +91,7 @@ impl Pool {
     pub async fn send(
         &self,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, PoolError> {
+    ) -> Result<Response<PooledBody>, ExchangeError> {
         loop {
             let (mut sender, reused) = match self.shared.take() {
                 Some(sender) => (sender, true),
@@ -143,13 +126,13 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, ExchangeError> {
         self.shared.endpoint.within(self.open()).await
     }
 
     /// TCP connect, then TLS for an https upstream, then the HTTP/1.1
     /// handshake.
-    async fn open(&self) -> Result<SendRequest<UpstreamBody>, PoolError> {
+    async fn open(&self) -> Result<SendRequest<UpstreamBody>, ExchangeError> {
         let endpoint = &self.shared.endpoint;
         let stream = endpoint.tcp().await?;
         match &self.shared.tls {
@@ -159,7 +142,7 @@ impl Pool {
                     .connector
                     .connect(tls.server_name.clone(), stream)
                     .await
-                    .map_err(|e| PoolError::Tls(endpoint.target.clone(), e))?;
+                    .map_err(|e| ExchangeError::Tls(endpoint.target.clone(), e))?;
                 handshake(stream).await
             }
         }
@@ -168,7 +151,7 @@ impl Pool {
 
 /// The HTTP/1.1 handshake on a connected stream; the connection is driven
 /// by its own task.
-async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, PoolError>
+async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, ExchangeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

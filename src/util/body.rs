@@ -12,18 +12,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::upstream::ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What the proxy sends to clients: the upstream's body, or its own.
-pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
 
 /// What a client sends: hyper's streamed body, or none at all for the
 /// body-less requests the HTTP/1 front reads itself ([`crate::edge::http1`]).
@@ -59,16 +54,6 @@ impl Body for ClientBody {
             Self::Empty => SizeHint::with_exact(0),
         }
     }
-}
-
-/// A body the proxy makes itself.
-pub fn full(bytes: Bytes) -> ProxyBody {
-    Either::Right(Full::new(bytes))
-}
-
-/// A streamed body, with the stall timeout.
-pub fn streamed(body: ResponseBody, idle: Duration) -> ProxyBody {
-    Either::Left(IdleTimeout::new(body, idle))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@
 //! them is live in the store. Two different live sessions mean no session:
 //! never "the first one wins".
 
+pub mod settings;
 pub mod signing;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,10 +21,10 @@ use cookie::time::OffsetDateTime;
 use cookie::Cookie;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::config::CookieConfig;
 use crate::domain::path;
 use crate::domain::session::SessionId;
 use crate::util::calendar;
+use settings::{CookieSettings, Secure};
 use signing::{Signer, Verdict};
 
 /// Distinct valid ids looked up at most for one request.
@@ -44,7 +45,7 @@ pub struct Ticket {
 
 pub struct SessionCookie {
     signer: Signer,
-    config: CookieConfig,
+    config: CookieSettings,
     rendered: Rendered,
 }
 
@@ -57,7 +58,7 @@ struct Rendered {
 }
 
 impl Rendered {
-    fn new(config: &CookieConfig) -> Self {
+    fn new(config: &CookieSettings) -> Self {
         let mut before_secure = String::new();
         if config.http_only {
             before_secure.push_str("; HttpOnly");
@@ -79,7 +80,7 @@ impl Rendered {
 }
 
 impl SessionCookie {
-    pub fn new(config: CookieConfig, signer: Signer) -> Self {
+    pub fn new(config: CookieSettings, signer: Signer) -> Self {
         Self {
             rendered: Rendered::new(&config),
             signer,
@@ -89,6 +90,16 @@ impl SessionCookie {
 
     pub fn signer(&self) -> &Signer {
         &self.signer
+    }
+
+    /// Whether a cookie issued on a request that came over HTTPS (`https`)
+    /// carries `Secure`.
+    pub fn secure_for(&self, https: bool) -> bool {
+        match self.config.secure {
+            Secure::Always => true,
+            Secure::Never => false,
+            Secure::Auto => https,
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::domain::secret::Secret;
 use crate::domain::session::SessionId;
 
 type HmacSha256 = Hmac<Sha256>;

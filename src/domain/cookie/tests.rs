@@ -1,10 +1,11 @@
 use serde_json::Value;
 
+use super::settings::Secure;
 use super::*;
-use crate::config::{Secret, Secure};
+use crate::domain::secret::Secret;
 
-fn config(name: &str) -> CookieConfig {
-    CookieConfig {
+fn config(name: &str) -> CookieSettings {
+    CookieSettings {
         name: name.into(),
         path: "/".into(),
         domain: None,

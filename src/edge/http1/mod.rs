@@ -29,7 +29,7 @@ mod response;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue, STRICT_TRANSPORT_SECURITY};
+use http::header::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::edge::drain::DrainWatch;
@@ -50,8 +50,6 @@ const MIN_READ_ROOM: usize = 1024;
 pub struct Front {
     pub proxy: Arc<Proxy>,
     pub peer: Arc<Peer>,
-    /// `Strict-Transport-Security` for every response (TLS connections).
-    pub hsts: Option<HeaderValue>,
     pub limits: Limits,
 }
 
@@ -87,12 +85,7 @@ where
         } = head;
         let keep_alive = keep_alive && !drain.has_started();
         let busy = front.peer.activity.busy();
-        let mut response = front.proxy.handle(request, &front.peer).await;
-        if let Some(hsts) = &front.hsts {
-            response
-                .headers_mut()
-                .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
-        }
+        let response = front.proxy.handle(request, &front.peer).await;
         let written = response::write(
             stream, &mut out, &mut spare, response, head_only, keep_alive,
         )

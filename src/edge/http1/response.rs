@@ -21,7 +21,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::util::body::{self, ProxyBody};
+use crate::proxy::ProxyBody;
 use crate::util::calendar;
 
 /// Body frames up to this size are copied behind the head and go out in
@@ -54,15 +54,8 @@ pub async fn write<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    let (mut parts, mut body) = response.into_parts();
-    if parts.status.is_informational() {
-        // The proxy answers an upstream 1xx with an error before it gets
-        // here; should one come anyway, hyper's server would answer 500.
-        tracing::error!(status = %parts.status, "interim status as a final response; answering 500");
-        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
-        parts.headers.clear();
-        body = body::full(Bytes::new());
-    }
+    // Never interim: the proxy's responder makes sure of that.
+    let (mut parts, body) = response.into_parts();
     let status = parts.status;
     let framing =
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {

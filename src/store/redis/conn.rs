@@ -18,7 +18,7 @@ use redis::{
 };
 use thiserror::Error;
 
-use crate::config::{RedisConfig, RedisEndpoint, RedisUrl};
+use super::settings::{RedisConfig, RedisEndpoint, RedisUrl};
 
 /// Why the store could not start. Names the endpoint (password masked) and
 /// the config key.

@@ -43,6 +43,7 @@ mod commands;
 mod conn;
 mod group;
 pub mod record;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,11 +51,11 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value as Json};
 
 use super::{Commit, Committed, SessionStore, StoreError};
-use crate::config::RedisConfig;
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
 use commands::Scripts;
 use conn::Connection;
+use settings::RedisConfig;
 
 pub use conn::ConnectError;
 pub use record::RecordCookie;

@@ -36,8 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::endpoint::Endpoint;
+use super::error::ExchangeError;
 use super::idle::IdleLists;
-use super::pool::PoolError;
 use super::UpstreamBody;
 
 /// Most response headers accepted, as hyper's client.
@@ -105,7 +105,7 @@ impl SimplePool {
     /// Sends an [`eligible`] request, as its encoded [`Head`], and returns
     /// the response once its head has arrived; the body is read as it is
     /// polled.
-    pub async fn send(&self, head: Head) -> Result<Response<SimpleBody>, PoolError> {
+    pub async fn send(&self, head: Head) -> Result<Response<SimpleBody>, ExchangeError> {
         loop {
             let (mut conn, reused) = match self.shared.idle.take(|_| true) {
                 Some(conn) => (conn, true),
@@ -124,17 +124,17 @@ impl SimplePool {
                 Err(Failure::Silent) if reused => continue,
                 Err(Failure::Silent) => return Err(self.shared.endpoint.reset()),
                 Err(Failure::Io(error)) => {
-                    return Err(PoolError::Connect(
+                    return Err(ExchangeError::Exchange(
                         self.shared.endpoint.target.clone(),
                         error,
                     ))
                 }
-                Err(Failure::Protocol(problem)) => return Err(PoolError::Protocol(problem)),
+                Err(Failure::Protocol(problem)) => return Err(ExchangeError::Protocol(problem)),
             }
         }
     }
 
-    async fn connect(&self) -> Result<Conn, PoolError> {
+    async fn connect(&self) -> Result<Conn, ExchangeError> {
         let endpoint = &self.shared.endpoint;
         let stream = endpoint.within(endpoint.tcp()).await?;
         Ok(Conn {

@@ -1,0 +1,108 @@
+//! The per-request state the phases share: [`Context`] (facts about the
+//! request and what the phases found) and [`Outgoing`] (the request on its
+//! way to the upstream, rewritten phase by phase).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Uri};
+
+use super::client::Client;
+use super::upgrade::Handshake;
+use crate::domain::session::{SessionData, SessionId};
+use crate::util::body::ClientBody;
+
+/// The session a request is served with.
+pub(super) struct Current {
+    pub id: SessionId,
+    pub data: Arc<SessionData>,
+}
+
+/// What happened to the request's session, for the log phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SessionOutcome {
+    /// No session, and none made.
+    None,
+    /// A session was loaded and used; the store was not written.
+    Loaded,
+    /// A session was made for the request.
+    Created,
+    /// A session was written under the same id.
+    Saved,
+    /// The session moved to a fresh id.
+    Rotated,
+    /// The session was destroyed.
+    Destroyed,
+    /// The route needed a session the request did not have.
+    Denied,
+    /// The store failed.
+    StoreError,
+}
+
+impl SessionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Loaded => "loaded",
+            Self::Created => "created",
+            Self::Saved => "saved",
+            Self::Rotated => "rotated",
+            Self::Destroyed => "destroyed",
+            Self::Denied => "denied",
+            Self::StoreError => "store-error",
+        }
+    }
+}
+
+/// One request's facts and findings, from the first phase to the log.
+pub(super) struct Context<'a> {
+    pub client: &'a Client,
+    pub method: Method,
+    /// The client reached us over HTTPS (directly, or per a trusted
+    /// proxy); known from the inject phase on.
+    pub https: bool,
+    /// The session found by the load phase.
+    pub session: Option<Current>,
+    pub outcome: SessionOutcome,
+    /// The target as the client sent it, from the inject phase on (before,
+    /// it is [`Outgoing::original`]).
+    pub target: Uri,
+    /// How long the upstream took to answer with a head.
+    pub upstream_time: Option<Duration>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new<B>(client: &'a Client, request: &Request<B>) -> Self {
+        Self {
+            client,
+            method: request.method().clone(),
+            https: client.tls,
+            session: None,
+            outcome: SessionOutcome::None,
+            target: Uri::default(),
+            upstream_time: None,
+        }
+    }
+}
+
+/// The request on its way upstream.
+pub(super) struct Outgoing {
+    pub parts: http::request::Parts,
+    pub body: ClientBody,
+    /// A WebSocket handshake the client asked for.
+    pub handshake: Option<Handshake>,
+    /// The host the client asked for (`Host`, or the HTTP/2 authority).
+    pub host: Option<HeaderValue>,
+    /// The target as the client sent it; `parts.uri` is rewritten for the
+    /// upstream by the inject phase.
+    pub original: Uri,
+    /// The canonical path, when it differs from the original's.
+    pub canonical: Option<String>,
+}
+
+impl Outgoing {
+    /// The canonical path: what routes match and the upstream receives.
+    pub fn path(&self) -> &str {
+        self.canonical.as_deref().unwrap_or(self.original.path())
+    }
+}

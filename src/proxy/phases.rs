@@ -1,0 +1,206 @@
+//! The request phases before the upstream: scrub, canonicalise, identify,
+//! load, authorise and inject. Each reads and writes only what its name
+//! says (see the order in [`super`]).
+
+use http::header::{self, HeaderValue};
+use http::{Request, Version};
+
+use super::context::{Context, Current, Outgoing, SessionOutcome};
+use super::error::ProxyError;
+use super::upgrade::{self, Handshake};
+use super::Proxy;
+use crate::domain::cookie::Ticket;
+use crate::domain::routes;
+use crate::domain::session::SessionId;
+use crate::domain::{headers, path};
+use crate::store::SessionStore;
+use crate::upstream::{self, Forwarding};
+use crate::util::body::ClientBody;
+
+impl Proxy {
+    /// Scrub: refuses a request body framing other than `chunked`, removes
+    /// client-sent reserved headers (every spelling) and hop-by-hop
+    /// headers (but a WebSocket handshake's own), and resolves the
+    /// requested host.
+    pub(super) fn scrub(
+        &self,
+        mut request: Request<ClientBody>,
+        context: &Context<'_>,
+    ) -> Result<Outgoing, ProxyError> {
+        let handshake = Handshake::take(&mut request);
+        let (mut parts, body) = request.into_parts();
+        if !headers::chunked_only(&parts.headers) {
+            return Err(ProxyError::BadTransferEncoding);
+        }
+        self.scrubber
+            .scrub(&mut parts.headers, context.client.trusted);
+        headers::remove_hop_by_hop(&mut parts.headers);
+        if handshake.is_some() {
+            upgrade::restore(&mut parts.headers);
+        }
+        let host = requested_host(&parts)?;
+        // The original target is kept aside; `parts.uri` is rewritten for
+        // the upstream by the inject phase.
+        let original = std::mem::take(&mut parts.uri);
+        Ok(Outgoing {
+            parts,
+            body,
+            handshake,
+            host,
+            original,
+            canonical: None,
+        })
+    }
+
+    /// Canonicalise: the path every later phase and the upstream see, or a
+    /// 400 for an ambiguous one.
+    pub(super) fn canonicalise(
+        &self,
+        request: &mut Outgoing,
+        _context: &Context<'_>,
+    ) -> Result<(), ProxyError> {
+        if let std::borrow::Cow::Owned(canonical) = path::canonicalize(request.original.path())? {
+            request.canonical = Some(canonical);
+        }
+        Ok(())
+    }
+
+    /// Identify: the session cookies, verified. No store lookup happens
+    /// before a signature is.
+    pub(super) fn identify(&self, request: &Outgoing, context: &Context<'_>) -> Ticket {
+        let ticket = self.cookie.read(&request.parts.headers);
+        if ticket.forged {
+            tracing::warn!(peer = %context.client.addr, "session cookie with a forged signature ignored");
+        }
+        ticket
+    }
+
+    /// Load: the live session among the verified candidates. Several
+    /// different live sessions are ambiguous and mean no session. The ids
+    /// are taken by value: the one found becomes the request's without a
+    /// copy.
+    pub(super) async fn load(
+        &self,
+        candidates: Vec<SessionId>,
+        context: &mut Context<'_>,
+    ) -> Result<(), ProxyError> {
+        let mut found: Option<Current> = None;
+        for id in candidates {
+            let data = match self.store.load(&id).await {
+                Ok(Some(data)) => data,
+                Ok(None) => continue,
+                Err(error) => {
+                    context.outcome = SessionOutcome::StoreError;
+                    return Err(error.into());
+                }
+            };
+            if found.is_some() {
+                tracing::warn!("request carries two live sessions; serving it with none");
+                return Ok(());
+            }
+            found = Some(Current { id, data });
+        }
+        if found.is_some() {
+            context.outcome = SessionOutcome::Loaded;
+        }
+        context.session = found;
+        Ok(())
+    }
+
+    /// Authorise: a login-only route without a logged-in session is denied
+    /// (`Some`); on such a route a WebSocket handshake's `Origin` must be
+    /// allowed.
+    pub(super) fn authorise(
+        &self,
+        request: &Outgoing,
+        context: &mut Context<'_>,
+    ) -> Result<Option<routes::Denial>, ProxyError> {
+        let path = request.path();
+        let Some(rule) = self.routes.rule_for(path) else {
+            return Ok(None);
+        };
+        let logged_in = context
+            .session
+            .as_ref()
+            .is_some_and(|c| c.data.is_logged_in(&self.identity_key));
+        if !logged_in {
+            let next = match request.original.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_owned(),
+            };
+            context.outcome = SessionOutcome::Denied;
+            let parts = &request.parts;
+            return Ok(Some(routes::deny(
+                rule.deny,
+                &parts.method,
+                &parts.headers,
+                &self.login_url,
+                &next,
+            )));
+        }
+        if request.handshake.is_some() {
+            self.websocket_origins.check(&request.parts.headers)?;
+        }
+        Ok(None)
+    }
+
+    /// Inject: the session cookie out, the session and forwarding headers
+    /// in (once each), `Via`, and the target rewritten for the upstream
+    /// (origin form, canonical path, `Host`).
+    pub(super) fn inject(
+        &self,
+        request: &mut Outgoing,
+        ticket: &Ticket,
+        context: &mut Context<'_>,
+    ) -> Result<(), ProxyError> {
+        let client = context.client;
+        let headers = &mut request.parts.headers;
+        context.https = client.tls || upstream::forwarded_https(headers, client.trusted);
+        self.cookie.strip(headers, ticket);
+        if let Some(current) = &context.session {
+            let omissions = self
+                .session_headers
+                .inject(headers, &current.id, &current.data);
+            if omissions.any() {
+                tracing::error!(
+                    session = %self.cookie.signer().log_tag(&current.id),
+                    x_session = omissions.session,
+                    fields = ?omissions.fields,
+                    "session headers over [session.headers] max_bytes were not sent"
+                );
+            }
+        }
+        let forwarding = Forwarding {
+            peer: &client.addr_header,
+            trusted: client.trusted,
+            proto: if context.https { "https" } else { "http" },
+        };
+        upstream::add_forwarding(headers, forwarding, request.host.as_ref());
+        self.respond.add_via(headers);
+        let host = request.host.take();
+        self.upstream.retarget(
+            &mut request.parts,
+            host,
+            &request.original,
+            request.canonical.as_deref(),
+        )?;
+        // The client's target, for the phases after this one and the log.
+        context.target = std::mem::take(&mut request.original);
+        Ok(())
+    }
+}
+
+/// The host the client asked for: the Host header, or the HTTP/2 authority.
+/// `Err` when HTTP/1.1 has none or there are several.
+fn requested_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::NoHost),
+        (Some(host), None) => Ok(Some(host.clone())),
+        (None, _) => match parts.uri.authority() {
+            Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
+            None if parts.version == Version::HTTP_11 => Err(ProxyError::NoHost),
+            None => Ok(None),
+        },
+    }
+}
