@@ -11,6 +11,8 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+use crate::util::tokens;
+
 pub const X_SESSION: HeaderName = HeaderName::from_static("x-session");
 pub const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
 /// Sent instead of `X-Session` when the session is over the header budget.
@@ -154,15 +156,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         // `Connection` options other than `close` and `keep-alive` (already
         // hop-by-hop) name further headers to remove: rare, so the list is
         // only allocated for them.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
+        let named: Vec<HeaderName> = tokens::header_elements(headers, header::CONNECTION)
             .filter(|token| {
-                !token.is_empty()
-                    && !token.eq_ignore_ascii_case(b"close")
-                    && !token.eq_ignore_ascii_case(b"keep-alive")
+                !token.eq_ignore_ascii_case(b"close") && !token.eq_ignore_ascii_case(b"keep-alive")
             })
             .filter_map(|token| HeaderName::from_bytes(token).ok())
             .filter(|name| !CONNECTION_PROOF.contains(name))
@@ -181,12 +177,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// refuses `gzip, chunked` and the like, which the proxy would forward
 /// decoded-but-still-encoded, and which no browser sends.
 pub fn chunked_only(headers: &HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty());
+    let mut codings = tokens::header_elements(headers, header::TRANSFER_ENCODING);
     match (codings.next(), codings.next()) {
         (None, _) => true,
         (Some(coding), None) => coding.eq_ignore_ascii_case(b"chunked"),

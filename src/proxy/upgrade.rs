@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::proxy::error::ProxyError;
+use crate::util::tokens;
 
 /// A tunnel through which nothing moved for this long is closed. WebSocket
 /// peers ping far more often than this; a dead peer without a FIN does not
@@ -242,21 +243,15 @@ pub(super) fn restore(headers: &mut HeaderMap) {
 /// True when the comma-separated tokens of `name` are exactly `token`.
 fn is_only_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     let mut tokens = tokens(headers, name);
-    matches!((tokens.next(), tokens.next()), (Some(t), None) if t.eq_ignore_ascii_case(token))
+    matches!((tokens.next(), tokens.next()), (Some(t), None) if t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &[u8]> {
+    tokens::header_elements(headers, name)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::domain::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::util::body::{ClientBody, IdleTimeout};
+use crate::util::tokens;
 use settings::UpstreamSettings;
 
 /// Request body type sent upstream: the client's body, with a stall timeout.
@@ -293,9 +294,8 @@ pub fn forwarded_https(headers: &HeaderMap, trusted: bool) -> bool {
             .get_all(X_FORWARDED_PROTO)
             .iter()
             .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+            .and_then(|v| tokens::split_list(v.as_bytes()).next_back())
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"))
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the

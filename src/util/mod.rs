@@ -4,5 +4,7 @@
 pub mod body;
 pub mod calendar;
 pub mod coarse_clock;
+pub mod head;
+pub mod tokens;
 pub mod worker;
 pub(crate) mod write_through;

@@ -12,10 +12,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use http::{Method, Request, Uri, Version};
 
 use crate::util::body::ClientBody;
+use crate::util::head::{self, Locator, Span};
+use crate::util::tokens;
 
 /// Most headers parsed here; a request with more goes to hyper, which
 /// applies `server.max_headers` itself.
@@ -54,20 +56,13 @@ pub enum Parsed {
     Hyper,
 }
 
-/// Where a header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct Field {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 /// Reads the request head at the start of `buffer`, if there is a whole
 /// one. On [`Parsed::Taken`] the head's bytes are split off the buffer (the
 /// header values share them, as hyper's do); otherwise the buffer is left
 /// as it was. `spare`: an empty header map to fill, if there is one (the
 /// last response's, as hyper reuses it).
 pub fn parse(buffer: &mut BytesMut, limits: Limits, spare: &mut Option<HeaderMap>) -> Parsed {
-    let mut fields = [Field::default(); MAX_HEADERS];
+    let mut fields = [(Span::EMPTY, Span::EMPTY); MAX_HEADERS];
     let (length, count, method, target, keep_alive) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
@@ -94,12 +89,7 @@ pub fn parse(buffer: &mut BytesMut, limits: Limits, spare: &mut Option<HeaderMap
         if request.version != Some(1) {
             return Parsed::Hyper;
         }
-        let start = buffer.as_ptr() as usize;
-        let offset = |bytes: &[u8]| {
-            let at = bytes.as_ptr() as usize - start;
-            // Within a head of at most u32::MAX bytes (checked above).
-            (at as u32, (at + bytes.len()) as u32)
-        };
+        let locator = Locator::new(buffer, length);
         let mut keep_alive = true;
         for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
             let name = header.name.as_bytes();
@@ -112,16 +102,15 @@ pub fn parse(buffer: &mut BytesMut, limits: Limits, spare: &mut Option<HeaderMap
             if name.eq_ignore_ascii_case(b"connection") && asks_to_close(header.value) {
                 keep_alive = false;
             }
-            field.name = offset(name);
-            field.value = offset(header.value);
+            let (Some(name), Some(value)) = (locator.span(name), locator.span(header.value)) else {
+                return Parsed::Hyper;
+            };
+            *field = (name, value);
         }
-        (
-            length,
-            request.headers.len(),
-            method,
-            offset(target.as_bytes()),
-            keep_alive,
-        )
+        let Some(target) = locator.span(target.as_bytes()) else {
+            return Parsed::Hyper;
+        };
+        (length, request.headers.len(), method, target, keep_alive)
     };
     let head = buffer.split_to(length).freeze();
     let headers = spare.take().unwrap_or_default();
@@ -148,21 +137,13 @@ pub fn parse(buffer: &mut BytesMut, limits: Limits, spare: &mut Option<HeaderMap
 fn build(
     head: &Bytes,
     method: Method,
-    target: (u32, u32),
-    fields: &[Field],
+    target: Span,
+    fields: &[(Span, Span)],
     mut headers: HeaderMap,
 ) -> Option<Request<ClientBody>> {
-    let span = |(start, end): (u32, u32)| head.slice(start as usize..end as usize);
-    let uri = Uri::from_maybe_shared(span(target)).ok()?;
+    let uri = Uri::from_maybe_shared(head::slice(head, target)).ok()?;
     headers.reserve(fields.len() + ADDED_HEADERS);
-    for field in fields {
-        let (start, end) = field.name;
-        let name = HeaderName::from_bytes(&head[start as usize..end as usize]).ok()?;
-        // httparse has checked the bytes already; the `http` crate checks
-        // them again (its unchecked constructor is `unsafe`).
-        let value = HeaderValue::from_maybe_shared(span(field.value)).ok()?;
-        headers.append(name, value);
-    }
+    head::append_fields(head, fields, &mut headers).ok()?;
     let mut request = Request::new(ClientBody::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -173,9 +154,7 @@ fn build(
 
 /// True when a `Connection` value has the `close` token.
 fn asks_to_close(value: &[u8]) -> bool {
-    value
-        .split(|&byte| byte == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    tokens::has_element(value, "close")
 }
 
 #[cfg(test)]

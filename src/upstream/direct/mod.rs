@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +39,8 @@ use super::endpoint::Endpoint;
 use super::error::ExchangeError;
 use super::idle::IdleLists;
 use super::UpstreamBody;
+use crate::util::head::{self, BadField, Locator, Span};
+use crate::util::tokens;
 
 /// Most response headers accepted, as hyper's client.
 const MAX_HEADERS: usize = 100;
@@ -268,26 +270,15 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     // frozen head without copying. Checked, not assumed: every slice must
     // lie inside the head (an empty value need not). Offsets fit in `u32`:
     // the head is at most MAX_HEAD_BYTES.
-    let base = buffer.as_ptr() as usize;
-    let span = |slice: &[u8]| {
-        let start = (slice.as_ptr() as usize).checked_sub(base)?;
-        let end = start.checked_add(slice.len())?;
-        (end <= length).then_some(Span {
-            start: u32::try_from(start).ok()?,
-            end: u32::try_from(end).ok()?,
-        })
-    };
+    let locator = Locator::new(buffer, length);
     let count = response.headers.len();
     let mut spans = [(Span::EMPTY, Span::EMPTY); MAX_HEADERS];
     for (slot, h) in spans.iter_mut().zip(response.headers.iter()) {
-        *slot = (
-            span(h.name.as_bytes()).ok_or(Failure::Protocol("malformed response head"))?,
-            match span(h.value) {
-                Some(value) => value,
-                None if h.value.is_empty() => Span::EMPTY,
-                None => return Err(Failure::Protocol("malformed response head")),
-            },
-        );
+        let (Some(name), Some(value)) = (locator.span(h.name.as_bytes()), locator.span(h.value))
+        else {
+            return Err(Failure::Protocol("malformed response head"));
+        };
+        *slot = (name, value);
     }
     let head: Bytes = buffer.split_to(length).freeze();
     // Room for the Set-Cookie and Via the proxy may add, so that neither
@@ -296,17 +287,15 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     // emptied map for the next request on the connection, to which the
     // proxy adds its own headers.
     let mut headers = HeaderMap::with_capacity((count + 2).max(REUSED_MAP_CAPACITY));
-    let mut keep_alive = version == Version::HTTP_11;
-    for &(name, value) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name.range()])
-            .map_err(|_| Failure::Protocol("invalid response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.range()))
-            .map_err(|_| Failure::Protocol("invalid response header value"))?;
-        if name == header::CONNECTION && has_token(&value, "close") {
-            keep_alive = false;
-        }
-        headers.append(name, value);
-    }
+    head::append_fields(&head, &spans[..count], &mut headers).map_err(|bad| match bad {
+        BadField::Name => Failure::Protocol("invalid response header name"),
+        BadField::Value => Failure::Protocol("invalid response header value"),
+    })?;
+    let keep_alive = version == Version::HTTP_11
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| has_token(value, "close"));
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -314,26 +303,8 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     Ok(Some(ParsedHead { parts, keep_alive }))
 }
 
-/// Where a name or value lies in a response head.
-#[derive(Clone, Copy)]
-struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Span {
-    const EMPTY: Self = Self { start: 0, end: 0 };
-
-    fn range(self) -> std::ops::Range<usize> {
-        self.start as usize..self.end as usize
-    }
-}
-
 fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    tokens::has_element(value.as_bytes(), token)
 }
 
 /// How the response body is delimited, and whether that leaves the
@@ -348,13 +319,7 @@ fn framing(parts: &http::response::Parts, head_only: bool) -> Result<(Framing, b
     let lengths = parts.headers.get_all(header::CONTENT_LENGTH);
     let has_length = lengths.iter().next().is_some();
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = parts
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|t| !t.is_empty());
+        let last = tokens::header_elements(&parts.headers, header::TRANSFER_ENCODING).next_back();
         // Both framings at once may be an attempt at response splitting,
         // which RFC 9112 §6.3 says ought to be an error; a coding other than
         // chunked would reach the client still encoded, its
@@ -372,8 +337,7 @@ fn framing(parts: &http::response::Parts, head_only: bool) -> Result<(Framing, b
     if has_length {
         let mut length: Option<u64> = None;
         for value in lengths {
-            for part in value.as_bytes().split(|&b| b == b',') {
-                let part = part.trim_ascii();
+            for part in tokens::split_list(value.as_bytes()) {
                 if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                     return Err(Failure::Protocol("invalid Content-Length"));
                 }
