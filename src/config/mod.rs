@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Worker threads, each with its own event loop.
     pub workers: usize,
+    /// The HTTP/1 front and the direct upstream client serve what they
+    /// can; off (a diagnostic), hyper's server and client serve everything.
+    pub fast_paths: bool,
     /// `[server.tls]`: serve HTTPS on `server.listen`.
     pub tls: Option<TlsConfig>,
     /// A plain-HTTP address that only redirects to HTTPS.
@@ -265,6 +268,7 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
             Some(count) => check.at_least("server.workers", count, 1),
             None => std::thread::available_parallelism().map_or(1, usize::from),
         },
+        fast_paths: s.fast_paths,
         tls: tls.tls,
         redirect_http_from: tls.redirect_http_from,
         hsts: tls.hsts,

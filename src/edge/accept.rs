@@ -54,6 +54,7 @@ pub(super) async fn serve(
             max_head_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
         },
+        front: config.fast_paths,
     });
     let workers = Workers::start(config.workers).map_err(Error::Listener)?;
     let drain = Arc::new(Drain::new(workers.count()));

@@ -8,6 +8,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1::Builder as Http1Builder;
@@ -69,6 +70,9 @@ pub(super) struct Builders {
     pub(super) http1: Http1Builder,
     pub(super) http2: Http2Builder<TokioExecutor>,
     pub(super) limits: http1::Limits,
+    /// `server.fast_paths`: HTTP/1 connections start on the front (off:
+    /// hyper serves them from the first byte).
+    pub(super) front: bool,
 }
 
 /// One accepted connection, ready to be served once its transport (plain
@@ -129,7 +133,12 @@ impl Connection {
         let mut guard_drain = drain.watch();
         let serving = async {
             let mut stream = stream;
-            match http1::serve(&mut stream, &front, &front_drain).await {
+            let served = if builders.front {
+                http1::serve(&mut stream, &front, &front_drain).await
+            } else {
+                Ended::HandOver(Bytes::new())
+            };
+            match served {
                 Ended::Closed => Ok(()),
                 Ended::HandOver(read) => {
                     let Front { proxy, peer, .. } = front;

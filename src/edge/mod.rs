@@ -158,7 +158,11 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             session.header_keys.clone(),
             &session.fields,
         ),
-        upstream: Upstream::new(&config.upstream, config.server.workers),
+        upstream: Upstream::new(
+            &config.upstream,
+            config.server.workers,
+            config.server.fast_paths,
+        ),
         identity_key: config.auth.identity_key.clone(),
         login_url: config.auth.login_url.clone(),
         via: config.server.via,

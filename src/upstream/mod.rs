@@ -11,6 +11,7 @@
 mod direct;
 mod endpoint;
 mod error;
+mod framing;
 mod idle;
 mod pool;
 pub mod settings;
@@ -63,7 +64,9 @@ pub struct Forwarding<'a> {
 
 impl Upstream {
     /// `workers`: the worker threads, each with its own idle connections.
-    pub fn new(config: &UpstreamSettings, workers: usize) -> Self {
+    /// `direct`: the direct client serves the exchanges it can (off: hyper's
+    /// client serves all).
+    pub fn new(config: &UpstreamSettings, workers: usize, direct: bool) -> Self {
         // Validated at start-up: the upstream URL has an authority.
         let authority = config
             .url
@@ -89,7 +92,7 @@ impl Upstream {
         };
         // Each client keeps its own idle connections.
         let (max_idle, idle_timeout) = (config.pool_max_idle, config.pool_idle_timeout);
-        let simple = config.tls.is_none().then(|| {
+        let simple = (direct && config.tls.is_none()).then(|| {
             let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
             direct::SimplePool::new(endpoint.clone(), idle)
         });

@@ -108,6 +108,10 @@ impl Pool {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
+                    // What the direct client refuses, hyper's must too.
+                    if let Err(problem) = super::framing::chunked(response.headers()) {
+                        return Err(ExchangeError::Protocol(problem));
+                    }
                     let shared = self.shared.clone();
                     let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
                     return Ok(response.map(|body| PooledBody {
@@ -189,8 +193,12 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.finished = true;
+        match &polled {
+            // Trailers end a chunked body: the writer need not poll again
+            // for the end, and the connection is done with this response.
+            Poll::Ready(None) => self.finished = true,
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.finished = true,
+            _ => {}
         }
         polled
     }

@@ -1,5 +1,9 @@
 //! Integration tests: the real proxy between a real upstream and a real
-//! HTTP client, one module per area.
+//! HTTP client, one module per area. `tests/hyper_only.rs` runs the same
+//! areas again with `server.fast_paths = false`.
+
+/// The HTTP/1 front and the direct upstream client serve what they can.
+const FAST_PATHS: bool = true;
 
 // Not every module uses every helper.
 #[allow(dead_code)]

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use cloakroom::config::Config;
 use serde_json::json;
 
 use crate::redis::{no_set_cookie, redis_store, until_not_503};
@@ -178,7 +177,7 @@ async fn start_up_fails_clearly_when_redis_is_unreachable() {
             "connect_timeout = \"300ms\""
         )
     );
-    let config = Config::from_toml_str(&text).expect("the config is valid offline");
+    let config = crate::support::config(&text).expect("the config is valid offline");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let started = Instant::now();
     let error = cloakroom::run(config, listener, std::future::pending())

@@ -20,6 +20,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A configuration for a proxy under test, from TOML, with the fast paths
+/// on or off as the test binary runs them ([`crate::FAST_PATHS`]).
+pub fn config(toml: &str) -> Result<Config, cloakroom::config::ConfigError> {
+    let mut config = Config::from_toml_str(toml)?;
+    config.server.fast_paths = crate::FAST_PATHS;
+    Ok(config)
+}
+
 /// A fixed test secret; tests that need express interop use their own.
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
@@ -219,8 +227,7 @@ impl Proxy {
 
     /// Starts the proxy with exactly this configuration (listen is ignored).
     pub async fn start_with(toml: &str) -> Self {
-        let config =
-            Config::from_toml_str(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let config = config(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

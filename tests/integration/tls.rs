@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloakroom::config::Config;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -107,7 +106,7 @@ impl TlsProxy {
             toml.push_str(&f.toml());
         }
         let config =
-            Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+            crate::support::config(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let redirect = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, redirect_addr) = (

@@ -221,3 +221,42 @@ async fn a_broken_chunked_body_is_cut_off_and_its_connection_dropped() {
         "the broken connection is not reused"
     );
 }
+
+#[tokio::test]
+async fn a_post_gets_the_same_framing_rules_as_a_get() {
+    // A request with a body goes through hyper's client even with the fast
+    // paths on: its responses must be framed by the same rule (RFC 9112
+    // §6.3) as the direct client's.
+    let cases: [&'static [u8]; 2] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nSECRET\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nSECRET",
+    ];
+    for bytes in cases {
+        let upstream = RawUpstream::start(vec![Answer { bytes, close: true }]).await;
+        let proxy = proxy_for(&upstream).await;
+        let response = bare()
+            .post(proxy.url("/"))
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 502, "{}", String::from_utf8_lossy(bytes));
+        assert!(!response.text().await.unwrap().contains("SECRET"));
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_response_with_trailers_to_a_post_keeps_its_connection() {
+    let upstream = RawUpstream::start(vec![Answer {
+        bytes: CHUNKED,
+        close: false,
+    }])
+    .await;
+    let proxy = proxy_for(&upstream).await;
+    for _ in 0..3 {
+        let response = bare().post(proxy.url("/")).body("x").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "hello world");
+    }
+    assert_eq!(upstream.connections(), 1);
+}

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use cloakroom::config::Config;
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -215,7 +214,7 @@ async fn without_ca_file_the_system_cas_are_used_and_a_test_ca_is_not_among_them
         "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n",
         upstream.url()
     );
-    match Config::from_toml_str(&toml) {
+    match crate::support::config(&toml) {
         // A system without a CA store: refused at load, naming the fix.
         Err(error) => {
             assert_eq!(error.issues[0].key, "upstream.ca_file", "{error}");
@@ -257,7 +256,7 @@ async fn a_tls_handshake_that_never_finishes_is_bounded_by_connect_timeout() {
 
 /// The configuration's issues as `key: message` lines.
 fn issues(toml: &str) -> Vec<String> {
-    match Config::from_toml_str(toml) {
+    match crate::support::config(toml) {
         Ok(_) => panic!("the configuration was accepted:\n{toml}"),
         Err(error) => error
             .issues

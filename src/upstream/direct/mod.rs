@@ -316,25 +316,11 @@ fn framing(parts: &http::response::Parts, head_only: bool) -> Result<(Framing, b
     {
         return Ok((Framing::Empty, true));
     }
-    let lengths = parts.headers.get_all(header::CONTENT_LENGTH);
-    let has_length = lengths.iter().next().is_some();
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = tokens::header_elements(&parts.headers, header::TRANSFER_ENCODING).next_back();
-        // Both framings at once may be an attempt at response splitting,
-        // which RFC 9112 §6.3 says ought to be an error; a coding other than
-        // chunked would reach the client still encoded, its
-        // `Transfer-Encoding` gone as hop-by-hop. Neither is forwarded.
-        return match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") && !has_length => {
-                Ok((Framing::Chunked(Chunked::default()), true))
-            }
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
-                Err(Failure::Protocol("Content-Length beside Transfer-Encoding"))
-            }
-            _ => Err(Failure::Protocol("a transfer coding other than chunked")),
-        };
+    if super::framing::chunked(&parts.headers).map_err(Failure::Protocol)? {
+        return Ok((Framing::Chunked(Chunked::default()), true));
     }
-    if has_length {
+    let lengths = parts.headers.get_all(header::CONTENT_LENGTH);
+    if lengths.iter().next().is_some() {
         let mut length: Option<u64> = None;
         for value in lengths {
             for part in tokens::split_list(value.as_bytes()) {

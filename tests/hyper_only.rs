@@ -1,0 +1,46 @@
+//! The integration areas again, with `server.fast_paths = false`: every
+//! request through hyper's server and hyper's client, none through the
+//! HTTP/1 front or the direct upstream client. A behaviour where the
+//! hand-written paths and hyper differ fails in one of the two binaries.
+//! (`binary` is left out: it runs the release binary on its own files.)
+
+/// Every request goes through hyper.
+const FAST_PATHS: bool = false;
+
+#[allow(dead_code)]
+#[path = "integration/support.rs"]
+mod support;
+#[allow(dead_code)]
+#[path = "../src/store/redis/test_server.rs"]
+mod test_server;
+
+#[path = "integration/failures.rs"]
+mod failures;
+#[path = "integration/front.rs"]
+mod front;
+#[path = "integration/http2_floods.rs"]
+mod http2_floods;
+#[path = "integration/protocol.rs"]
+mod protocol;
+#[path = "integration/redis.rs"]
+mod redis;
+#[path = "integration/redis_failures.rs"]
+mod redis_failures;
+#[path = "integration/routes.rs"]
+mod routes;
+#[path = "integration/session_flow.rs"]
+mod session_flow;
+#[path = "integration/smuggling.rs"]
+mod smuggling;
+#[path = "integration/tls.rs"]
+mod tls;
+#[path = "integration/transport.rs"]
+mod transport;
+#[path = "integration/tunnels.rs"]
+mod tunnels;
+#[path = "integration/upstream_framing.rs"]
+mod upstream_framing;
+#[path = "integration/upstream_tls.rs"]
+mod upstream_tls;
+#[path = "integration/websocket.rs"]
+mod websocket;
