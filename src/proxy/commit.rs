@@ -8,17 +8,11 @@
 //! - the session was written and the cookie has a max age, or `rolling` is
 //!   on: a refreshed cookie (and with `rolling`, the store's expiry too).
 
-use std::sync::Arc;
-
 use http::header::{self, HeaderValue};
-use http::Response;
 use serde_json::Map;
 
-use super::client::ClientConnection;
 use super::context::{Context, Current, SessionOutcome};
 use super::error::ProxyError;
-use super::forward::Forwarded;
-use super::respond::ProxyBody;
 use super::{upgrade, Proxy};
 use crate::domain::headers;
 use crate::domain::session::ops::{self, SessionOp};
@@ -26,20 +20,20 @@ use crate::domain::session::SessionId;
 use crate::store::{Commit, Committed, SessionStore, StoreError};
 
 impl Proxy {
-    /// The commit phase: the response's `Set-Session` applied, its
-    /// hop-by-hop headers removed, the cookie set or cleared, and then an
-    /// accepted WebSocket handshake's tunnel started.
-    pub(super) async fn commit<C: ClientConnection>(
+    /// The commit phase, on the upstream response's head: `Set-Session`
+    /// applied and removed, hop-by-hop headers removed (but an accepted
+    /// WebSocket handshake's own), and the session cookie set or cleared.
+    /// The head is worked on in place: it is not moved into the phase.
+    #[inline]
+    pub(super) async fn commit(
         &self,
-        forwarded: Forwarded,
+        parts: &mut http::response::Parts,
+        tunnel: bool,
         context: &mut Context<'_>,
-        conn: &Arc<C>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Forwarded { response, tunnel } = forwarded;
-        let (mut parts, body) = response.into_parts();
+    ) -> Result<(), ProxyError> {
         let set_session = headers::take_set_session(&mut parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers);
-        if tunnel.is_some() {
+        if tunnel {
             upgrade::restore(&mut parts.headers);
         }
         let secure = self.cookie.secure_for(context.https);
@@ -52,15 +46,13 @@ impl Proxy {
         if let Some(value) = set_cookie {
             parts.headers.append(header::SET_COOKIE, value);
         }
-        if let Some(tunnel) = tunnel {
-            tunnel.spawn(conn.clone());
-        }
-        Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
+        Ok(())
     }
 
     /// Applies the upstream's `Set-Session` values and returns the
     /// `Set-Cookie` to send, if any. Every value is parsed before anything
     /// is written: one bad value leaves the store untouched.
+    #[inline]
     async fn apply(
         &self,
         values: &[HeaderValue],
@@ -140,6 +132,7 @@ impl Proxy {
     }
 
     /// `rolling`: extend the session in the store and re-send the cookie.
+    #[inline]
     async fn roll(
         &self,
         current: &Current,

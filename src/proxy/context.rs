@@ -40,6 +40,7 @@ pub(super) enum SessionOutcome {
 }
 
 impl SessionOutcome {
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -72,6 +73,7 @@ pub(super) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    #[inline]
     pub fn new<B>(client: &'a Client, request: &Request<B>) -> Self {
         Self {
             client,
@@ -101,7 +103,25 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
+    /// The client's request, taken apart: the WebSocket handshake it asks
+    /// for (if any) is taken, and its target set aside.
+    #[inline]
+    pub fn new(mut request: Request<ClientBody>) -> Self {
+        let handshake = Handshake::take(&mut request);
+        let (mut parts, body) = request.into_parts();
+        let original = std::mem::take(&mut parts.uri);
+        Self {
+            parts,
+            body,
+            handshake,
+            host: None,
+            original,
+            canonical: None,
+        }
+    }
+
     /// The canonical path: what routes match and the upstream receives.
+    #[inline]
     pub fn path(&self) -> &str {
         self.canonical.as_deref().unwrap_or(self.original.path())
     }

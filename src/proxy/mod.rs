@@ -35,6 +35,7 @@ pub(crate) mod respond;
 mod settings;
 mod upgrade;
 
+use std::pin::pin;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -51,7 +52,7 @@ pub use client::{Client, ClientConnection};
 pub use respond::ProxyBody;
 pub use settings::{CommitPolicy, Settings};
 
-use context::Context;
+use context::{Context, Outgoing};
 use error::ProxyError;
 
 /// Everything a request needs, built once at start-up and shared.
@@ -110,14 +111,14 @@ impl Proxy {
         conn: &Arc<C>,
     ) -> Response<ProxyBody> {
         let mut context = Context::new(conn.client(), &request);
-        let response = match self.serve(request, &mut context, conn).await {
+        let mut response = match self.serve(request, &mut context, conn).await {
             Ok(response) => response,
             Err(error) => {
                 log::failure(&error, &context);
                 self.respond.error(&error)
             }
         };
-        let response = self.respond.finish(response, context.client);
+        self.respond.finish(&mut response, context.client);
         log::record(&context, &response);
         response
     }
@@ -130,7 +131,8 @@ impl Proxy {
         context: &mut Context<'_>,
         conn: &Arc<C>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut upstream_request = self.scrub(request, context)?;
+        let mut upstream_request = Outgoing::new(request);
+        self.scrub(&mut upstream_request, context)?;
         self.canonicalise(&mut upstream_request, context)?;
         let mut ticket = self.identify(&upstream_request, context);
         self.load(std::mem::take(&mut ticket.candidates), context)
@@ -139,7 +141,16 @@ impl Proxy {
             return Ok(self.respond.denied(denial));
         }
         self.inject(&mut upstream_request, &ticket, context)?;
-        let response = self.forward(upstream_request, context).await?;
-        self.commit(response, context, conn).await
+        let mut forwarding = pin!(self.forward(upstream_request));
+        let response = forwarding.as_mut().await?;
+        let (tunnel, upstream_time) = forwarding.finish();
+        context.upstream_time = upstream_time;
+        let (mut parts, body) = response.into_parts();
+        self.commit(&mut parts, tunnel.is_some(), context).await?;
+        // The tunnel opens only now, after the commit phase.
+        if let Some(tunnel) = tunnel {
+            tunnel.spawn(conn.clone());
+        }
+        Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
     }
 }

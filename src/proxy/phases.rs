@@ -3,11 +3,11 @@
 //! says (see the order in [`super`]).
 
 use http::header::{self, HeaderValue};
-use http::{Request, Version};
+use http::Version;
 
 use super::context::{Context, Current, Outgoing, SessionOutcome};
 use super::error::ProxyError;
-use super::upgrade::{self, Handshake};
+use super::upgrade;
 use super::Proxy;
 use crate::domain::cookie::Ticket;
 use crate::domain::routes;
@@ -15,45 +15,35 @@ use crate::domain::session::SessionId;
 use crate::domain::{headers, path};
 use crate::store::SessionStore;
 use crate::upstream::{self, Forwarding};
-use crate::util::body::ClientBody;
 
 impl Proxy {
     /// Scrub: refuses a request body framing other than `chunked`, removes
     /// client-sent reserved headers (every spelling) and hop-by-hop
     /// headers (but a WebSocket handshake's own), and resolves the
     /// requested host.
+    #[inline]
     pub(super) fn scrub(
         &self,
-        mut request: Request<ClientBody>,
+        request: &mut Outgoing,
         context: &Context<'_>,
-    ) -> Result<Outgoing, ProxyError> {
-        let handshake = Handshake::take(&mut request);
-        let (mut parts, body) = request.into_parts();
+    ) -> Result<(), ProxyError> {
+        let parts = &mut request.parts;
         if !headers::chunked_only(&parts.headers) {
             return Err(ProxyError::BadTransferEncoding);
         }
         self.scrubber
             .scrub(&mut parts.headers, context.client.trusted);
         headers::remove_hop_by_hop(&mut parts.headers);
-        if handshake.is_some() {
+        if request.handshake.is_some() {
             upgrade::restore(&mut parts.headers);
         }
-        let host = requested_host(&parts)?;
-        // The original target is kept aside; `parts.uri` is rewritten for
-        // the upstream by the inject phase.
-        let original = std::mem::take(&mut parts.uri);
-        Ok(Outgoing {
-            parts,
-            body,
-            handshake,
-            host,
-            original,
-            canonical: None,
-        })
+        request.host = requested_host(parts, &request.original)?;
+        Ok(())
     }
 
     /// Canonicalise: the path every later phase and the upstream see, or a
     /// 400 for an ambiguous one.
+    #[inline]
     pub(super) fn canonicalise(
         &self,
         request: &mut Outgoing,
@@ -67,6 +57,7 @@ impl Proxy {
 
     /// Identify: the session cookies, verified. No store lookup happens
     /// before a signature is.
+    #[inline]
     pub(super) fn identify(&self, request: &Outgoing, context: &Context<'_>) -> Ticket {
         let ticket = self.cookie.read(&request.parts.headers);
         if ticket.forged {
@@ -79,6 +70,7 @@ impl Proxy {
     /// different live sessions are ambiguous and mean no session. The ids
     /// are taken by value: the one found becomes the request's without a
     /// copy.
+    #[inline]
     pub(super) async fn load(
         &self,
         candidates: Vec<SessionId>,
@@ -110,6 +102,7 @@ impl Proxy {
     /// Authorise: a login-only route without a logged-in session is denied
     /// (`Some`); on such a route a WebSocket handshake's `Origin` must be
     /// allowed.
+    #[inline]
     pub(super) fn authorise(
         &self,
         request: &Outgoing,
@@ -147,6 +140,7 @@ impl Proxy {
     /// Inject: the session cookie out, the session and forwarding headers
     /// in (once each), `Via`, and the target rewritten for the upstream
     /// (origin form, canonical path, `Host`).
+    #[inline]
     pub(super) fn inject(
         &self,
         request: &mut Outgoing,
@@ -192,12 +186,16 @@ impl Proxy {
 
 /// The host the client asked for: the Host header, or the HTTP/2 authority.
 /// `Err` when HTTP/1.1 has none or there are several.
-fn requested_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+#[inline]
+fn requested_host(
+    parts: &http::request::Parts,
+    target: &http::Uri,
+) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::NoHost),
         (Some(host), None) => Ok(Some(host.clone())),
-        (None, _) => match parts.uri.authority() {
+        (None, _) => match target.authority() {
             Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),
             None if parts.version == Version::HTTP_11 => Err(ProxyError::NoHost),
             None => Ok(None),

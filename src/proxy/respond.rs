@@ -22,6 +22,7 @@ const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
 pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
 
 /// A body the proxy makes itself.
+#[inline]
 pub fn full(bytes: Bytes) -> ProxyBody {
     Either::Right(Full::new(bytes))
 }
@@ -33,11 +34,13 @@ pub(super) struct Responder {
 }
 
 impl Responder {
+    #[inline]
     pub fn new(via: bool, hsts: Option<HeaderValue>) -> Self {
         Self { via, hsts }
     }
 
     /// `Via` on a message the proxy forwards (request or response).
+    #[inline]
     pub fn add_via(&self, headers: &mut http::HeaderMap) {
         if self.via {
             headers.append(header::VIA, VIA);
@@ -45,6 +48,7 @@ impl Responder {
     }
 
     /// The upstream's response, its body streamed with the stall timeout.
+    #[inline]
     pub fn forwarded(
         &self,
         mut parts: http::response::Parts,
@@ -56,18 +60,15 @@ impl Responder {
     }
 
     /// The last touch on every response, forwarded or the proxy's own.
-    pub fn finish(
-        &self,
-        mut response: Response<ProxyBody>,
-        client: &Client,
-    ) -> Response<ProxyBody> {
+    #[inline]
+    pub fn finish(&self, response: &mut Response<ProxyBody>, client: &Client) {
         // A final response cannot be interim. The forward phase refuses an
         // upstream 1xx (but an accepted `101`) before it gets here; should
         // one come anyway, it is answered 500, as hyper's server would.
         let status = response.status();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             tracing::error!(%status, "interim status as a final response; answering 500");
-            response = plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            *response = plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
         // HSTS over TLS only: browsers ignore it over plain HTTP (RFC 6797
         // §8.1). The configured policy replaces one sent by the upstream.
@@ -76,11 +77,11 @@ impl Responder {
                 .headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        response
     }
 
     /// The answer to a request refused by route policy. It never reaches
     /// the upstream.
+    #[inline]
     pub fn denied(&self, denial: Denial) -> Response<ProxyBody> {
         let (status, body, content_type, location) = match denial {
             Denial::Redirect(location) => (StatusCode::FOUND, Bytes::new(), None, Some(location)),
@@ -105,6 +106,7 @@ impl Responder {
     }
 
     /// A short response for a failed request, revealing nothing internal.
+    #[inline]
     pub fn error(&self, error: &ProxyError) -> Response<ProxyBody> {
         let status = error.status();
         let text = match error.fault() {
@@ -127,6 +129,7 @@ impl Responder {
 }
 
 /// A short plain-text response that no cache keeps.
+#[inline]
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;

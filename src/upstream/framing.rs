@@ -14,6 +14,7 @@ use crate::util::tokens;
 /// RFC 9112 §6.3 says ought to be an error; a coding other than chunked
 /// would reach the client still encoded, its `Transfer-Encoding` gone as
 /// hop-by-hop. Neither is forwarded.
+#[inline]
 pub(super) fn chunked(headers: &HeaderMap) -> Result<bool, &'static str> {
     if !headers.contains_key(header::TRANSFER_ENCODING) {
         return Ok(false);

@@ -19,6 +19,7 @@ pub struct Span {
 impl Span {
     pub const EMPTY: Self = Self { start: 0, end: 0 };
 
+    #[inline]
     fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
     }
@@ -32,6 +33,7 @@ pub struct Locator {
 }
 
 impl Locator {
+    #[inline]
     pub fn new(buffer: &[u8], length: usize) -> Self {
         Self {
             base: buffer.as_ptr() as usize,
@@ -41,6 +43,7 @@ impl Locator {
 
     /// The span of `slice`, which must lie inside the head; an empty slice
     /// may lie anywhere (its span is then empty).
+    #[inline]
     pub fn span(&self, slice: &[u8]) -> Option<Span> {
         let within = || {
             let start = (slice.as_ptr() as usize).checked_sub(self.base)?;
@@ -59,6 +62,7 @@ impl Locator {
 }
 
 /// The bytes of `span`, sharing `head`'s.
+#[inline]
 pub fn slice(head: &Bytes, span: Span) -> Bytes {
     head.slice(span.range())
 }
@@ -71,6 +75,7 @@ pub enum BadField {
 }
 
 /// Appends the fields (name and value spans in `head`) to `headers`.
+#[inline]
 pub fn append_fields(
     head: &Bytes,
     fields: &[(Span, Span)],

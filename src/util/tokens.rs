@@ -7,16 +7,19 @@ use http::header::{AsHeaderName, HeaderMap};
 /// The elements of one field value, trimmed of optional white space,
 /// empty ones included (for the rare list where an empty element is an
 /// error, as in `Content-Length`).
+#[inline]
 pub fn split_list(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// The non-empty elements of one field value, trimmed.
+#[inline]
 pub fn elements(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     split_list(value).filter(|element| !element.is_empty())
 }
 
 /// The non-empty elements of every `name` field in `headers`, in order.
+#[inline]
 pub fn header_elements<K: AsHeaderName>(
     headers: &HeaderMap,
     name: K,
@@ -28,6 +31,7 @@ pub fn header_elements<K: AsHeaderName>(
 }
 
 /// Whether one field value lists `token` (ASCII case-insensitive).
+#[inline]
 pub fn has_element(value: &[u8], token: &str) -> bool {
     elements(value).any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -273,7 +273,11 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
     let locator = Locator::new(buffer, length);
     let count = response.headers.len();
     let mut spans = [(Span::EMPTY, Span::EMPTY); MAX_HEADERS];
+    let mut keep_alive = version == Version::HTTP_11;
     for (slot, h) in spans.iter_mut().zip(response.headers.iter()) {
+        if h.name.eq_ignore_ascii_case("connection") && tokens::has_element(h.value, "close") {
+            keep_alive = false;
+        }
         let (Some(name), Some(value)) = (locator.span(h.name.as_bytes()), locator.span(h.value))
         else {
             return Err(Failure::Protocol("malformed response head"));
@@ -291,20 +295,12 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
         BadField::Name => Failure::Protocol("invalid response header name"),
         BadField::Value => Failure::Protocol("invalid response header value"),
     })?;
-    let keep_alive = version == Version::HTTP_11
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|value| has_token(value, "close"));
+
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
     Ok(Some(ParsedHead { parts, keep_alive }))
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    tokens::has_element(value.as_bytes(), token)
 }
 
 /// How the response body is delimited, and whether that leaves the

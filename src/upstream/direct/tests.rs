@@ -1,4 +1,5 @@
 use super::*;
+use http::HeaderValue;
 
 fn parsed(text: &str) -> ParsedHead {
     let mut buffer = BytesMut::from(text.as_bytes());
