@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::util::calendar::{civil_from_days, days_from_civil};
+use crate::util::date::{civil_from_days, days_from_civil};
 
 const SEQUENCE: u8 = 0x30;
 const UTC_TIME: u8 = 0x17;
@@ -39,7 +39,7 @@ pub fn describe(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = civil_from_days(days).unwrap_or((1970, 1, 1));
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rest / 3600,
@@ -95,7 +95,7 @@ fn parse_time(tag: u8, value: &[u8]) -> Option<i64> {
     let field = |i: usize| rest.get(i..i + 2).and_then(|s| s.parse::<i64>().ok());
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+    Some(days_from_civil(year, month, day)? * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! clock, the worker index, dates.
 
 pub mod body;
-pub mod calendar;
 pub mod coarse_clock;
+pub mod date;
 pub mod head;
 pub mod tokens;
 pub mod worker;

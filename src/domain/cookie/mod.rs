@@ -23,7 +23,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::domain::path;
 use crate::domain::session::SessionId;
-use crate::util::calendar;
+use crate::util::date;
 use settings::{CookieSettings, Secure};
 use signing::{Signer, Verdict};
 
@@ -244,10 +244,10 @@ fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Appends an IMF-fixdate (see [`calendar::imf_fixdate`]); nothing when
+/// Appends an IMF-fixdate (see [`date::imf_fixdate`]); nothing when
 /// the date is past the year 9999.
 fn push_http_date(out: &mut String, since_epoch: Duration) {
-    if let Some(text) = calendar::imf_fixdate(since_epoch) {
+    if let Some(text) = date::imf_fixdate(since_epoch) {
         // ASCII by construction.
         out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }

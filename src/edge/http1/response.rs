@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::proxy::ProxyBody;
-use crate::util::calendar;
+use crate::util::date;
 
 /// Body frames up to this size are copied behind the head and go out in
 /// the same `write`; larger ones are written on their own.
@@ -207,7 +207,7 @@ fn encode_head(
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        if let Some(date) = calendar::imf_fixdate(now) {
+        if let Some(date) = date::imf_fixdate(now) {
             out.extend_from_slice(b"date: ");
             out.extend_from_slice(&date);
             out.extend_from_slice(b"\r\n");

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::session::ops::RESERVED_KEY;
 
-use crate::util::calendar::{civil_from_days, days_from_civil};
+use crate::util::date::{civil_from_days, days_from_civil};
 
 /// The cookie settings written into new records, from `[cookie]`: plain
 /// values, not HTTP types.
@@ -137,7 +137,8 @@ pub fn js_date(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let (days, in_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
-    let (year, month, day) = civil_from_days(days);
+    // Within the years 0 to 9999 for any time a session can expire.
+    let (year, month, day) = civil_from_days(days).unwrap_or((1970, 1, 1));
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         in_day / 3_600_000,
@@ -176,7 +177,7 @@ pub fn parse_js_date(text: &str) -> Option<SystemTime> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
+    let days = days_from_civil(year, month, day)?;
     let total = ((days * 24 + hour) * 60 + minute) * 60 + second;
     let total_millis = total.checked_mul(1000)?.checked_add(millis)?;
     let since_epoch = Duration::from_millis(u64::try_from(total_millis).ok()?);
