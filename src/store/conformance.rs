@@ -183,42 +183,47 @@ pub async fn concurrent_patches_on_distinct_keys_all_survive<S: SessionStore>(st
 }
 
 /// Expands to one `#[tokio::test]` per conformance check, each on a new
-/// store: `suite!(make)` with a plain constructor, or `suite!(async make)`
-/// with an async one returning `Option<store>`, where `None` means the
-/// backend is not available here (the constructor says so loudly).
+/// store: `suite!(paused make)` with a plain constructor of a store whose
+/// expiry follows tokio's clock (the checks of expiry then run on paused
+/// time, the others on two threads), or `suite!(async make)` with an async
+/// one returning `Option<store>`, where `None` means the backend is not
+/// available here (the constructor says so loudly); its expiry checks
+/// sleep for real.
 macro_rules! suite {
     (async $make:expr) => {
-        $crate::store::conformance::suite!(@all { $make().await });
+        $crate::store::conformance::suite!(@all { $make().await }, (flavor = "multi_thread", worker_threads = 2));
     };
-    (@all $make:block) => {
-        $crate::store::conformance::suite!(@tests $make;
-            unknown_id_loads_nothing,
-            patch_without_session_creates_one_under_the_fresh_id,
-            patch_merges_into_the_existing_session,
-            regenerate_moves_the_data_and_kills_the_old_id,
-            destroy_deletes_the_session,
-            patch_never_recreates_a_session_ended_meanwhile,
-            rejected_operations_leave_the_session_unchanged,
-            sessions_expire_at_their_ttl,
-            touch_extends_life_without_changing_data,
-            concurrent_patches_on_distinct_keys_all_survive,
-        );
+    (paused $make:expr) => {
+        $crate::store::conformance::suite!(@all { Some($make()) }, (start_paused = true));
     };
-    ($make:expr) => {
-        $crate::store::conformance::suite!(@all { Some($make()) });
-    };
-    (@tests $make:block; $($name:ident),* $(,)?) => {
+    (@all $make:block, $timed:tt) => {
         mod conformance_suite {
             #[allow(unused_imports)]
             use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = ($make) else { return };
-                    $crate::store::conformance::$name(store).await;
-                }
-            )*
+            $crate::store::conformance::suite!(@tests $make, (flavor = "multi_thread", worker_threads = 2);
+                unknown_id_loads_nothing,
+                patch_without_session_creates_one_under_the_fresh_id,
+                patch_merges_into_the_existing_session,
+                regenerate_moves_the_data_and_kills_the_old_id,
+                destroy_deletes_the_session,
+                patch_never_recreates_a_session_ended_meanwhile,
+                rejected_operations_leave_the_session_unchanged,
+                concurrent_patches_on_distinct_keys_all_survive,
+            );
+            $crate::store::conformance::suite!(@tests $make, $timed;
+                sessions_expire_at_their_ttl,
+                touch_extends_life_without_changing_data,
+            );
         }
+    };
+    (@tests $make:block, $flavor:tt; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test $flavor]
+            async fn $name() {
+                let Some(store) = ($make) else { return };
+                $crate::store::conformance::$name(store).await;
+            }
+        )*
     };
 }
 pub(crate) use suite;

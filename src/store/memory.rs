@@ -12,6 +12,10 @@
 //! then empty, then closest to expiry, among a small sample — the way Redis
 //! approximates LRU), so anonymous traffic cannot grow memory. A background
 //! task sweeps expired sessions so memory is freed without requests.
+//!
+//! One clock decides expiry, for reads and writes alike ([`Clock`]): the
+//! coarse clock in production (no clock read per request), tokio's clock
+//! in tests, so that expiry follows paused time.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -82,6 +86,27 @@ struct Inner {
     shards: Box<[Mutex<Shard>]>,
     per_shard_limit: usize,
     evictions: AtomicU64,
+    /// Read for every expiry decision.
+    clock: Clock,
+}
+
+/// The clock a memory store reads expiry from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The process's coarse clock: never ahead of real time, at most one
+    /// tick (20 ms) behind. What the proxy uses.
+    Coarse,
+    /// tokio's clock, which tests can pause and advance.
+    Tokio,
+}
+
+impl Clock {
+    fn now(self) -> Instant {
+        match self {
+            Self::Coarse => Instant::from_std(coarse_clock::now()),
+            Self::Tokio => Instant::now(),
+        }
+    }
 }
 
 /// Cheap to clone: clones share one store.
@@ -95,6 +120,11 @@ impl MemoryStore {
     /// inside a tokio runtime it starts a sweeper that runs every
     /// `sweep_interval` and stops when the last clone of the store is dropped.
     pub fn new(max_sessions: usize, sweep_interval: Duration) -> Self {
+        Self::with_clock(max_sessions, sweep_interval, Clock::Coarse)
+    }
+
+    /// [`MemoryStore::new`] on the given clock.
+    pub fn with_clock(max_sessions: usize, sweep_interval: Duration, clock: Clock) -> Self {
         let max_sessions = max_sessions.max(1);
         let shard_count = (max_sessions / SESSIONS_PER_SHARD)
             .clamp(1, MAX_SHARDS)
@@ -104,6 +134,7 @@ impl MemoryStore {
             shards: (0..shard_count).map(|_| Mutex::default()).collect(),
             per_shard_limit: max_sessions.div_ceil(shard_count),
             evictions: AtomicU64::new(0),
+            clock,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
@@ -137,7 +168,7 @@ impl Inner {
     }
 
     fn sweep(&self) -> usize {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = lock(shard);
@@ -198,9 +229,7 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
-        // The coarse clock is never ahead: a session is never taken for
-        // expired early, and is served at most one tick past its expiry.
-        let now = Instant::from_std(coarse_clock::now());
+        let now = self.inner.clock.now();
         let mut map = lock(self.inner.shard(id.as_str()));
         match map.get(id.as_str()) {
             Some(entry) if entry.is_live(now) => Ok(Some(entry.data.clone())),
@@ -213,7 +242,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let expires = now + commit.ttl;
         let Some(current_id) = commit.current else {
             return match ops::plan(None, commit.ops, commit.max_bytes)? {
@@ -280,7 +309,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut map = lock(self.inner.shard(id.as_str()));
         match map.get_mut(id.as_str()) {
             Some(entry) if entry.is_live(now) => {
@@ -298,10 +327,11 @@ mod tests {
     use crate::store::conformance;
 
     fn store() -> MemoryStore {
-        MemoryStore::new(1000, Duration::from_secs(3600))
+        MemoryStore::with_clock(1000, Duration::from_secs(3600), Clock::Tokio)
     }
 
-    conformance::suite!(store);
+    // Expiry on tokio's paused clock: no real sleeping.
+    conformance::suite!(paused store);
 
     #[test]
     fn ids_spread_over_shards_buckets_and_probe_tags() {
@@ -322,7 +352,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expired_sessions_are_swept_without_any_request() {
-        let store = MemoryStore::new(1000, Duration::from_secs(1));
+        let store = MemoryStore::with_clock(1000, Duration::from_secs(1), Clock::Tokio);
         let id = conformance::create(
             &store,
             serde_json::json!({"user": "ada"}),
