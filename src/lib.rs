@@ -13,7 +13,7 @@
 //!   [`watchdog`]: closes idle and slow-head HTTP/1 connections;
 //!   [`woken`]: polls such a guard only when it asked to be;
 //!   [`send_stall`]: cuts off a client that stops reading;
-//!   `write_through`: the write side of stream wrappers that only read
+//!   `delegate_write`: the write side of stream wrappers that only read
 //!   differently.
 //! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
 //!   client configuration for an `https://` upstream;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::util::write_through::write_through;
+use crate::util::delegate_write::delegate_write;
 
 pub struct FirstBytes<S> {
     inner: S,
@@ -68,4 +68,4 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
     }
 }
 
-write_through!(FirstBytes, inner);
+delegate_write!(FirstBytes, inner);

@@ -2,7 +2,7 @@
 //! of a client request into an upstream request (target, Host, version,
 //! forwarding headers).
 //!
-//! Two clients share the work: [`simple`] writes and reads body-less `GET`
+//! Two clients share the work: [`direct`] writes and reads body-less `GET`
 //! and `HEAD` exchanges to a plain-TCP upstream directly on its own pooled
 //! connections; hyper's client ([`pool`]) serves everything else (request
 //! bodies, WebSocket handshakes, `https://` upstreams). Each keeps its own
@@ -11,55 +11,43 @@
 mod direct;
 mod endpoint;
 mod error;
+mod forwarding;
 mod framing;
 mod idle;
 mod pool;
 pub mod settings;
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
-use crate::domain::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::util::body::{ClientBody, IdleTimeout};
-use crate::util::tokens;
 use settings::UpstreamSettings;
 
 /// Request body type sent upstream: the client's body, with a stall timeout.
 pub type UpstreamBody = IdleTimeout<ClientBody>;
 
-pub use direct::SimpleBody;
+pub use direct::DirectBody;
 pub use error::{ExchangeError, UpstreamError};
+pub use forwarding::{add_forwarding, address_header, forwarded_https, Forwarding};
 pub use pool::PooledBody;
 
 pub struct Upstream {
     pool: pool::Pool,
     /// Body-less `GET`s and `HEAD`s to a plain-TCP upstream; `None` for an
     /// `https://` upstream, which hyper's client serves whole.
-    simple: Option<direct::SimplePool>,
+    direct: Option<direct::DirectPool>,
     authority_header: HeaderValue,
     response_timeout: Duration,
     preserve_host: bool,
-}
-
-/// Facts about the client connection the forwarding headers are built from.
-#[derive(Debug, Clone, Copy)]
-pub struct Forwarding<'a> {
-    /// The peer address, as a header value (made once per connection).
-    pub peer: &'a HeaderValue,
-    /// The peer is a configured trusted proxy.
-    pub trusted: bool,
-    /// The scheme the client used to reach us (`http` until TLS exists).
-    pub proto: &'static str,
 }
 
 impl Upstream {
@@ -92,9 +80,9 @@ impl Upstream {
         };
         // Each client keeps its own idle connections.
         let (max_idle, idle_timeout) = (config.pool_max_idle, config.pool_idle_timeout);
-        let simple = (direct && config.tls.is_none()).then(|| {
+        let direct = (direct && config.tls.is_none()).then(|| {
             let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
-            direct::SimplePool::new(endpoint.clone(), idle)
+            direct::DirectPool::new(endpoint.clone(), idle)
         });
         let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
         let pool = pool::Pool::new(endpoint, tls, idle);
@@ -102,7 +90,7 @@ impl Upstream {
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));
         Self {
             pool,
-            simple,
+            direct,
             authority_header,
             response_timeout: config.response_timeout,
             preserve_host: config.preserve_host,
@@ -145,7 +133,7 @@ impl Upstream {
     /// Sends `request` and returns the response once its head has arrived.
     ///
     /// Not an `async fn`: the request is consumed here, before the future
-    /// is made (encoded into a head for a simple exchange, boxed with the
+    /// is made (encoded into a head for a direct exchange, boxed with the
     /// rarer hyper exchange), and [`Sending`] polls the exchange where it
     /// lies, so the future a request's task carries (and copies as it is
     /// built) holds one small exchange and no copy of the request.
@@ -153,12 +141,12 @@ impl Upstream {
         &self,
         request: Request<UpstreamBody>,
     ) -> Sending<
-        impl Future<Output = SimpleResult> + Send + '_,
+        impl Future<Output = DirectResult> + Send + '_,
         impl Future<Output = PooledResult> + Send + '_,
     > {
-        let exchange = match &self.simple {
-            Some(simple) if direct::eligible(&request) => Exchange::Simple {
-                future: simple.send(direct::Head::encode(&request)),
+        let exchange = match &self.direct {
+            Some(pool) if direct::eligible(&request) => Exchange::Direct {
+                future: pool.send(direct::Head::encode(&request)),
             },
             _ => Exchange::Pooled {
                 future: Box::pin(self.pool.send(chunk_unsized_body(request))),
@@ -194,14 +182,14 @@ fn chunk_unsized_body(mut request: Request<UpstreamBody>) -> Request<UpstreamBod
     request
 }
 
-type SimpleResult = Result<Response<SimpleBody>, ExchangeError>;
+type DirectResult = Result<Response<DirectBody>, ExchangeError>;
 type PooledResult = Result<Response<PooledBody>, ExchangeError>;
 
 pin_project! {
     /// One exchange with the upstream, by whichever client serves it.
     #[project = ExchangeProjection]
     enum Exchange<S, P> {
-        Simple { #[pin] future: S },
+        Direct { #[pin] future: S },
         // Boxed: the hyper exchange is larger and rarer.
         Pooled { future: Pin<Box<P>> },
     }
@@ -209,16 +197,16 @@ pin_project! {
 
 impl<S, P> Future for Exchange<S, P>
 where
-    S: Future<Output = SimpleResult>,
+    S: Future<Output = DirectResult>,
     P: Future<Output = PooledResult>,
 {
     type Output = Result<Response<ResponseBody>, ExchangeError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ExchangeProjection::Simple { future } => future
+            ExchangeProjection::Direct { future } => future
                 .poll(cx)
-                .map(|result| result.map(|response| response.map(ResponseBody::Simple))),
+                .map(|result| result.map(|response| response.map(ResponseBody::Direct))),
             ExchangeProjection::Pooled { future } => future
                 .as_mut()
                 .poll(cx)
@@ -239,7 +227,7 @@ pin_project! {
 
 impl<S, P> Future for Sending<S, P>
 where
-    S: Future<Output = SimpleResult>,
+    S: Future<Output = DirectResult>,
     P: Future<Output = PooledResult>,
 {
     type Output = Result<Response<ResponseBody>, UpstreamError>;
@@ -257,7 +245,7 @@ where
 /// An upstream response's body, from whichever client fetched it.
 pub enum ResponseBody {
     Pooled(PooledBody),
-    Simple(SimpleBody),
+    Direct(DirectBody),
 }
 
 impl http_body::Body for ResponseBody {
@@ -270,119 +258,21 @@ impl http_body::Body for ResponseBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Self::Simple(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Direct(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Pooled(body) => body.is_end_stream(),
-            Self::Simple(body) => body.is_end_stream(),
+            Self::Direct(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             Self::Pooled(body) => body.size_hint(),
-            Self::Simple(body) => body.size_hint(),
+            Self::Direct(body) => body.size_hint(),
         }
-    }
-}
-
-/// True when the request reached the client side over HTTPS according to
-/// the nearest trusted proxy (the last value of `X-Forwarded-Proto`).
-pub fn forwarded_https(headers: &HeaderMap, trusted: bool) -> bool {
-    trusted
-        && headers
-            .get_all(X_FORWARDED_PROTO)
-            .iter()
-            .next_back()
-            .and_then(|v| tokens::split_list(v.as_bytes()).next_back())
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"))
-}
-
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the
-/// chain is extended and its proto/host kept; from anyone else (whose
-/// copies were scrubbed) they are set afresh.
-pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>, host: Option<&HeaderValue>) {
-    let earlier: Vec<&str> = if fwd.trusted {
-        headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let chain = match (earlier.is_empty(), fwd.peer.to_str()) {
-        (false, Ok(peer)) => HeaderValue::from_str(&format!("{}, {peer}", earlier.join(", "))).ok(),
-        _ => Some(fwd.peer.clone()),
-    };
-    if let Some(chain) = chain {
-        headers.insert(X_FORWARDED_FOR, chain);
-    }
-    if !(fwd.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-    }
-    if !(fwd.trusted && headers.contains_key(X_FORWARDED_HOST)) {
-        if let Some(host) = host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-    }
-}
-
-/// The peer address as an `X-Forwarded-For` value.
-pub fn address_header(addr: IpAddr) -> HeaderValue {
-    // An IP address prints as ASCII digits, dots, colons and hex letters.
-    HeaderValue::from_str(&addr.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn untrusted_peers_get_fresh_forwarding_headers() {
-        let mut headers = HeaderMap::new();
-        let peer = HeaderValue::from_static("10.1.2.3");
-        let fwd = Forwarding {
-            peer: &peer,
-            trusted: false,
-            proto: "http",
-        };
-        add_forwarding(
-            &mut headers,
-            fwd,
-            Some(&HeaderValue::from_static("app.example")),
-        );
-        assert_eq!(headers[X_FORWARDED_FOR], "10.1.2.3");
-        assert_eq!(headers[X_FORWARDED_PROTO], "http");
-        assert_eq!(headers[X_FORWARDED_HOST], "app.example");
-    }
-
-    #[test]
-    fn trusted_peers_extend_the_chain_and_keep_proto() {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        let peer = HeaderValue::from_static("10.0.0.1");
-        let fwd = Forwarding {
-            peer: &peer,
-            trusted: true,
-            proto: "http",
-        };
-        add_forwarding(&mut headers, fwd, None);
-        assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1, 10.0.0.1");
-        assert_eq!(headers[X_FORWARDED_PROTO], "https");
-    }
-
-    #[test]
-    fn https_is_read_from_the_nearest_trusted_hop_only() {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https, http"));
-        assert!(!forwarded_https(&headers, true));
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http, https"));
-        assert!(forwarded_https(&headers, true));
-        assert!(!forwarded_https(&headers, false));
     }
 }

@@ -4,7 +4,7 @@
 pub mod body;
 pub mod coarse_clock;
 pub mod date;
+pub(crate) mod delegate_write;
 pub mod head;
 pub mod tokens;
 pub mod worker;
-pub(crate) mod write_through;

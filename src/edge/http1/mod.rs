@@ -25,6 +25,7 @@
 mod replay;
 mod request;
 mod response;
+mod response_head;
 
 use std::sync::Arc;
 

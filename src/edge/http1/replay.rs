@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::util::write_through::write_through;
+use crate::util::delegate_write::delegate_write;
 
 pub struct Replay<S> {
     read: Bytes,
@@ -38,7 +38,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     }
 }
 
-write_through!(Replay, stream);
+delegate_write!(Replay, stream);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,8 @@
+use super::body::{Chunked, Step};
+use super::response::{framing, parse_head, Framing, ParsedHead};
 use super::*;
 use http::HeaderValue;
+use http::StatusCode;
 
 fn parsed(text: &str) -> ParsedHead {
     let mut buffer = BytesMut::from(text.as_bytes());
@@ -180,26 +183,26 @@ fn broken_chunking_is_refused() {
 }
 
 #[test]
-fn only_bodiless_gets_and_heads_are_simple() {
+fn only_bodiless_gets_and_heads_are_direct() {
     let request = |method: Method| {
         let mut request = Request::new(());
         *request.method_mut() = method;
         request
     };
-    assert!(is_simple(&request(Method::GET)));
-    assert!(is_simple(&request(Method::HEAD)));
-    assert!(!is_simple(&request(Method::POST)));
+    assert!(is_direct(&request(Method::GET)));
+    assert!(is_direct(&request(Method::HEAD)));
+    assert!(!is_direct(&request(Method::POST)));
     let mut chunked = request(Method::GET);
     chunked.headers_mut().insert(
         header::TRANSFER_ENCODING,
         HeaderValue::from_static("chunked"),
     );
-    assert!(!is_simple(&chunked));
+    assert!(!is_direct(&chunked));
     let mut handshake = request(Method::GET);
     handshake
         .headers_mut()
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    assert!(!is_simple(&handshake), "only hyper hands a socket over");
+    assert!(!is_direct(&handshake), "only hyper hands a socket over");
 }
 
 #[test]

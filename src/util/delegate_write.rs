@@ -1,4 +1,4 @@
-//! [`write_through!`]: `AsyncWrite` for the stream wrappers that change
+//! [`delegate_write!`]: `AsyncWrite` for the stream wrappers that change
 //! only how a stream is read ([`crate::edge::first_bytes::FirstBytes`],
 //! [`crate::edge::http1::Replay`]). Every write call goes to the wrapped stream
 //! unchanged, vectored writes included.
@@ -6,7 +6,7 @@
 /// Implements `tokio::io::AsyncWrite` for `$wrapper<S>` by handing every
 /// call to its field `$field` (an `S`). The wrapper must be `Unpin` when
 /// `S` is.
-macro_rules! write_through {
+macro_rules! delegate_write {
     ($wrapper:ident, $field:ident) => {
         impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<S> {
             fn poll_write(
@@ -46,4 +46,4 @@ macro_rules! write_through {
     };
 }
 
-pub(crate) use write_through;
+pub(crate) use delegate_write;
