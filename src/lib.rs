@@ -60,13 +60,13 @@
 
 pub mod cli;
 pub mod config;
-pub mod domain;
-pub mod edge;
-pub mod proxy;
+pub(crate) mod domain;
+pub(crate) mod edge;
+pub(crate) mod proxy;
 pub mod store;
-pub mod tls;
-pub mod upstream;
-pub mod util;
+pub(crate) mod tls;
+pub(crate) mod upstream;
+pub(crate) mod util;
 
 pub use edge::error::Error;
 pub use edge::{build_store, run, run_with, Options};

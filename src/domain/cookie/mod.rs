@@ -102,10 +102,6 @@ impl SessionCookie {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
     /// Reads and verifies every cookie with our name.
     pub fn read(&self, headers: &HeaderMap) -> Ticket {
         let mut ticket = Ticket::default();
@@ -230,11 +226,6 @@ impl SessionCookie {
         cookie.set_same_site(self.config.same_site);
         cookie.set_secure(secure);
         cookie
-    }
-
-    /// The configured cookie lifetime, if any.
-    pub fn max_age(&self) -> Option<Duration> {
-        self.config.max_age
     }
 }
 
