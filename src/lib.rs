@@ -4,34 +4,36 @@
 //! upstream reads the session from request headers and changes it with
 //! `Set-Session` response headers.
 //!
-//! # Code map
-//! - [`config`]: `proxy.toml` → validated [`config::Config`].
-//! - [`cli`]: the command line (`cloakroom`, `check`, `secret`).
-//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2, limits, graceful drain
-//!   ([`drain`]); [`http1`]: the HTTP/1 front, which serves body-less
-//!   `GET`s and `HEAD`s itself and hands anything else to hyper;
-//!   [`watchdog`]: closes idle and slow-head HTTP/1 connections;
-//!   [`woken`]: polls such a guard only when it asked to be;
-//!   [`send_stall`]: cuts off a client that stops reading;
-//!   `delegate_write`: the write side of stream wrappers that only read
-//!   differently.
-//! - [`tls`]: certificates by SNI, the rustls acceptor, reloads, and the
-//!   client configuration for an `https://` upstream;
-//!   [`redirect`]: the plain-HTTP listener that only redirects to HTTPS.
-//! - [`proxy`]: the phases of one request (scrub → canonicalise → identify →
-//!   load → authorise → inject → forward → commit), and WebSocket tunnels.
-//! - [`path`]: the canonical request path; [`routes`]: login-only policy.
-//! - [`coarse_clock`]: a clock read without a system call, for idle and
-//!   expiry timestamps.
-//! - [`signing`]: HMAC signatures; [`session_cookie`]: the cookie on the wire.
-//! - [`session`]: ids, data, `Set-Session` operations (pure).
-//! - [`store`]: the store trait, its conformance suite, and the stores:
-//!   in memory, and Redis / Redis Cluster in connect-redis's format.
-//! - [`headers`]: header names, scrubbing, hop-by-hop;
-//!   [`session_headers`]: session → upstream headers.
-//! - [`upstream`]: the pooled clients (a direct one for body-less `GET` and
-//!   `HEAD`, hyper's for the rest) and request rewriting; [`body`]:
-//!   streamed bodies with stall timeouts; [`error`]: fault → status.
+//! # Layers
+//! The crate is built in layers. **A module may import modules of its own
+//! layer or of a lower one, never of a higher one**, and no chain of imports
+//! between modules leads back to where it started. `tests/architecture.rs`
+//! checks both on every `cargo test`.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | 6 | [`cli`] (and `main.rs`) | the command line: `cloakroom`, `check`, `secret` |
+//! | 5 | `edge` | sockets: the accept loop, connection slots, TLS handshakes, the HTTP/1 front, hyper's servers, guards (idle watchdog, stalled writes, first bytes), the drain, the worker threads, the redirect listener; and the assembly of the proxy from the configuration |
+//! | 4 | [`config`] | `proxy.toml` → typed, validated values; only `edge`, `cli` and `main` read it |
+//! | 3 | `proxy` | one request: the phases over a per-request context, every response the proxy writes itself, request errors and their statuses |
+//! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores |
+//! | 1 | `domain`, `tls` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client |
+//! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads |
+//!
+//! Test-only modules (`tests.rs`, `tests/`) sit outside the layers.
+//!
+//! # The life of a request
+//! `edge` accepts a connection (taking a slot), finishes TLS, and serves
+//! it: HTTP/1 starts on the front (`edge/http1`), which serves body-less
+//! `GET`s and `HEAD`s itself and hands anything else to hyper's HTTP/1
+//! server; HTTP/2 goes to hyper's. Either way a request becomes one call to
+//! `Proxy::handle`, whose phases are calls in a fixed order: scrub →
+//! canonicalise → identify → load → authorise → inject → forward → commit
+//! → log. Forward hands the request to `upstream`: the direct client for
+//! body-less `GET`/`HEAD` to a plain-TCP upstream, hyper's client for the
+//! rest. `server.fast_paths = false` (a diagnostic) sends everything
+//! through hyper's server and client; `tests/hyper_only.rs` runs the
+//! integration suite that way.
 //!
 //! # Invariants
 //! - Client-sent session headers, `Set-Session`, and (from untrusted peers)
@@ -47,7 +49,11 @@
 //!   graceful drain waits for every slot, up to `server.shutdown_grace`.
 //! - `Set-Session` never reaches a client and is applied before the response
 //!   head leaves.
-//! - The store never sees HTTP types; the session model does no I/O.
+//! - Both upstream clients frame responses by one rule (RFC 9112 §6.3):
+//!   `Transfer-Encoding` is `chunked` alone and never beside a
+//!   `Content-Length`, or the response is a 502.
+//! - The store never sees HTTP types; the domain does no I/O and never reads
+//!   the configuration; the proxy is built from domain values.
 //! - Logs never hold a session id, a cookie value, a secret or session data,
 //!   nor any private key material.
 //! - TLS handshakes run in each connection's task under a timeout, never on
@@ -55,6 +61,13 @@
 //!   bad new certificate never replaces a good one.
 //! - The TLS client configuration for an `https://` upstream is built once,
 //!   while the configuration is validated; a connection only clones an `Arc`.
+//!
+//! # Deliberately absent
+//! - No global mutable state but the coarse clock's reading and the worker
+//!   index (a thread-local).
+//! - No `unsafe`.
+//! - No configuration read after start-up, and no port bound by the library:
+//!   `run` takes a bound listener and a shutdown future.
 
 #![forbid(unsafe_code)]
 
