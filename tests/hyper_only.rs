@@ -14,14 +14,16 @@ mod support;
 #[path = "../src/store/redis/test_server.rs"]
 mod test_server;
 
+#[path = "integration/cookies.rs"]
+mod cookies;
 #[path = "integration/failures.rs"]
 mod failures;
+#[path = "integration/forwarding.rs"]
+mod forwarding;
 #[path = "integration/front.rs"]
 mod front;
 #[path = "integration/http2_floods.rs"]
 mod http2_floods;
-#[path = "integration/protocol.rs"]
-mod protocol;
 #[path = "integration/redis.rs"]
 mod redis;
 #[path = "integration/redis_failures.rs"]
@@ -30,10 +32,14 @@ mod redis_failures;
 mod routes;
 #[path = "integration/session_flow.rs"]
 mod session_flow;
+#[path = "integration/session_headers.rs"]
+mod session_headers;
 #[path = "integration/smuggling.rs"]
 mod smuggling;
-#[path = "integration/tls.rs"]
-mod tls;
+#[path = "integration/tls_reload.rs"]
+mod tls_reload;
+#[path = "integration/tls_serving.rs"]
+mod tls_serving;
 #[path = "integration/transport.rs"]
 mod transport;
 #[path = "integration/tunnels.rs"]
