@@ -36,12 +36,16 @@ impl Proxy {
         if tunnel {
             upgrade::restore(&mut parts.headers);
         }
+        if set_session.is_empty() && !self.policy.acts_unasked(context.session.is_some()) {
+            // Nothing to apply: most requests end here.
+            return Ok(());
+        }
         let secure = self.cookie.secure_for(context.https);
         let set_cookie = self
             .apply(&set_session, secure, context)
             .await
             .inspect_err(|error| {
-                tracing::error!(path = %context.target.path(), %error, "Set-Session refused; store left unchanged");
+                tracing::error!(path = %context.target.as_ref().map_or("", |t| t.path()), %error, "Set-Session refused; store left unchanged");
             })?;
         if let Some(value) = set_cookie {
             parts.headers.append(header::SET_COOKIE, value);

@@ -67,7 +67,7 @@ pub(super) struct Context<'a> {
     pub outcome: SessionOutcome,
     /// The target as the client sent it, from the inject phase on (before,
     /// it is [`Outgoing::original`]).
-    pub target: Uri,
+    pub target: Option<Uri>,
     /// How long the upstream took to answer with a head.
     pub upstream_time: Option<Duration>,
 }
@@ -81,7 +81,7 @@ impl<'a> Context<'a> {
             https: client.tls,
             session: None,
             outcome: SessionOutcome::None,
-            target: Uri::default(),
+            target: None,
             upstream_time: None,
         }
     }

@@ -135,8 +135,11 @@ impl Proxy {
         self.scrub(&mut upstream_request, context)?;
         self.canonicalise(&mut upstream_request, context)?;
         let mut ticket = self.identify(&upstream_request, context);
-        self.load(std::mem::take(&mut ticket.candidates), context)
-            .await?;
+        // No verified cookie, nothing to look up (and no future to make).
+        if !ticket.candidates.is_empty() {
+            self.load(std::mem::take(&mut ticket.candidates), context)
+                .await?;
+        }
         if let Some(denial) = self.authorise(&upstream_request, context)? {
             return Ok(self.respond.denied(denial));
         }

@@ -179,7 +179,7 @@ impl Proxy {
             request.canonical.as_deref(),
         )?;
         // The client's target, for the phases after this one and the log.
-        context.target = std::mem::take(&mut request.original);
+        context.target = Some(std::mem::take(&mut request.original));
         Ok(())
     }
 }

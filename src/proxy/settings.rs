@@ -31,6 +31,19 @@ pub struct Settings {
     pub websocket_origins: Vec<String>,
 }
 
+impl CommitPolicy {
+    /// Whether a response without `Set-Session` still writes to the store:
+    /// `rolling` refreshes a session, `save_uninitialized` makes one.
+    #[inline]
+    pub fn acts_unasked(&self, has_session: bool) -> bool {
+        if has_session {
+            self.rolling
+        } else {
+            self.save_uninitialized
+        }
+    }
+}
+
 /// The session settings the commit phase follows.
 #[derive(Debug, Clone)]
 pub struct CommitPolicy {

@@ -65,6 +65,7 @@ impl Handshake {
     pub(super) fn take<B>(request: &mut Request<B>) -> Option<Self> {
         let wanted = request.version() == Version::HTTP_11
             && request.method() == Method::GET
+            && request.headers().contains_key(header::UPGRADE)
             && is_only_token(request.headers(), header::UPGRADE, "websocket")
             && has_token(request.headers(), header::CONNECTION, "upgrade");
         wanted.then(|| Self {
