@@ -10,8 +10,17 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use super::response::Framing;
 use super::{Conn, Shared, MAX_CHUNK_LINE, MAX_TRAILER_BYTES, READ_SIZE};
+
+/// How a response body is delimited (chosen by [`super::response`]), and
+/// where reading it has got to.
+pub(super) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
 
 /// Where the chunked decoder is.
 #[derive(Default)]

@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap};
 use http::{Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::Chunked;
+use super::body::{Chunked, Framing};
 use super::{Conn, Failure, MAX_HEADERS, MAX_HEAD_BYTES, READ_SIZE, REUSED_MAP_CAPACITY};
 use crate::util::head::{self, BadField, Locator, Span};
 use crate::util::tokens;
@@ -174,12 +174,4 @@ pub(super) fn framing(
         });
     }
     Ok((Framing::UntilClose, false))
-}
-
-pub(super) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-    Done,
 }

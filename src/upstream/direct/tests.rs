@@ -1,5 +1,5 @@
-use super::body::{Chunked, Step};
-use super::response::{framing, parse_head, Framing, ParsedHead};
+use super::body::{Chunked, Framing, Step};
+use super::response::{framing, parse_head, ParsedHead};
 use super::*;
 use http::HeaderValue;
 use http::StatusCode;
