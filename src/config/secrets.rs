@@ -1,4 +1,5 @@
-//! Signing secrets: the `Secret` newtype and where secrets come from.
+//! Signing secrets: where they come from (the `Secret` newtype itself is
+//! the domain's).
 //!
 //! Exactly one source may provide them: the environment variable named by
 //! `secrets_env`, the file named by `secrets_file`, or the inline `secrets`
