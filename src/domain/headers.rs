@@ -6,8 +6,13 @@
 //! proxy's own headers. So a client can neither smuggle a session header in
 //! nor make the proxy drop one it injects (e.g. with `Connection: X-Session`).
 //!
-//! Reserved names are matched case-insensitively with `_` treated as `-`,
-//! since some backends (CGI, PHP, Rack) map both to the same variable.
+//! Reserved names are matched case-insensitively with `_` and `.` read as
+//! `-`, since backends map them to the same variable: CGI and Rack turn
+//! `-` into `_`, PHP turns `.` (and `-`) into `_`, so `X.User`, `X_User`
+//! and `X-User` all arrive as `HTTP_X_USER`.
+//!
+//! `Proxy` is always dropped from requests (httpoxy): CGI makes it
+//! `HTTP_PROXY`, which many HTTP clients read as their outgoing proxy.
 
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -59,7 +64,8 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// Headers a `Connection` option may not remove: framing and routing.
 const CONNECTION_PROOF: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
 
-/// Compares header names with ASCII case folded and `_` read as `-`.
+/// Compares header names with ASCII case folded and `_` and `.` read as
+/// `-`.
 fn same_name(name: &[u8], target: &[u8]) -> bool {
     name.len() == target.len() && name.iter().zip(target).all(|(&a, &b)| fold(a) == b)
 }
@@ -69,7 +75,7 @@ fn starts_with_name(name: &[u8], prefix: &[u8]) -> bool {
 }
 
 fn fold(byte: u8) -> u8 {
-    if byte == b'_' {
+    if byte == b'_' || byte == b'.' {
         b'-'
     } else {
         byte.to_ascii_lowercase()
@@ -120,6 +126,7 @@ impl Scrubber {
 
     fn is_reserved(&self, name: &[u8], trusted_peer: bool) -> bool {
         is_session_name(name)
+            || same_name(name, b"proxy")
             || (!trusted_peer && is_forwarding_name(name))
             || self.field_names.iter().any(|f| same_name(name, f))
     }
@@ -198,7 +205,8 @@ pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
     } else {
         Vec::new()
     };
-    // An underscore spelling is not the protocol, but must not reach clients.
+    // Another spelling (`Set_Session`, `Set.Session`) is not the protocol,
+    // but must not reach clients either.
     let stray: Vec<HeaderName> = headers
         .keys()
         .filter(|n| same_name(n.as_str().as_bytes(), b"set-session"))

@@ -257,7 +257,18 @@ impl http_body::Body for ResponseBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Self::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Pooled(body) => {
+                let mut polled = std::pin::Pin::new(body).poll_frame(cx);
+                // Trailers are headers too: `Set-Session` in any spelling
+                // never reaches a client from there either. (The direct
+                // client reads and drops trailers.)
+                if let std::task::Poll::Ready(Some(Ok(frame))) = &mut polled {
+                    if let Some(trailers) = frame.trailers_mut() {
+                        drop(crate::domain::headers::take_set_session(trailers));
+                    }
+                }
+                polled.map_err(Into::into)
+            }
             Self::Direct(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }

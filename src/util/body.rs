@@ -36,7 +36,13 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            // A client's trailers are not forwarded: they are where reserved
+            // headers could hide from the scrub phase, and browsers send
+            // none. They end the body.
+            Self::Streamed(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
+                polled => polled,
+            },
             Self::Empty => Poll::Ready(None),
         }
     }

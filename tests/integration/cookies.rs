@@ -17,7 +17,7 @@ const FORGED: &str = "sid=s%3AAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE.AAAAAA
 pub(crate) fn folded_names(seen: &Seen) -> Vec<String> {
     seen.headers
         .keys()
-        .map(|name| name.as_str().to_ascii_lowercase().replace('_', "-"))
+        .map(|name| name.as_str().to_ascii_lowercase().replace(['_', '.'], "-"))
         .collect()
 }
 

@@ -22,6 +22,59 @@ fn spoofed(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("Set-Session", r#"{"user":{"name":"admin"}}"#)
         .header("X-User", "admin")
         .header("X_User", "admin")
+        // PHP and CGI read `.` as `_` (and so as `-`).
+        .header("X.User", "root")
+        .header("X.Session", r#"{"user":{"name":"root"}}"#)
+        .header(
+            "X.Session.Id",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .header(
+            "x.session-id",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .header("Set.Session", r#"{"user":{"name":"root"}}"#)
+}
+
+#[tokio::test]
+async fn a_proxy_header_never_reaches_the_upstream() {
+    // httpoxy: CGI turns `Proxy` into HTTP_PROXY, the outgoing proxy of
+    // many HTTP clients.
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    let response = bare()
+        .get(proxy.url("/"))
+        .header("Proxy", "http://attacker.example:8080")
+        .header("proxy", "http://attacker.example:8081")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.last().header("proxy"), None);
+}
+
+#[tokio::test]
+async fn an_upstream_set_session_in_another_spelling_never_reaches_the_client() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    for name in ["Set.Session", "Set_Session", "set.session"] {
+        let response = bare()
+            .get(proxy.url("/"))
+            .header("x-test-header", format!("{name}: {{\"user\":\"x\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let names: Vec<String> = response
+            .headers()
+            .keys()
+            .map(|n| n.as_str().replace(['_', '.'], "-"))
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "set-session"),
+            "{name}: {names:?}"
+        );
+    }
 }
 
 #[tokio::test]
