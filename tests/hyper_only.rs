@@ -14,6 +14,8 @@ mod support;
 #[path = "../src/store/redis/test_server.rs"]
 mod test_server;
 
+#[path = "integration/cache_safety.rs"]
+mod cache_safety;
 #[path = "integration/cookies.rs"]
 mod cookies;
 #[path = "integration/failures.rs"]

@@ -131,6 +131,7 @@ pub struct RawCookie {
     pub max_age: Option<String>,
     pub rolling: bool,
     pub forward_to_upstream: bool,
+    pub clear_site_data: bool,
 }
 
 impl Default for RawCookie {
@@ -145,6 +146,7 @@ impl Default for RawCookie {
             max_age: None,
             rolling: false,
             forward_to_upstream: false,
+            clear_site_data: false,
         }
     }
 }

@@ -82,6 +82,7 @@ pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieSettin
         max_age,
         rolling: c.rolling,
         forward_to_upstream: c.forward_to_upstream,
+        clear_site_data: c.clear_site_data,
     }
 }
 

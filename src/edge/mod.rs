@@ -175,6 +175,7 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             ttl: session.ttl,
             max_bytes: session.max_bytes,
             max_set_session_bytes: session.max_set_session_bytes,
+            clear_site_data: config.cookie.clear_site_data,
         },
         websocket_origins: config.auth.websocket_origins.clone(),
     }

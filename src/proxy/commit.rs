@@ -8,16 +8,27 @@
 //! - the session was written and the cookie has a max age, or `rolling` is
 //!   on: a refreshed cookie (and with `rolling`, the store's expiry too).
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use serde_json::Map;
 
 use super::context::{Context, Current, SessionOutcome};
 use super::error::ProxyError;
 use super::{upgrade, Proxy};
-use crate::domain::headers;
 use crate::domain::session::ops::{self, SessionOp};
 use crate::domain::session::SessionId;
+use crate::domain::{caching, headers};
 use crate::store::{Commit, Committed, SessionStore, StoreError};
+
+const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+const CLEAR_COOKIES: HeaderValue = HeaderValue::from_static("\"cookies\"");
+
+/// What the commit phase does to the session cookie.
+enum CookieUpdate {
+    /// A new or refreshed cookie.
+    Issued(HeaderValue),
+    /// The session ended: an expired cookie.
+    Cleared(HeaderValue),
+}
 
 impl Proxy {
     /// The commit phase, on the upstream response's head: `Set-Session`
@@ -32,6 +43,10 @@ impl Proxy {
         context: &mut Context<'_>,
     ) -> Result<(), ProxyError> {
         let set_session = headers::take_set_session(&mut parts.headers);
+        // Only Cloakroom issues its cookie.
+        if self.cookie.strip_set_by_upstream(&mut parts.headers) {
+            tracing::warn!(path = %context.target.as_ref().map_or("", |t| t.path()), "the upstream set the session cookie itself; dropped");
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         if tunnel {
             upgrade::restore(&mut parts.headers);
@@ -47,8 +62,19 @@ impl Proxy {
             .inspect_err(|error| {
                 tracing::error!(path = %context.target.as_ref().map_or("", |t| t.path()), %error, "Set-Session refused; store left unchanged");
             })?;
-        if let Some(value) = set_cookie {
-            parts.headers.append(header::SET_COOKIE, value);
+        match set_cookie {
+            Some(CookieUpdate::Issued(value)) => {
+                parts.headers.append(header::SET_COOKIE, value);
+                caching::make_private(&mut parts.headers);
+            }
+            Some(CookieUpdate::Cleared(value)) => {
+                parts.headers.append(header::SET_COOKIE, value);
+                caching::make_unstorable(&mut parts.headers);
+                if self.policy.clear_site_data {
+                    parts.headers.insert(CLEAR_SITE_DATA, CLEAR_COOKIES);
+                }
+            }
+            None => {}
         }
         Ok(())
     }
@@ -62,7 +88,7 @@ impl Proxy {
         values: &[HeaderValue],
         secure: bool,
         context: &mut Context<'_>,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
+    ) -> Result<Option<CookieUpdate>, ProxyError> {
         let policy = &self.policy;
         let current = context.session.as_ref();
         let mut parsed = values
@@ -115,11 +141,11 @@ impl Proxy {
                     tracing::debug!(session = %signer.log_tag(&id), "session saved under a new id");
                 }
                 (moved || policy.rolling || policy.refresh_on_write)
-                    .then(|| self.cookie.issue(&id, secure))
+                    .then(|| CookieUpdate::Issued(self.cookie.issue(&id, secure)))
             }
             Committed::Destroyed => {
                 context.outcome = SessionOutcome::Destroyed;
-                Some(self.cookie.clear(secure))
+                Some(CookieUpdate::Cleared(self.cookie.clear(secure)))
             }
             Committed::Vanished => {
                 if let Some(current) = current {
@@ -130,7 +156,7 @@ impl Proxy {
                 }
                 parsed
                     .contains(&SessionOp::Destroy)
-                    .then(|| self.cookie.clear(secure))
+                    .then(|| CookieUpdate::Cleared(self.cookie.clear(secure)))
             }
         })
     }
@@ -141,8 +167,8 @@ impl Proxy {
         &self,
         current: &Current,
         secure: bool,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
+    ) -> Result<Option<CookieUpdate>, ProxyError> {
         let alive = self.store.touch(&current.id, self.policy.ttl).await?;
-        Ok(alive.then(|| self.cookie.issue(&current.id, secure)))
+        Ok(alive.then(|| CookieUpdate::Issued(self.cookie.issue(&current.id, secure))))
     }
 }

@@ -57,4 +57,7 @@ pub struct CommitPolicy {
     pub ttl: Duration,
     pub max_bytes: usize,
     pub max_set_session_bytes: usize,
+    /// `cookie.clear_site_data`: a logout also says
+    /// `Clear-Site-Data: "cookies"`.
+    pub clear_site_data: bool,
 }

@@ -14,6 +14,7 @@ mod support;
 mod test_server;
 
 mod binary;
+mod cache_safety;
 mod cookies;
 mod failures;
 mod forwarding;

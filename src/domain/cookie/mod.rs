@@ -102,6 +102,31 @@ impl SessionCookie {
         }
     }
 
+    /// Removes every `Set-Cookie` of `headers` that sets a cookie with our
+    /// name (only Cloakroom issues it); true when there was one.
+    pub fn strip_set_by_upstream(&self, headers: &mut HeaderMap) -> bool {
+        let name = self.config.name.as_bytes();
+        let ours = |value: &HeaderValue| {
+            let bytes = value.as_bytes();
+            let end = memchr::memchr(b'=', bytes).unwrap_or(bytes.len());
+            bytes[..end].trim_ascii() == name
+        };
+        if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
+            return false;
+        }
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|value| !ours(value))
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for value in kept {
+            headers.append(header::SET_COOKIE, value);
+        }
+        true
+    }
+
     /// Reads and verifies every cookie with our name.
     pub fn read(&self, headers: &HeaderMap) -> Ticket {
         let mut ticket = Ticket::default();

@@ -25,4 +25,7 @@ pub struct CookieSettings {
     pub max_age: Option<Duration>,
     pub rolling: bool,
     pub forward_to_upstream: bool,
+    /// A logout (the cookie cleared) also sends `Clear-Site-Data:
+    /// "cookies"`, which makes the browser drop every cookie of the site.
+    pub clear_site_data: bool,
 }

@@ -15,6 +15,7 @@ fn config(name: &str) -> CookieSettings {
         max_age: None,
         rolling: false,
         forward_to_upstream: false,
+        clear_site_data: false,
     }
 }
 
