@@ -10,7 +10,11 @@
 //! - a path that servers disagree about is refused with 400: an escaped `/`,
 //!   `\`, `;` or `%` (`%2F`, `%5C`, `%3B`, `%25`: the last is how double
 //!   encoding starts), a raw `\` or `;`, an escaped control byte, or a broken
-//!   escape.
+//!   escape;
+//! - so is a segment that ends with a dot or an (escaped) space, like
+//!   `/admin.`, `/admin..` or `/admin%20`: IIS and ASP.NET, and some Java
+//!   and file-serving stacks, read them as `/admin`, so a route rule could
+//!   be passed by.
 //!
 //! The query string is not touched.
 
@@ -30,6 +34,8 @@ pub enum PathError {
     Semicolon,
     #[error("path contains a broken percent-escape")]
     BrokenEscape,
+    #[error("a path segment ends with a dot or a space")]
+    TrailingDotOrSpace,
 }
 
 /// The canonical form of `raw` (a path without query), borrowed when `raw`
@@ -41,11 +47,23 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
-    if is_canonical(raw.as_bytes())? {
-        return Ok(Cow::Borrowed(raw));
+    let canonical = if is_canonical(raw.as_bytes())? {
+        Cow::Borrowed(raw)
+    } else {
+        let decoded = decode_unreserved(raw.as_bytes())?;
+        Cow::Owned(resolve_segments(&decoded))
+    };
+    if has_trailing_dot_or_space(&canonical) {
+        return Err(PathError::TrailingDotOrSpace);
     }
-    let decoded = decode_unreserved(raw.as_bytes())?;
-    Ok(Cow::Owned(resolve_segments(&decoded)))
+    Ok(canonical)
+}
+
+/// A segment of a canonical path (dot segments resolved) that ends with
+/// `.` or an escaped space.
+fn has_trailing_dot_or_space(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| segment.ends_with('.') || segment.ends_with("%20"))
 }
 
 /// True when nothing needs rewriting; errors on bytes refused anywhere.
@@ -205,6 +223,25 @@ mod tests {
     fn canonical_paths_are_borrowed() {
         for raw in ["/", "/account", "/a/b.c/", "/x-y_z~"] {
             assert!(matches!(canonicalize(raw), Ok(Cow::Borrowed(_))), "{raw}");
+        }
+    }
+
+    #[test]
+    fn segments_ending_with_a_dot_or_a_space_are_refused() {
+        for raw in [
+            "/admin.",
+            "/admin./x",
+            "/admin..",
+            "/admin%20",
+            "/admin%20/x",
+            "/account.",
+            "/admin%2e",
+            "/a/b%2E%2E",
+        ] {
+            assert_eq!(canon(raw), Err(PathError::TrailingDotOrSpace), "{raw}");
+        }
+        for raw in ["/a.b", "/.well-known/x", "/x%20y", "/a/..", "/a/./b"] {
+            assert!(canon(raw).is_ok(), "{raw}");
         }
     }
 

@@ -187,6 +187,15 @@ impl Proxy {
 /// The host the client asked for: the Host header, or the HTTP/2 authority.
 /// `Err` when HTTP/1.1 has none or there are several.
 #[inline]
+/// A `Host` value that is one `host[:port]`: a valid authority without
+/// user info or a list separator.
+fn is_one_host(value: &[u8]) -> bool {
+    !value.is_empty()
+        && !value.contains(&b',')
+        && !value.contains(&b'@')
+        && http::uri::Authority::try_from(value).is_ok()
+}
+
 fn requested_host(
     parts: &http::request::Parts,
     target: &http::Uri,
@@ -194,6 +203,9 @@ fn requested_host(
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::NoHost),
+        // One host (RFC 9112 §3.2): `a, b` is a list, not a host, and an
+        // upstream (or its X-Forwarded-Host) must never be handed one.
+        (Some(host), None) if !is_one_host(host.as_bytes()) => Err(ProxyError::NoHost),
         (Some(host), None) => Ok(Some(host.clone())),
         (None, _) => match target.authority() {
             Some(authority) => Ok(HeaderValue::from_str(authority.as_str()).ok()),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::util::body::BodyStalled;
+use crate::util::body::{BodyStalled, ClientBodyFailed};
 
 /// Why a request could not be exchanged with the upstream; each names the
 /// step that failed.
@@ -60,6 +60,9 @@ impl UpstreamError {
         while let Some(cause) = source {
             if cause.is::<BodyStalled>() {
                 return Self::RequestBodyStalled;
+            }
+            if cause.is::<ClientBodyFailed>() {
+                return Self::RequestBodyFailed(describe(error));
             }
             if cause
                 .downcast_ref::<hyper::Error>()

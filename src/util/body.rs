@@ -27,21 +27,28 @@ pub enum ClientBody {
     Empty,
 }
 
+/// A client's request body broke off or was malformed (a bad chunk size,
+/// a bare LF, more data than announced): the client's fault, whoever
+/// notices it while reading.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(#[source] hyper::Error);
+
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyFailed;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyFailed>>> {
         match self.get_mut() {
             // A client's trailers are not forwarded: they are where reserved
             // headers could hide from the scrub phase, and browsers send
             // none. They end the body.
             Self::Streamed(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
-                polled => polled,
+                polled => polled.map_err(ClientBodyFailed),
             },
             Self::Empty => Poll::Ready(None),
         }

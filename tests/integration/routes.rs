@@ -385,6 +385,13 @@ async fn ambiguous_spellings_of_a_protected_path_are_refused_with_400() {
         "/account%0d%0ax",
         "/account%2",
         "/account%zz",
+        // Trailing dots and spaces: IIS, ASP.NET and some Java and
+        // file-serving stacks read these as `/account`.
+        "/account.",
+        "/account./x",
+        "/account..",
+        "/account%20",
+        "/account%2e",
     ];
     for target in refused {
         let request = raw_get(proxy.addr, target, &[("Accept", "text/html")]);

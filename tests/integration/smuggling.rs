@@ -202,3 +202,57 @@ async fn an_http2_header_list_over_max_header_bytes_is_refused() {
         "an oversized HTTP/2 header list was forwarded"
     );
 }
+
+#[tokio::test]
+async fn a_broken_chunked_request_body_is_the_clients_fault() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    let bodies: [&[u8]; 4] = [
+        // A size that overflows.
+        b"fffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        // A bare LF after the size.
+        b"3\nabc\r\n0\r\n\r\n",
+        // More data than the size says.
+        b"3\r\nabcdef\r\n0\r\n\r\n",
+        // Not hexadecimal.
+        b"zz\r\nabc\r\n0\r\n\r\n",
+    ];
+    for body in bodies {
+        let mut request = format!(
+            "POST /upload HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            proxy.addr
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        let response = crate::routes::raw_request(proxy.addr, &request).await;
+        assert_eq!(
+            crate::routes::status(&response),
+            400,
+            "{}: {response}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_one_host_is_refused() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    for host in [
+        "a.example, b.example",
+        "a.example,b.example",
+        "user@a.example",
+        "a b",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let response = crate::routes::raw_request(proxy.addr, request.as_bytes()).await;
+        assert_eq!(crate::routes::status(&response), 400, "{host}: {response}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the upstream");
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.addr
+    );
+    let response = crate::routes::raw_request(proxy.addr, ok.as_bytes()).await;
+    assert_eq!(crate::routes::status(&response), 200);
+}
