@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// The HTTP/1 front and the direct upstream client serve what they
     /// can; off (a diagnostic), hyper's server and client serve everything.
     pub fast_paths: bool,
+    /// `TRACE` is forwarded; off, the proxy answers it 405.
+    pub allow_trace: bool,
     /// `[server.tls]`: serve HTTPS on `server.listen`.
     pub tls: Option<TlsConfig>,
     /// A plain-HTTP address that only redirects to HTTPS.
@@ -269,6 +271,7 @@ fn build_server(raw: &RawConfig, check: &mut Checker) -> ServerConfig {
             None => std::thread::available_parallelism().map_or(1, usize::from),
         },
         fast_paths: s.fast_paths,
+        allow_trace: s.allow_trace,
         tls: tls.tls,
         redirect_http_from: tls.redirect_http_from,
         hsts: tls.hsts,

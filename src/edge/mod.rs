@@ -165,6 +165,7 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
         ),
         identity_key: config.auth.identity_key.clone(),
         login_url: config.auth.login_url.clone(),
+        allow_trace: config.server.allow_trace,
         via: config.server.via,
         hsts: config.server.hsts.clone(),
         body_idle_timeout: config.server.body_idle_timeout,

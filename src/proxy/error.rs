@@ -32,6 +32,8 @@ pub enum ProxyError {
     RequestBodyStalled,
     #[error("request body failed: {0}")]
     RequestBodyFailed(String),
+    #[error("TRACE is not allowed (server.allow_trace)")]
+    MethodRefused,
     #[error("request Transfer-Encoding is not just `chunked`")]
     BadTransferEncoding,
     #[error("WebSocket handshake from an origin not in auth.websocket_origins")]
@@ -79,6 +81,7 @@ impl ProxyError {
             | Self::RequestBodyStalled
             | Self::RequestBodyFailed(_)
             | Self::BadTransferEncoding
+            | Self::MethodRefused
             | Self::OriginRefused => Fault::Client,
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
@@ -96,6 +99,7 @@ impl ProxyError {
             | Self::RequestBodyFailed(_)
             | Self::BadTransferEncoding => StatusCode::BAD_REQUEST,
             Self::OriginRefused => StatusCode::FORBIDDEN,
+            Self::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable(_) | Self::UpstreamBadSwitch(_) | Self::BadSetSession(_) => {
                 StatusCode::BAD_GATEWAY

@@ -3,7 +3,7 @@
 //! says (see the order in [`super`]).
 
 use http::header::{self, HeaderValue};
-use http::Version;
+use http::{Method, Version};
 
 use super::context::{Context, Current, Outgoing, SessionOutcome};
 use super::error::ProxyError;
@@ -28,6 +28,11 @@ impl Proxy {
         context: &Context<'_>,
     ) -> Result<(), ProxyError> {
         let parts = &mut request.parts;
+        // TRACE echoes the request back, cookies and the session headers
+        // included (cross-site tracing): answered here, as nginx does.
+        if parts.method == Method::TRACE && !self.allow_trace {
+            return Err(ProxyError::MethodRefused);
+        }
         if !headers::chunked_only(&parts.headers) {
             return Err(ProxyError::BadTransferEncoding);
         }

@@ -112,6 +112,7 @@ impl Responder {
         let text = match error.fault() {
             Fault::Client if status == StatusCode::REQUEST_TIMEOUT => "request body timed out\n",
             Fault::Client if status == StatusCode::FORBIDDEN => "forbidden\n",
+            Fault::Client if status == StatusCode::METHOD_NOT_ALLOWED => "method not allowed\n",
             Fault::Client => "bad request\n",
             Fault::Upstream if status == StatusCode::GATEWAY_TIMEOUT => "upstream timed out\n",
             Fault::Upstream => "bad gateway\n",

@@ -20,6 +20,8 @@ pub struct Settings {
     /// The session key whose presence means "logged in".
     pub identity_key: String,
     pub login_url: String,
+    /// `TRACE` is forwarded (off: answered 405 by the proxy).
+    pub allow_trace: bool,
     /// `Via` on forwarded requests and responses.
     pub via: bool,
     /// `Strict-Transport-Security` for responses over TLS.

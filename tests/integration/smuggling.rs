@@ -256,3 +256,28 @@ async fn a_host_that_is_not_one_host_is_refused() {
     let response = crate::routes::raw_request(proxy.addr, ok.as_bytes()).await;
     assert_eq!(crate::routes::status(&response), 200);
 }
+
+#[tokio::test]
+async fn trace_is_answered_405_by_the_proxy_unless_allowed() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "").await;
+    let client = browser();
+    log_in(&client, &proxy, "ada").await;
+    let before = upstream.count();
+    let response = client
+        .request(reqwest::Method::TRACE, proxy.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(upstream.count(), before, "TRACE never reaches the upstream");
+
+    let allowed = Proxy::start(&upstream, "server.allow_trace = true\n").await;
+    let response = bare()
+        .request(reqwest::Method::TRACE, allowed.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.last().method, "TRACE");
+}
