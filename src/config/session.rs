@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use super::raw::{RawConfig, RawSecure};
+use super::raw::{RawConfig, RawCookie, RawSecure};
 use super::{
     secrets, Checker, CookieSettings, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
 };
@@ -68,6 +68,12 @@ pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieSettin
     if same_site == SameSite::None && secure == Secure::Never {
         check.fail("cookie.same_site", "\"none\" needs a Secure cookie (browsers drop it otherwise); set cookie.secure to true or \"auto\"");
     }
+    check_prefix_rules(c, secure, check);
+    if !c.http_only {
+        check.warnings.push(
+            "cookie.http_only = false lets the page's scripts read the session cookie: any XSS can steal the session".into(),
+        );
+    }
     let max_age = c
         .max_age
         .as_deref()
@@ -83,6 +89,34 @@ pub(super) fn build_cookie(raw: &RawConfig, check: &mut Checker) -> CookieSettin
         rolling: c.rolling,
         forward_to_upstream: c.forward_to_upstream,
         clear_site_data: c.clear_site_data,
+    }
+}
+
+/// Cookie name prefixes (RFC 6265bis §4.1.3): browsers silently drop a
+/// `__Secure-` cookie without `Secure`, and a `__Host-` cookie without
+/// `Secure`, with a `Domain`, or with a path other than `/`. Browsers match
+/// the prefixes without regard to case.
+fn check_prefix_rules(c: &RawCookie, secure: Secure, check: &mut Checker) {
+    let name = c.name.to_ascii_lowercase();
+    let host = name.starts_with("__host-");
+    if (host || name.starts_with("__secure-")) && secure != Secure::Always {
+        let prefix = if host { "__Host-" } else { "__Secure-" };
+        check.fail(
+            "cookie.secure",
+            format!("a cookie named `{prefix}…` must be Secure (browsers drop it otherwise); set cookie.secure = true, or rename the cookie"),
+        );
+    }
+    if host && c.domain.is_some() {
+        check.fail(
+            "cookie.domain",
+            "a `__Host-` cookie may not have a domain (browsers drop it); remove cookie.domain, or rename the cookie",
+        );
+    }
+    if host && c.path != "/" {
+        check.fail(
+            "cookie.path",
+            "a `__Host-` cookie must have path \"/\" (browsers drop it otherwise); set cookie.path = \"/\", or rename the cookie",
+        );
     }
 }
 

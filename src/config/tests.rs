@@ -233,3 +233,49 @@ fn the_redis_example_in_proxy_toml_is_valid_once_uncommented() {
     assert_eq!(redis.endpoint.redacted(), "redis://127.0.0.1:6379/0");
     assert_eq!(redis.prefix, "sess:");
 }
+
+fn with_cookie(cookie: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(&format!("{MINIMAL}[cookie]\n{cookie}\n"))
+}
+
+fn failing_keys(cookie: &str) -> Vec<String> {
+    match with_cookie(cookie) {
+        Ok(_) => Vec::new(),
+        Err(error) => error.issues.into_iter().map(|i| i.key).collect(),
+    }
+}
+
+#[test]
+fn cookie_prefixes_follow_the_browsers_rules() {
+    // `__Host-`: Secure, no domain, path `/`, each a problem of its own.
+    assert_eq!(
+        failing_keys(
+            "name = \"__Host-sid\"\nsecure = \"auto\"\ndomain = \"example.com\"\npath = \"/app\""
+        ),
+        ["cookie.secure", "cookie.domain", "cookie.path"]
+    );
+    assert_eq!(
+        failing_keys("name = \"__host-sid\"\nsecure = false"),
+        ["cookie.secure"]
+    );
+    assert!(with_cookie("name = \"__Host-sid\"\nsecure = true").is_ok());
+    // `__Secure-`: Secure only.
+    assert_eq!(failing_keys("name = \"__Secure-sid\""), ["cookie.secure"]);
+    assert!(
+        with_cookie("name = \"__Secure-sid\"\nsecure = true\ndomain = \"example.com\"").is_ok()
+    );
+    let error = with_cookie("name = \"__Host-sid\"")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("must be Secure"), "{error}");
+}
+
+#[test]
+fn a_cookie_scripts_can_read_draws_a_warning() {
+    let config = with_cookie("http_only = false").unwrap();
+    assert!(
+        config.warnings.iter().any(|w| w.contains("http_only")),
+        "{:?}",
+        config.warnings
+    );
+}
