@@ -33,6 +33,7 @@ mod log;
 mod phases;
 pub(crate) mod respond;
 mod settings;
+mod suspicious;
 mod upgrade;
 
 use std::pin::pin;
@@ -70,6 +71,7 @@ pub struct Proxy {
     body_idle_timeout: std::time::Duration,
     policy: CommitPolicy,
     websocket_origins: upgrade::Origins,
+    forged_cookies: Arc<suspicious::ForgedCookies>,
 }
 
 impl Proxy {
@@ -103,6 +105,7 @@ impl Proxy {
             body_idle_timeout,
             policy,
             websocket_origins: upgrade::Origins::new(&websocket_origins),
+            forged_cookies: suspicious::forged_cookies(),
         }
     }
 

@@ -66,7 +66,7 @@ impl Proxy {
     pub(super) fn identify(&self, request: &Outgoing, context: &Context<'_>) -> Ticket {
         let ticket = self.cookie.read(&request.parts.headers);
         if ticket.forged {
-            tracing::warn!(peer = %context.client.addr, "session cookie with a forged signature ignored");
+            super::suspicious::warn_forged(&self.forged_cookies, context.client.addr);
         }
         ticket
     }

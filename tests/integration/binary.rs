@@ -291,3 +291,47 @@ async fn the_binary_serves_drains_on_sigterm_and_logs_no_session_secrets() {
         assert!(!log.contains(needle), "the log holds the {what}: {log}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_cookies_does_not_flood_the_log() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let config = TempFile::new(
+        "forged",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"1s\"\n\
+             [upstream]\nurl = \"{}\"\n[session]\nsecrets = [\"{SECRET}\"]\n",
+            upstream.url()
+        ),
+    );
+    let (mut child, log) = spawn_logging_binary(config.path());
+    wait_for_port(port, &mut child).await;
+    let client = bare();
+    for n in 0..300 {
+        let forged = format!("sid=s%3A{n:043}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        let response = client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("cookie", forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("cloakroom did not exit")
+        .unwrap();
+    let log = log.await.unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("forged signature"))
+        .count();
+    assert!(lines >= 1, "the first forged cookie is logged: {log}");
+    assert!(lines <= 2, "{lines} lines for 300 forged cookies: {log}");
+}
