@@ -18,6 +18,8 @@ mod test_server;
 mod cache_safety;
 #[path = "integration/cookies.rs"]
 mod cookies;
+#[path = "integration/cross_origin.rs"]
+mod cross_origin;
 #[path = "integration/failures.rs"]
 mod failures;
 #[path = "integration/forwarding.rs"]

@@ -5,6 +5,7 @@ use http::Uri;
 
 use super::raw::RawConfig;
 use super::{AuthConfig, Checker, Deny, ProtectRule};
+use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::path;
 
 pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
@@ -53,21 +54,7 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
                     return None;
                 }
             };
-            let prefix = match path::canonicalize(&rule.prefix) {
-                Ok(p) if p != "*" => p.trim_end_matches('/').to_owned(),
-                _ => {
-                    check.fail(
-                        &format!("{key}.prefix"),
-                        format!("`{}` is not a plain path like \"/account\"", rule.prefix),
-                    );
-                    return None;
-                }
-            };
-            let prefix = if prefix.is_empty() {
-                "/".to_owned()
-            } else {
-                prefix
-            };
+            let prefix = canonical_prefix(&format!("{key}.prefix"), &rule.prefix, check)?;
             Some(ProtectRule { prefix, deny })
         })
         .collect();
@@ -82,9 +69,39 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
             }
         }
     }
-    let websocket_origins = a
-        .websocket_origins
+    let websocket_origins = origins("auth.websocket_origins", &a.websocket_origins, check);
+    let c = &a.cross_origin;
+    let bypass = c
+        .bypass
         .iter()
+        .enumerate()
+        .filter_map(|(index, prefix)| {
+            let key = format!("auth.cross_origin.bypass[{index}]");
+            canonical_prefix(&key, prefix, check)
+        })
+        .collect();
+    let cross_origin = CrossOrigin {
+        enabled: c.enabled,
+        trusted_origins: origins(
+            "auth.cross_origin.trusted_origins",
+            &c.trusted_origins,
+            check,
+        ),
+        bypass,
+    };
+    AuthConfig {
+        identity_key: a.identity_key.clone(),
+        login_url: a.login_url.clone(),
+        case_sensitive: a.case_sensitive,
+        protect,
+        websocket_origins,
+        cross_origin,
+    }
+}
+
+/// Origins (`scheme://host[:port]`), lower case, each checked.
+fn origins(key: &str, list: &[String], check: &mut Checker) -> Vec<String> {
+    list.iter()
         .enumerate()
         .filter_map(|(index, origin)| {
             let valid = origin.parse::<Uri>().is_ok_and(|u| {
@@ -94,19 +111,33 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
             });
             if !valid {
                 check.fail(
-                    &format!("auth.websocket_origins[{index}]"),
+                    &format!("{key}[{index}]"),
                     format!("`{origin}` is not an origin like \"https://app.example\" (scheme, host and optional port only)"),
                 );
                 return None;
             }
             Some(origin.trim_end_matches('/').to_ascii_lowercase())
         })
-        .collect();
-    AuthConfig {
-        identity_key: a.identity_key.clone(),
-        login_url: a.login_url.clone(),
-        case_sensitive: a.case_sensitive,
-        protect,
-        websocket_origins,
+        .collect()
+}
+
+/// A path prefix in canonical form, without a trailing slash (but `/`).
+fn canonical_prefix(key: &str, prefix: &str, check: &mut Checker) -> Option<String> {
+    match path::canonicalize(prefix) {
+        Ok(p) if p != "*" => {
+            let trimmed = p.trim_end_matches('/');
+            Some(if trimmed.is_empty() {
+                "/".to_owned()
+            } else {
+                trimmed.to_owned()
+            })
+        }
+        _ => {
+            check.fail(
+                key,
+                format!("`{prefix}` is not a plain path like \"/account\""),
+            );
+            None
+        }
     }
 }

@@ -26,6 +26,7 @@ use http::Uri;
 use ipnet::IpNet;
 
 pub use crate::domain::cookie::settings::{CookieSettings, SameSite, Secure};
+pub use crate::domain::cross_origin::CrossOrigin;
 pub use crate::domain::routes::{Deny, ProtectRule};
 pub use crate::tls::client::UpstreamTls;
 pub use crate::upstream::settings::UpstreamSettings;
@@ -99,6 +100,8 @@ pub struct AuthConfig {
     /// Origins allowed to open WebSockets on protected paths, lower case,
     /// like `https://app.example`. Empty: no Origin check.
     pub websocket_origins: Vec<String>,
+    /// `[auth.cross_origin]`: cross-origin writes with a session refused.
+    pub cross_origin: CrossOrigin,
 }
 
 /// One problem in the configuration.

@@ -240,6 +240,26 @@ pub struct RawAuth {
     pub case_sensitive: bool,
     pub protect: Vec<RawProtect>,
     pub websocket_origins: Vec<String>,
+    pub cross_origin: RawCrossOrigin,
+}
+
+/// `[auth.cross_origin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCrossOrigin {
+    pub enabled: bool,
+    pub trusted_origins: Vec<String>,
+    pub bypass: Vec<String>,
+}
+
+impl Default for RawCrossOrigin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trusted_origins: Vec::new(),
+            bypass: Vec::new(),
+        }
+    }
 }
 
 impl Default for RawAuth {
@@ -250,6 +270,7 @@ impl Default for RawAuth {
             case_sensitive: false,
             protect: Vec::new(),
             websocket_origins: Vec::new(),
+            cross_origin: RawCrossOrigin::default(),
         }
     }
 }

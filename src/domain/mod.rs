@@ -3,6 +3,7 @@
 
 pub mod caching;
 pub mod cookie;
+pub mod cross_origin;
 pub mod headers;
 pub mod path;
 pub mod routes;

@@ -179,6 +179,7 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             clear_site_data: config.cookie.clear_site_data,
         },
         websocket_origins: config.auth.websocket_origins.clone(),
+        cross_origin: config.auth.cross_origin.clone(),
     }
 }
 

@@ -32,6 +32,8 @@ pub enum ProxyError {
     RequestBodyStalled,
     #[error("request body failed: {0}")]
     RequestBodyFailed(String),
+    #[error("cross-origin write with a session refused ([auth.cross_origin])")]
+    CrossOriginRefused,
     #[error("TRACE is not allowed (server.allow_trace)")]
     MethodRefused,
     #[error("request Transfer-Encoding is not just `chunked`")]
@@ -82,6 +84,7 @@ impl ProxyError {
             | Self::RequestBodyFailed(_)
             | Self::BadTransferEncoding
             | Self::MethodRefused
+            | Self::CrossOriginRefused
             | Self::OriginRefused => Fault::Client,
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
@@ -98,7 +101,7 @@ impl ProxyError {
             | Self::NoHost
             | Self::RequestBodyFailed(_)
             | Self::BadTransferEncoding => StatusCode::BAD_REQUEST,
-            Self::OriginRefused => StatusCode::FORBIDDEN,
+            Self::OriginRefused | Self::CrossOriginRefused => StatusCode::FORBIDDEN,
             Self::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable(_) | Self::UpstreamBadSwitch(_) | Self::BadSetSession(_) => {

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 use crate::domain::cookie::SessionCookie;
+use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::headers::Scrubber;
 use crate::domain::routes::Routes;
 use crate::domain::session_headers::SessionHeaders;
@@ -72,6 +73,7 @@ pub struct Proxy {
     policy: CommitPolicy,
     websocket_origins: upgrade::Origins,
     forged_cookies: Arc<suspicious::ForgedCookies>,
+    cross_origin: CrossOrigin,
 }
 
 impl Proxy {
@@ -90,6 +92,7 @@ impl Proxy {
             body_idle_timeout,
             policy,
             websocket_origins,
+            cross_origin,
         } = settings;
         Self {
             cookie: SessionCookie::new(cookie, signer),
@@ -106,6 +109,7 @@ impl Proxy {
             policy,
             websocket_origins: upgrade::Origins::new(&websocket_origins),
             forged_cookies: suspicious::forged_cookies(),
+            cross_origin,
         }
     }
 

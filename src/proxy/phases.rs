@@ -104,7 +104,9 @@ impl Proxy {
         Ok(())
     }
 
-    /// Authorise: a login-only route without a logged-in session is denied
+    /// Authorise: a write with a session from another origin is refused
+    /// ([`CrossOrigin`](crate::domain::cross_origin::CrossOrigin)); a login-only
+    /// route without a logged-in session is denied
     /// (`Some`); on such a route a WebSocket handshake's `Origin` must be
     /// allowed.
     #[inline]
@@ -114,6 +116,18 @@ impl Proxy {
         context: &mut Context<'_>,
     ) -> Result<Option<routes::Denial>, ProxyError> {
         let path = request.path();
+        // A write with a session, from another origin: refused whatever
+        // the route (cross-site request forgery).
+        if context.session.is_some() {
+            let parts = &request.parts;
+            let host = request.host.as_ref();
+            if !self
+                .cross_origin
+                .allows(&parts.method, &parts.headers, host, path)
+            {
+                return Err(ProxyError::CrossOriginRefused);
+            }
+        }
         let Some(rule) = self.routes.rule_for(path) else {
             return Ok(None);
         };

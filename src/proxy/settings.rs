@@ -7,6 +7,7 @@ use http::HeaderValue;
 
 use crate::domain::cookie::settings::CookieSettings;
 use crate::domain::cookie::signing::Signer;
+use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::routes::Routes;
 use crate::domain::session_headers::SessionHeaders;
 use crate::upstream::Upstream;
@@ -31,6 +32,8 @@ pub struct Settings {
     /// Origins allowed to open WebSockets on protected paths (lower case);
     /// empty: no check.
     pub websocket_origins: Vec<String>,
+    /// Cross-origin writes with a session refused.
+    pub cross_origin: CrossOrigin,
 }
 
 impl CommitPolicy {

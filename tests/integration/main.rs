@@ -16,6 +16,7 @@ mod test_server;
 mod binary;
 mod cache_safety;
 mod cookies;
+mod cross_origin;
 mod failures;
 mod forwarding;
 mod front;
