@@ -145,6 +145,10 @@ impl Proxy {
             }
             Committed::Destroyed => {
                 context.outcome = SessionOutcome::Destroyed;
+                if let Some(current) = current {
+                    // Its WebSocket tunnels on this instance close now.
+                    self.tunnels.end(&current.id);
+                }
                 Some(CookieUpdate::Cleared(self.cookie.clear(secure)))
             }
             Committed::Vanished => {

@@ -34,6 +34,7 @@ mod phases;
 pub(crate) mod respond;
 mod settings;
 mod suspicious;
+mod tunnels;
 mod upgrade;
 
 use std::pin::pin;
@@ -74,6 +75,7 @@ pub struct Proxy {
     websocket_origins: upgrade::Origins,
     forged_cookies: Arc<suspicious::ForgedCookies>,
     cross_origin: CrossOrigin,
+    tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl Proxy {
@@ -110,6 +112,7 @@ impl Proxy {
             websocket_origins: upgrade::Origins::new(&websocket_origins),
             forged_cookies: suspicious::forged_cookies(),
             cross_origin,
+            tunnels: Arc::default(),
         }
     }
 
@@ -162,7 +165,11 @@ impl Proxy {
         self.commit(&mut parts, tunnel.is_some(), context).await?;
         // The tunnel opens only now, after the commit phase.
         if let Some(tunnel) = tunnel {
-            tunnel.spawn(conn.clone());
+            let session = context
+                .session
+                .as_ref()
+                .map(|current| self.tunnels.link(current.id.clone(), self.store.clone()));
+            tunnel.spawn(conn.clone(), session);
         }
         Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
     }

@@ -105,7 +105,14 @@ impl Tunnel {
     /// either side closes or nothing moves for [`IDLE_TIMEOUT`]. `peer` is
     /// held until then: the connection's slot stays taken while the tunnel
     /// is open.
-    pub(super) fn spawn(self, peer: Arc<dyn std::any::Any + Send + Sync>) {
+    ///
+    /// With a `session`, the tunnel also closes when that session ends
+    /// ([`super::tunnels`]).
+    pub(super) fn spawn(
+        self,
+        peer: Arc<dyn std::any::Any + Send + Sync>,
+        session: Option<super::tunnels::SessionLink>,
+    ) {
         let idle = IDLE_TIMEOUT;
         tokio::spawn(async move {
             // Dropped when the task ends, however it ends (closed, broken,
@@ -129,6 +136,13 @@ impl Tunnel {
             let mut upstream = TokioIo::new(upstream);
             let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
             tokio::pin!(copied);
+            let session_ended = async {
+                match &session {
+                    Some(link) => link.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(session_ended);
             loop {
                 let last = start + Duration::from_millis(moved.load(Ordering::Relaxed));
                 tokio::select! {
@@ -137,6 +151,10 @@ impl Tunnel {
                             Ok((up, down)) => tracing::debug!(up, down, "WebSocket tunnel closed"),
                             Err(error) => tracing::debug!(%error, "WebSocket tunnel broken"),
                         }
+                        return;
+                    }
+                    () = &mut session_ended => {
+                        tracing::debug!("the tunnel's session ended; tunnel closed");
                         return;
                     }
                     // Bytes may have moved while asleep: look again before

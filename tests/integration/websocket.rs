@@ -23,7 +23,8 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A WebSocket upstream that records every handshake's headers and echoes
 /// messages. A handshake on a path ending in `/login` is answered with a
-/// `Set-Session` on the `101` that logs `ann` in.
+/// `Set-Session` on the `101` that logs `ann` in; one ending in `/logout`,
+/// with one that destroys the session.
 pub(crate) struct WsUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
@@ -49,6 +50,10 @@ impl WsUpstream {
                     #[allow(clippy::result_large_err)]
                     let callback = |request: &Request, mut response: Response| {
                         record.lock().unwrap().push(request.headers().clone());
+                        if request.uri().path().ends_with("/logout") {
+                            let headers = response.headers_mut();
+                            headers.append("set-session", "destroy".parse().unwrap());
+                        }
                         if request.uri().path().ends_with("/login") {
                             let headers = response.headers_mut();
                             headers.append("set-session", "regenerate".parse().unwrap());
@@ -382,4 +387,55 @@ async fn a_101_the_client_did_not_ask_for_is_a_502() {
     ))
     .await;
     assert_eq!(refused(&proxy, "/ws", &[]).await, 502);
+}
+
+/// Waits until the tunnel is closed by the proxy: the stream ends or
+/// fails (a message still in flight is skipped).
+async fn closed_within(ws: &mut Ws, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_logout_closes_the_sessions_tunnels_at_once() {
+    let upstream = WsUpstream::start().await;
+    let proxy = proxy_for(&upstream, "").await;
+    let sid = log_in(&proxy).await;
+    let (mut ws, _) = open(&proxy, "/echo", &[("cookie", &sid)]).await.unwrap();
+    echo(&mut ws, "before logout").await;
+    let (mut anonymous, _) = open(&proxy, "/echo", &[]).await.unwrap();
+    let (_logout, response) = open(&proxy, "/logout", &[("cookie", &sid)]).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert!(
+        // At once, not at the next lookup (every second).
+        closed_within(&mut ws, Duration::from_millis(500)).await,
+        "the logged-out session's tunnel is still open"
+    );
+    echo(&mut anonymous, "a tunnel without a session stays open").await;
+}
+
+#[tokio::test]
+async fn a_tunnel_closes_within_a_second_of_its_sessions_expiry() {
+    let upstream = WsUpstream::start().await;
+    let proxy = proxy_for(&upstream, "session.ttl = \"1s\"\n").await;
+    let sid = log_in(&proxy).await;
+    let (mut ws, _) = open(&proxy, "/echo", &[("cookie", &sid)]).await.unwrap();
+    echo(&mut ws, "while the session lives").await;
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut ws, Duration::from_secs(4)).await,
+        "the expired session's tunnel is still open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "not before the expiry"
+    );
 }
