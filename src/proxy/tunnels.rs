@@ -20,12 +20,15 @@ use crate::store::{AnyStore, SessionStore};
 /// How often a tunnel looks up its session.
 const LOOKUP_EVERY: Duration = Duration::from_secs(1);
 
+/// Each session's tunnels: a key per tunnel, and how to close it.
+type BySession = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
 /// The open tunnels by session. Why a mutex: it is taken when a tunnel
 /// opens or closes and when a session is destroyed, never per request, and
 /// never held across an `.await`.
 #[derive(Default)]
 pub(super) struct Tunnels {
-    by_session: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    by_session: Mutex<BySession>,
     next: AtomicU64,
 }
 
@@ -65,7 +68,7 @@ impl Tunnels {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, Arc<Notify>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BySession> {
         self.by_session
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
