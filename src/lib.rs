@@ -81,6 +81,10 @@ pub(crate) mod tls;
 pub(crate) mod upstream;
 pub(crate) mod util;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use edge::error::Error;
 pub use edge::{build_store, run, run_with, Options};
 // Seams for tests and tools that sign or read session cookies by hand.

@@ -21,7 +21,7 @@ use std::path::Path;
 /// Top-level modules from the highest layer to the lowest. A module may
 /// import modules of its own layer or of any layer after it.
 const LAYERS: &[&[&str]] = &[
-    &["cli"],
+    &["cli", "fuzzing"],
     &["edge"],
     &["config"],
     &["proxy"],

@@ -35,6 +35,8 @@ use settings::UpstreamSettings;
 /// Request body type sent upstream: the client's body, with a stall timeout.
 pub type UpstreamBody = IdleTimeout<ClientBody>;
 
+#[cfg(feature = "fuzzing")]
+pub use direct::fuzz_response;
 pub use direct::DirectBody;
 pub use error::{ExchangeError, UpstreamError};
 pub use forwarding::{add_forwarding, address_header, forwarded_https, Forwarding};

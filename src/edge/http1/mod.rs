@@ -150,3 +150,29 @@ where
         }
     }
 }
+
+/// For the fuzz targets (feature `fuzzing`): the request the front takes
+/// from `bytes` (with the default limits), if it takes one. A head it does
+/// not take leaves the bytes as they were, for hyper.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_take(bytes: &[u8]) -> Option<http::Request<crate::util::body::ClientBody>> {
+    let mut buffer = BytesMut::from(bytes);
+    let limits = Limits {
+        max_head_bytes: 16 * 1024,
+        max_headers: 100,
+    };
+    match request::parse(&mut buffer, limits, &mut None) {
+        Parsed::Taken(head) => {
+            assert!(
+                buffer.len() < bytes.len(),
+                "a taken head consumes its bytes"
+            );
+            assert_eq!(&bytes[bytes.len() - buffer.len()..], &buffer[..]);
+            Some(head.request)
+        }
+        Parsed::Partial | Parsed::Hyper => {
+            assert_eq!(&buffer[..], bytes, "bytes left for hyper are untouched");
+            None
+        }
+    }
+}

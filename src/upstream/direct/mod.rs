@@ -187,5 +187,28 @@ impl Head {
 }
 
 /// Writes the request and reads the final response head.
+/// For the fuzz targets (feature `fuzzing`): an upstream's bytes through
+/// the response-head reader, the framing rule and the chunked decoder. A
+/// panic, a hang or unbounded growth is a bug.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_response(bytes: &[u8]) {
+    let mut buffer = BytesMut::from(bytes);
+    if let Ok(Some(head)) = response::parse_head(&mut buffer) {
+        let _ = response::framing(&head.parts, false);
+        let _ = response::framing(&head.parts, true);
+    }
+    let mut buffer = BytesMut::from(bytes);
+    let mut decoder = body::Chunked::default();
+    let mut decoded = 0usize;
+    loop {
+        match decoder.step(&mut buffer) {
+            Ok(body::Step::Data(data)) => decoded += data.len(),
+            Ok(body::Step::Progress) => {}
+            Ok(body::Step::Short | body::Step::Finished) | Err(_) => break,
+        }
+        assert!(decoded <= bytes.len(), "decoded more than was read");
+    }
+}
+
 #[cfg(test)]
 mod tests;
