@@ -258,16 +258,7 @@ async fn the_binary_serves_drains_on_sigterm_and_logs_no_session_secrets() {
         .unwrap();
     drop(client);
 
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().unwrap().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("cloakroom did not exit within 15 s of SIGTERM")
-        .unwrap();
+    let status = terminate(&mut child).await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
     let log = log.await.unwrap();
@@ -317,6 +308,18 @@ async fn a_flood_of_forged_cookies_does_not_flood_the_log() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
+    terminate(&mut child).await;
+    let log = log.await.unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("forged signature"))
+        .count();
+    assert!(lines >= 1, "the first forged cookie is logged: {log}");
+    assert!(lines <= 2, "{lines} lines for 300 forged cookies: {log}");
+}
+
+/// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().unwrap().to_string())
@@ -325,13 +328,6 @@ async fn a_flood_of_forged_cookies_does_not_flood_the_log() {
     assert!(killed.success());
     tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
-        .expect("cloakroom did not exit")
-        .unwrap();
-    let log = log.await.unwrap();
-    let lines = log
-        .lines()
-        .filter(|l| l.contains("forged signature"))
-        .count();
-    assert!(lines >= 1, "the first forged cookie is logged: {log}");
-    assert!(lines <= 2, "{lines} lines for 300 forged cookies: {log}");
+        .expect("cloakroom did not exit within 15 s of SIGTERM")
+        .unwrap()
 }
