@@ -109,6 +109,8 @@ pub struct AuthConfig {
     pub websocket_origins: Vec<String>,
     /// `[auth.cross_origin]`: cross-origin writes with a session refused.
     pub cross_origin: CrossOrigin,
+    /// Where forward-auth requests from trusted proxies are answered.
+    pub forward_auth_path: Option<String>,
 }
 
 /// One problem in the configuration.

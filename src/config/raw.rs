@@ -279,6 +279,7 @@ pub struct RawAuth {
     pub protect: Vec<RawProtect>,
     pub websocket_origins: Vec<String>,
     pub cross_origin: RawCrossOrigin,
+    pub forward_auth_path: Option<String>,
 }
 
 /// `[auth.cross_origin]`.
@@ -309,6 +310,7 @@ impl Default for RawAuth {
             protect: Vec::new(),
             websocket_origins: Vec::new(),
             cross_origin: RawCrossOrigin::default(),
+            forward_auth_path: None,
         }
     }
 }

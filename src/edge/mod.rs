@@ -220,6 +220,7 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
         },
         websocket_origins: config.auth.websocket_origins.clone(),
         cross_origin: config.auth.cross_origin.clone(),
+        forward_auth_path: config.auth.forward_auth_path.clone(),
         access_log: proxy::AccessLog {
             enabled: config.log.access,
             query: config.log.access_query,

@@ -34,6 +34,8 @@ pub struct Settings {
     pub websocket_origins: Vec<String>,
     /// Cross-origin writes with a session refused.
     pub cross_origin: CrossOrigin,
+    /// Where forward-auth requests are answered (`None`: nowhere).
+    pub forward_auth_path: Option<String>,
     pub access_log: AccessLog,
 }
 

@@ -18,6 +18,7 @@ mod cache_safety;
 mod cookies;
 mod cross_origin;
 mod failures;
+mod forward_auth;
 mod forwarding;
 mod front;
 mod http2_floods;
