@@ -22,6 +22,8 @@ mod forward_auth;
 mod forwarding;
 mod front;
 mod http2_floods;
+mod live_config;
+mod operations;
 mod redis;
 mod redis_failures;
 mod routes;
