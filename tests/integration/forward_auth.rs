@@ -73,7 +73,7 @@ impl Nginx {
             std::env::temp_dir().join(format!("cloakroom-nginx-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&prefix).unwrap();
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("-p")
             .arg(&prefix)
             .arg("-c")
@@ -99,6 +99,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not start; see {}", prefix.display());
     }
 
