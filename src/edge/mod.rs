@@ -5,8 +5,9 @@
 //! The library never binds a port or listens for signals: [`run`] takes a
 //! bound listener and a shutdown future, so tests run it on `127.0.0.1:0`.
 //! [`run_with`] also takes the redirect listener (`server.redirect_http_from`,
-//! bound by the caller) and a trigger that reloads the TLS certificates (the
-//! binary fires it on SIGHUP).
+//! bound by the caller), the operations listener (`ops.listen`), and a
+//! trigger that reloads the configuration file and the TLS certificates
+//! (the binary fires it on SIGHUP).
 //!
 //! With `[server.tls]`, the TLS handshake runs in the connection's own task
 //! under `server.tls.handshake_timeout`, never on the accept loop.
@@ -25,7 +26,10 @@
 //!   ([`watchdog`], [`send_stall`], [`first_bytes`], [`guard`]);
 //! - [`peer`]: what is known of a client connection;
 //! - [`workers`]: the thread-per-core runtimes; [`redirect`]: the
-//!   plain-HTTP listener that only redirects to HTTPS;
+//!   plain-HTTP listener that only redirects to HTTPS; [`ops`]: the
+//!   operations listener (`/healthz`, `/readyz`, `/metrics`);
+//! - [`live`]: the proxy in force; [`reload`]: rebuilding it from the
+//!   configuration file on SIGHUP or when the file changes;
 //!   [`error`]: what stops the proxy from starting or serving.
 
 mod accept;
