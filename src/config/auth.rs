@@ -116,6 +116,7 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
         websocket_origins,
         cross_origin,
         forward_auth_path,
+        rotate_on_login: a.rotate_on_login,
     }
 }
 

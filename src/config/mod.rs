@@ -111,6 +111,9 @@ pub struct AuthConfig {
     pub cross_origin: CrossOrigin,
     /// Where forward-auth requests from trusted proxies are answered.
     pub forward_auth_path: Option<String>,
+    /// A login (the identity key appearing or changing) moves the session
+    /// to a fresh id even without `regenerate`.
+    pub rotate_on_login: bool,
 }
 
 /// One problem in the configuration.

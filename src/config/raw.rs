@@ -280,6 +280,7 @@ pub struct RawAuth {
     pub websocket_origins: Vec<String>,
     pub cross_origin: RawCrossOrigin,
     pub forward_auth_path: Option<String>,
+    pub rotate_on_login: bool,
 }
 
 /// `[auth.cross_origin]`.
@@ -311,6 +312,7 @@ impl Default for RawAuth {
             websocket_origins: Vec::new(),
             cross_origin: RawCrossOrigin::default(),
             forward_auth_path: None,
+            rotate_on_login: true,
         }
     }
 }

@@ -221,6 +221,10 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             max_bytes: session.max_bytes,
             max_set_session_bytes: session.max_set_session_bytes,
             clear_site_data: config.cookie.clear_site_data,
+            rotate_on: config
+                .auth
+                .rotate_on_login
+                .then(|| config.auth.identity_key.clone()),
         },
         websocket_origins: config.auth.websocket_origins.clone(),
         cross_origin: config.auth.cross_origin.clone(),

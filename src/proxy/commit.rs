@@ -110,6 +110,7 @@ impl Proxy {
             fresh_id: SessionId::generate(),
             ttl: policy.ttl,
             max_bytes: policy.max_bytes,
+            rotate_on: policy.rotate_on.as_deref(),
         };
         let signer = self.cookie.signer();
         let started = self.observer.store_started();

@@ -76,4 +76,7 @@ pub struct CommitPolicy {
     /// `cookie.clear_site_data`: a logout also says
     /// `Clear-Site-Data: "cookies"`.
     pub clear_site_data: bool,
+    /// The identity key, when `auth.rotate_on_login` moves a session to a
+    /// fresh id at login by itself.
+    pub rotate_on: Option<String>,
 }

@@ -35,6 +35,7 @@ async fn commit<S: SessionStore>(
         fresh_id: SessionId::generate(),
         ttl: TTL,
         max_bytes: MAX,
+        rotate_on: None,
     };
     store.commit(commit).await
 }
@@ -48,6 +49,7 @@ pub async fn create<S: SessionStore>(store: &S, data: Value, ttl: Duration) -> S
         fresh_id: SessionId::generate(),
         ttl,
         max_bytes: MAX,
+        rotate_on: None,
     };
     match store.commit(commit).await.unwrap() {
         Committed::Saved { id, .. } => id,
@@ -73,6 +75,7 @@ pub async fn patch_without_session_creates_one_under_the_fresh_id<S: SessionStor
         fresh_id: fresh.clone(),
         ttl: TTL,
         max_bytes: MAX,
+        rotate_on: None,
     };
     match store.commit(commit).await.unwrap() {
         Committed::Saved { id, .. } => assert_eq!(id, fresh),

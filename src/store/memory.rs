@@ -245,7 +245,7 @@ impl SessionStore for MemoryStore {
         let now = self.inner.clock.now();
         let expires = now + commit.ttl;
         let Some(current_id) = commit.current else {
-            return match ops::plan(None, commit.ops, commit.max_bytes)? {
+            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, .. } => {
@@ -266,7 +266,12 @@ impl SessionStore for MemoryStore {
             Some(entry) if entry.is_live(now) => entry.data.clone(),
             _ => return Ok(Committed::Vanished),
         };
-        match ops::plan(Some(&current), commit.ops, commit.max_bytes)? {
+        match ops::plan(
+            Some(&current),
+            commit.ops,
+            commit.max_bytes,
+            commit.rotate_on,
+        )? {
             Plan::Keep => Ok(Committed::Unchanged),
             Plan::Delete => {
                 map.remove(current_id.as_str());

@@ -37,6 +37,9 @@ pub struct Commit<'a> {
     pub ttl: Duration,
     /// Largest session, as ASCII JSON, the store accepts.
     pub max_bytes: usize,
+    /// The identity key, when a login (it appears or changes) moves the
+    /// session to `fresh_id` by itself (see [`ops::plan`](crate::domain::session::ops::plan)).
+    pub rotate_on: Option<&'a str>,
 }
 
 /// The result of a commit, for the cookie decision.

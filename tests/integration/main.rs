@@ -22,6 +22,7 @@ mod forward_auth;
 mod forwarding;
 mod front;
 mod http2_floods;
+mod lifecycle;
 mod live_config;
 mod operations;
 mod redis;

@@ -122,10 +122,16 @@ pub enum Plan {
 
 /// Plans `ops` on the current data (`None`: no session). A patch on no
 /// session creates one under a fresh id: ids are never adopted from clients.
+///
+/// `rotate_on`: the identity key. When the operations make it present (not
+/// null) where it was absent or null, or change its value, the session moves
+/// to a fresh id even without `regenerate`: a login never keeps the id the
+/// visitor had before it (session fixation).
 pub fn plan(
     current: Option<&SessionData>,
     ops: &[SessionOp],
     max_bytes: usize,
+    rotate_on: Option<&str>,
 ) -> Result<Plan, SetSessionError> {
     if ops.is_empty() {
         return Ok(Plan::Keep);
@@ -147,6 +153,13 @@ pub fn plan(
                 state = None;
                 destroyed = true;
             }
+        }
+    }
+    if let (Some(current), Some(key), Some(map)) = (current, rotate_on, &state) {
+        let identity = |map: &Map<String, Value>| map.get(key).filter(|v| !v.is_null()).cloned();
+        let after = identity(map);
+        if after.is_some() && identity(current.map()) != after {
+            fresh_id = true;
         }
     }
     match state {
@@ -234,7 +247,7 @@ mod tests {
     #[test]
     fn patch_on_no_session_creates_one_under_a_fresh_id() {
         let ops = [SessionOp::Patch(obj(json!({"user": "ada"})))];
-        match plan(None, &ops, 1000).unwrap() {
+        match plan(None, &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id } => {
                 assert!(fresh_id);
                 assert_eq!(data.ascii_json().as_ref(), br#"{"user":"ada"}"#);
@@ -250,7 +263,7 @@ mod tests {
             SessionOp::Regenerate,
             SessionOp::Patch(obj(json!({"user": "ada"}))),
         ];
-        match plan(Some(&current), &ops, 1000).unwrap() {
+        match plan(Some(&current), &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id } => {
                 assert!(fresh_id);
                 assert_eq!(
@@ -266,18 +279,18 @@ mod tests {
     fn destroy_deletes_and_a_later_patch_starts_afresh() {
         let current = data(json!({"user": "ada"}));
         assert!(matches!(
-            plan(Some(&current), &[SessionOp::Destroy], 1000),
+            plan(Some(&current), &[SessionOp::Destroy], 1000, None),
             Ok(Plan::Delete)
         ));
         assert!(matches!(
-            plan(None, &[SessionOp::Destroy], 1000),
+            plan(None, &[SessionOp::Destroy], 1000, None),
             Ok(Plan::Delete)
         ));
         let ops = [
             SessionOp::Destroy,
             SessionOp::Patch(obj(json!({"flash": "bye"}))),
         ];
-        match plan(Some(&current), &ops, 1000).unwrap() {
+        match plan(Some(&current), &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id } => {
                 assert!(fresh_id);
                 assert_eq!(Value::Object(data.map().clone()), json!({"flash": "bye"}));
@@ -289,7 +302,7 @@ mod tests {
     #[test]
     fn regenerate_without_a_session_does_nothing() {
         assert!(matches!(
-            plan(None, &[SessionOp::Regenerate], 1000),
+            plan(None, &[SessionOp::Regenerate], 1000, None),
             Ok(Plan::Keep)
         ));
     }
@@ -298,8 +311,35 @@ mod tests {
     fn oversized_result_is_refused() {
         let ops = [SessionOp::Patch(obj(json!({"big": "x".repeat(100)})))];
         assert!(matches!(
-            plan(None, &ops, 50),
+            plan(None, &ops, 50, None),
             Err(SetSessionError::SessionTooLarge(_, 50))
         ));
+    }
+
+    /// Whether `ops` on `current` move the session when rotation follows
+    /// the key `user`.
+    fn moves(current: Value, ops: &[SessionOp]) -> bool {
+        match plan(Some(&data(current)), ops, 1000, Some("user")).unwrap() {
+            Plan::Write { fresh_id, .. } => fresh_id,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_moves_the_session_without_regenerate() {
+        let login = [SessionOp::Patch(obj(json!({"user": {"id": 7}})))];
+        assert!(moves(json!({"cart": 1}), &login), "absent to present");
+        assert!(moves(json!({"user": null}), &login), "null to present");
+        assert!(moves(json!({"user": {"id": 6}}), &login), "another user");
+        assert!(!moves(json!({"user": {"id": 7}}), &login), "the same user");
+        let other = [SessionOp::Patch(obj(json!({"cart": 2})))];
+        assert!(!moves(json!({"user": {"id": 7}}), &other), "other keys");
+        let logout = [SessionOp::Patch(obj(json!({"user": null})))];
+        assert!(!moves(json!({"user": {"id": 7}}), &logout), "a logout");
+        // Off: only `regenerate` moves it.
+        match plan(Some(&data(json!({}))), &login, 1000, None).unwrap() {
+            Plan::Write { fresh_id, .. } => assert!(!fresh_id),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -65,6 +65,7 @@ struct Pending {
     fresh_id: SessionId,
     ttl: Duration,
     max_bytes: usize,
+    rotate_on: Option<Box<str>>,
     reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
@@ -115,6 +116,7 @@ impl RedisStore {
             fresh_id: commit.fresh_id,
             ttl: commit.ttl,
             max_bytes: commit.max_bytes,
+            rotate_on: commit.rotate_on.map(Box::from),
             reply,
         };
         let start = {
@@ -248,7 +250,12 @@ impl RedisStore {
                 results.push(Ok(Committed::Vanished));
                 continue;
             }
-            let result = match ops::plan(Some(&data), &pending.ops, pending.max_bytes) {
+            let result = match ops::plan(
+                Some(&data),
+                &pending.ops,
+                pending.max_bytes,
+                pending.rotate_on.as_deref(),
+            ) {
                 Err(rejected) => Err(StoreError::Rejected(rejected)),
                 Ok(Plan::Keep) => Ok(Committed::Unchanged),
                 Ok(Plan::Delete) => {

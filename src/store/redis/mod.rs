@@ -156,7 +156,7 @@ impl SessionStore for RedisStore {
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         let Some(current_id) = commit.current else {
-            return match ops::plan(None, commit.ops, commit.max_bytes)? {
+            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, .. } => {

@@ -32,6 +32,7 @@ async fn concurrent_patches_from_two_instances_all_survive() {
                     fresh_id: SessionId::generate(),
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
+                    rotate_on: None,
                 };
                 store.commit(commit).await.unwrap()
             })
@@ -55,6 +56,7 @@ async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) 
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
     };
     store.commit(commit).await.unwrap()
 }
@@ -96,6 +98,7 @@ async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
     };
     assert!(matches!(
         other.commit(commit).await.unwrap(),
@@ -130,6 +133,7 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
                     fresh_id: SessionId::generate(),
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
+                    rotate_on: None,
                 };
                 (n, store.commit(commit).await.unwrap())
             })

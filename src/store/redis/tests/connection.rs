@@ -60,6 +60,7 @@ async fn a_dead_redis_is_unavailable_and_a_restarted_one_is_used_again() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
     };
     assert!(matches!(
         store.commit(commit).await,

@@ -70,6 +70,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
     };
     assert!(matches!(
         h.store.commit(commit).await.unwrap(),
