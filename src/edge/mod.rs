@@ -245,7 +245,12 @@ pub async fn build_store(config: &Config) -> Result<AnyStore, Error> {
         StoreConfig::Memory {
             max_sessions,
             sweep_interval,
-        } => AnyStore::Memory(MemoryStore::new(*max_sessions, *sweep_interval)),
+        } => AnyStore::Memory(MemoryStore::with_options(
+            *max_sessions,
+            *sweep_interval,
+            crate::store::memory::Clock::Coarse,
+            &config.auth.identity_key,
+        )),
         StoreConfig::Redis(redis) => {
             AnyStore::Redis(RedisStore::connect_per_worker(redis, workers).await?)
         }

@@ -88,6 +88,9 @@ struct Inner {
     evictions: AtomicU64,
     /// Read for every expiry decision.
     clock: Clock,
+    /// The session key whose presence means signed in: eviction spares
+    /// such sessions while anonymous ones remain.
+    identity_key: Box<str>,
 }
 
 /// The clock a memory store reads expiry from.
@@ -125,6 +128,17 @@ impl MemoryStore {
 
     /// [`MemoryStore::new`] on the given clock.
     pub fn with_clock(max_sessions: usize, sweep_interval: Duration, clock: Clock) -> Self {
+        Self::with_options(max_sessions, sweep_interval, clock, "user")
+    }
+
+    /// [`Self::with_clock`], with the identity key (`auth.identity_key`)
+    /// that eviction reads to spare signed-in sessions.
+    pub fn with_options(
+        max_sessions: usize,
+        sweep_interval: Duration,
+        clock: Clock,
+        identity_key: &str,
+    ) -> Self {
         let max_sessions = max_sessions.max(1);
         let shard_count = (max_sessions / SESSIONS_PER_SHARD)
             .clamp(1, MAX_SHARDS)
@@ -135,6 +149,7 @@ impl MemoryStore {
             per_shard_limit: max_sessions.div_ceil(shard_count),
             evictions: AtomicU64::new(0),
             clock,
+            identity_key: identity_key.into(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
@@ -183,7 +198,7 @@ impl Inner {
     fn insert(&self, id: SessionId, entry: Entry, now: Instant) -> Result<(), StoreError> {
         let mut map = lock(self.shard(id.as_str()));
         if map.len() >= self.per_shard_limit && !map.contains_key(id.as_str()) {
-            let victim = choose_victim(&map, now).ok_or(StoreError::Full)?;
+            let victim = choose_victim(&map, now, &self.identity_key).ok_or(StoreError::Full)?;
             map.remove(&victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -192,17 +207,36 @@ impl Inner {
     }
 }
 
-/// The entry to give up: an expired one, else an empty one, else the one
-/// closest to expiry, among the first entries of the map's (random) order.
-fn choose_victim(map: &Shard, now: Instant) -> Option<SessionId> {
-    map.iter()
+/// The session to evict from a full shard: among a sample, an expired one,
+/// else an anonymous one (empty first), else the one expiring soonest. When
+/// the sample holds only live signed-in sessions, the whole shard is
+/// searched for an anonymous or expired one first: an anonymous flood never
+/// evicts a signed-in session while an anonymous one remains.
+fn choose_victim(map: &Shard, now: Instant, identity_key: &str) -> Option<SessionId> {
+    let rank = |entry: &Entry| {
+        (
+            entry.is_live(now),
+            entry.data.is_logged_in(identity_key),
+            !entry.data.is_empty(),
+            entry.expires,
+        )
+    };
+    let (id, entry) = map
+        .iter()
         .take(EVICTION_SAMPLE)
-        .min_by_key(|(_, e)| (e.is_live(now), !e.data.is_empty(), e.expires))
-        .map(|(id, _)| id.clone())
+        .min_by_key(|(_, entry)| rank(entry))?;
+    if entry.is_live(now) && entry.data.is_logged_in(identity_key) {
+        if let Some((anonymous, _)) = map
+            .iter()
+            .filter(|(_, e)| !e.is_live(now) || !e.data.is_logged_in(identity_key))
+            .min_by_key(|(_, e)| rank(e))
+        {
+            return Some(anonymous.clone());
+        }
+    }
+    Some(id.clone())
 }
 
-/// A poisoned lock only means another thread panicked mid-operation; every
-/// operation leaves the map consistent, so the data is still usable.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -383,6 +417,28 @@ mod tests {
         assert!(store.load(&empty).await.unwrap().is_none());
         for id in [a, b, c] {
             assert!(store.load(&id).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_flood_never_evicts_signed_in_sessions() {
+        // More than the sample per shard, so the sample alone would miss.
+        let store = MemoryStore::with_options(64, Duration::from_secs(3600), Clock::Coarse, "user");
+        let ttl = Duration::from_secs(60);
+        let mut signed_in = Vec::new();
+        for index in 0..40 {
+            let data = serde_json::json!({"user": {"id": index}});
+            signed_in.push(conformance::create(&store, data, ttl).await);
+        }
+        for index in 0..1000 {
+            conformance::create(&store, serde_json::json!({"cart": index}), ttl).await;
+        }
+        assert_eq!(store.len(), 64, "the bound holds");
+        for id in signed_in {
+            assert!(
+                store.load(&id).await.unwrap().is_some(),
+                "a signed-in session was evicted"
+            );
         }
     }
 }

@@ -132,3 +132,33 @@ async fn rotation_at_login_can_be_turned_off() {
         Some(json!({"cart": 1, "user": "ada"}))
     );
 }
+
+#[tokio::test]
+async fn an_anonymous_flood_never_logs_real_users_out() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "[store]\nmax_sessions = 30\n").await;
+    let mut users = Vec::new();
+    for index in 0..10 {
+        let client = browser();
+        let login = log_in(&client, &proxy, &format!("user-{index}")).await;
+        users.push((index, sid_pair(&login)));
+    }
+    // Ten times the bound in anonymous sessions (a cart each).
+    for index in 0..300 {
+        let cart = bare()
+            .post(proxy.url("/cart"))
+            .header("x-test-set-session", json!({"cart": index}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cart.status(), 200);
+    }
+    for (index, cookie) in users {
+        visit(&proxy, &cookie).await;
+        assert_eq!(
+            upstream.last().session(),
+            Some(json!({"user": {"name": format!("user-{index}")}})),
+            "user-{index} was logged out by the flood"
+        );
+    }
+}
