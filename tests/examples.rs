@@ -391,8 +391,7 @@ async fn python_example_from_anonymous_to_logged_out() {
         return;
     }
     let dir = repo().join("examples/python");
-    // -B: no __pycache__ in the source tree.
-    let app = App::start("python", Path::new("python3"), &["-B", "app.py"], &dir, &[]);
+    let app = App::start("python", Path::new("python3"), &["app.py"], &dir, &[]);
     a_visit_from_anonymous_to_logged_out(app).await;
 }
 
@@ -419,8 +418,9 @@ async fn go_example_from_anonymous_to_logged_out() {
         String::from_utf8_lossy(&output.stderr)
     );
     let app = App::start("go", &binary, &[], &dir, &[]);
-    a_visit_from_anonymous_to_logged_out(app).await;
+    // The running app keeps its file open; the name can go now.
     let _ = std::fs::remove_file(&binary);
+    a_visit_from_anonymous_to_logged_out(app).await;
 }
 
 // ---------------------------------------------------------------------------
