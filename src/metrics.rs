@@ -37,8 +37,7 @@ pub enum SessionEvent {
     Created,
     Destroyed,
     Rotated,
-    /// Counted once a session's deadlines are checked on load.
-    #[allow(dead_code)]
+    /// Found past its idle or absolute deadline on load.
     Expired,
 }
 

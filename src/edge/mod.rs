@@ -58,6 +58,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, StoreConfig};
 use crate::domain::cookie::signing::Signer;
 use crate::domain::routes::Routes;
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session_headers::SessionHeaders;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
@@ -225,6 +226,12 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
                 .auth
                 .rotate_on_login
                 .then(|| config.auth.identity_key.clone()),
+            lifetimes: Lifetimes {
+                idle: session.lifetime.idle,
+                absolute: session.lifetime.absolute,
+            },
+            touch_interval: session.lifetime.touch_interval,
+            remember_max: session.lifetime.remember_max,
         },
         websocket_origins: config.auth.websocket_origins.clone(),
         cross_origin: config.auth.cross_origin.clone(),
