@@ -7,10 +7,15 @@
 #
 #   bench/instructions.sh                # SECONDS_EACH=3 per scenario
 #   SECONDS_EACH=10 bench/instructions.sh
+#   CONFIG=my.toml LOG=warn,cloakroom::access=info bench/instructions.sh
+#                                        # another config (listening on
+#                                        # 127.0.0.1:3901) and log filter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${SECONDS_EACH:-3}
+CONFIG=${CONFIG:-bench/proxy.bench.toml}
+LOG=${LOG:-warn}
 UPSTREAM=127.0.0.1:3900
 PROXY=127.0.0.1:3901
 work=$(mktemp -d)
@@ -39,8 +44,8 @@ cargo build --release --quiet --bin cloakroom --example bench_upstream
 ./target/release/examples/bench_upstream "$UPSTREAM" >"$work/upstream.log" 2>&1 &
 pids+=($!)
 wait_port "$UPSTREAM"
-RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-    ./target/release/cloakroom --config bench/proxy.bench.toml >"$work/proxy.log" 2>&1 &
+RUST_LOG=$LOG valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="${CALLGRIND_OUT:-$work/callgrind.out}" \
+    ./target/release/cloakroom --config "$CONFIG" >/dev/null 2>&1 &
 pids+=($!)
 wait_port "$PROXY"
 

@@ -46,6 +46,9 @@ NGINX_TLS_ADDR=127.0.0.1:3905
 CLOAKROOM_OBSERVED_ADDR=127.0.0.1:3906
 CLOAKROOM_OBSERVED_OPS=127.0.0.1:3907
 ACCESS_LOG=${ACCESS_LOG:-/dev/null}
+# Cloakroom as cloakroom, with session.idle_timeout on (touches throttled
+# by the default touch_interval): the cost of idle timeouts.
+CLOAKROOM_IDLE_ADDR=127.0.0.1:3908
 REDIS_ADDR=""               # redis-server, on a free port found at start
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,7 +70,7 @@ declare -A PID=()           # what this script started: name -> PID
 NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
 declare -A SESSION_COOKIE=() # Cloakroom target -> the cookie of its bench session
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
@@ -123,7 +126,7 @@ install_missing_tools() {
 build_binaries() {
     local what=(--example bench_upstream)
     if wants_target cloakroom || wants_target cloakroom-redis || wants_target cloakroom-tls ||
-        wants_target cloakroom-observed; then
+        wants_target cloakroom-observed || wants_target cloakroom-idle; then
         what+=(--bin cloakroom)
     fi
     log "building ${what[*]} (release)"
@@ -265,6 +268,21 @@ start_cloakroom_observed() {
     wait_for_port cloakroom-observed "$CLOAKROOM_OBSERVED_ADDR"
 }
 
+# Cloakroom with the bench config on CLOAKROOM_IDLE_ADDR and a 30-minute
+# idle timeout.
+start_cloakroom_idle() {
+    require_free_port "$CLOAKROOM_IDLE_ADDR"
+    local config=$RUN_DIR/proxy.idle.toml
+    sed -e "s|^listen = .*|listen = \"$CLOAKROOM_IDLE_ADDR\"|" \
+        -e "s|^ttl = .*|&\nidle_timeout = \"30m\"|" \
+        "$BENCH_DIR/proxy.bench.toml" >"$config"
+    grep -q '^idle_timeout' "$config" || die "could not set idle_timeout in $config"
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+        --config "$config" >"$RUN_DIR/cloakroom-idle.log" 2>&1 &
+    PID[cloakroom-idle]=$!
+    wait_for_port cloakroom-idle "$CLOAKROOM_IDLE_ADDR"
+}
+
 # A free port on 127.0.0.1, probed at random away from the fixed ones.
 free_port() {
     local port tries
@@ -348,7 +366,7 @@ measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
     nginx | nginx-tls) echo "${PID[$1]} $(child_pids "${PID[$1]}")" ;;
-    cloakroom | cloakroom-tls | cloakroom-observed) echo "${PID[$1]}" ;;
+    cloakroom | cloakroom-tls | cloakroom-observed | cloakroom-idle) echo "${PID[$1]}" ;;
     cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
     esac
 }
@@ -399,6 +417,7 @@ target_addr() { # target -> host:port
     nginx-tls) echo "$NGINX_TLS_ADDR" ;;
     cloakroom-tls) echo "$CLOAKROOM_TLS_ADDR" ;;
     cloakroom-observed) echo "$CLOAKROOM_OBSERVED_ADDR" ;;
+    cloakroom-idle) echo "$CLOAKROOM_IDLE_ADDR" ;;
     esac
 }
 
@@ -417,6 +436,7 @@ scenario_cookie() { # target scenario
     case $1 in
     cloakroom-redis) echo "${SESSION_COOKIE[cloakroom-redis]}" ;;
     cloakroom-observed) echo "${SESSION_COOKIE[cloakroom-observed]}" ;;
+    cloakroom-idle) echo "${SESSION_COOKIE[cloakroom-idle]}" ;;
     *-tls) echo "${SESSION_COOKIE[cloakroom-tls]}" ;;
     *) echo "${SESSION_COOKIE[cloakroom]}" ;;
     esac
@@ -595,6 +615,7 @@ obtain_session_cookie() {
     SESSION_COOKIE[cloakroom-redis]=$placeholder
     SESSION_COOKIE[cloakroom-tls]=$placeholder
     SESSION_COOKIE[cloakroom-observed]=$placeholder
+    SESSION_COOKIE[cloakroom-idle]=$placeholder
     local target addr cookie user checks=()
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         wants_target "$target" || continue
@@ -736,9 +757,11 @@ EOF
             if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
         done
     fi
-    if ((${#plain[@]} > 0)) && wants_target cloakroom && wants_target cloakroom-observed; then
-        ratio_table cloakroom-observed cloakroom "${plain[@]}"
-    fi
+    for proxy in cloakroom-observed cloakroom-idle; do
+        if ((${#plain[@]} > 0)) && wants_target cloakroom && wants_target "$proxy"; then
+            ratio_table "$proxy" cloakroom "${plain[@]}"
+        fi
+    done
     if ((${#tls[@]} > 0)) && wants_target nginx-tls && wants_target cloakroom-tls; then
         ratio_table cloakroom-tls nginx-tls "${tls[@]}"
     fi
@@ -782,6 +805,7 @@ main() {
     if wants_target nginx-tls; then start_nginx_tls; fi
     if wants_target cloakroom-tls; then start_cloakroom_tls; fi
     if wants_target cloakroom-observed; then start_cloakroom_observed; fi
+    if wants_target cloakroom-idle; then start_cloakroom_idle; fi
     check_targets_answer
     if wants_tls; then check_tls; fi
     obtain_session_cookie

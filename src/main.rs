@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use cloakroom::cli::{self, Cli, Command, EXIT_BAD_CONFIG};
 use cloakroom::config::LogFormat;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: a proxy allocates and frees many small buffers per request;
 /// glibc's allocator spent a measurable share of CPU on them.
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_tracing(cli.log_json || config.log.format == LogFormat::Json);
+    let access_log = cli::logging::init(cli.log_json || config.log.format == LogFormat::Json);
     if let Some(Command::Health) = cli.command {
         let Some(address) = config.ops.listen else {
             eprintln!("cloakroom: [ops] listen is not set, so there is no /healthz to ask");
@@ -70,30 +69,14 @@ fn main() -> ExitCode {
             .watch_config
             .then_some(std::time::Duration::from_secs(2)),
     });
-    match serve(config, source) {
+    let served = serve(config, source);
+    access_log.flush();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cloakroom: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Log lines to stderr, as text or JSON objects (one per line, the
-/// event's fields at the top level); `RUST_LOG` filters (default `info`).
-fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
-    } else {
-        builder.init();
     }
 }
 

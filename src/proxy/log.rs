@@ -79,7 +79,7 @@ fn access_line(proxy: &Proxy, context: &Context<'_>, status: u16) {
     let upstream_ms = context.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
     tracing::info!(
         target: "cloakroom::access",
-        method = %context.method,
+        method = context.method.as_str(),
         path,
         query = (!query.is_empty()).then_some(query),
         status,

@@ -315,7 +315,7 @@ async fn the_access_log_is_one_json_line_per_request_without_secrets() {
     assert!(login["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(login["upstream_ms"].as_f64().unwrap() > 0.0);
     let tag = login["sid"].as_str().unwrap();
-    assert_eq!(tag.len(), 12);
+    assert_eq!(tag.len(), 16);
     assert_eq!(account["session"], "loaded");
     assert_eq!(account["sid"], tag, "one session, one tag");
     assert_eq!(denied["status"], 401);

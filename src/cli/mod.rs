@@ -3,6 +3,8 @@
 //! `cloakroom health` asks a running proxy's `/healthz`.
 //! Without `--config` the example `proxy.toml` embedded in the binary is used.
 
+pub mod logging;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -10,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, Secret};
 
 /// The example configuration, compiled in: what runs without `--config`.
-pub const EMBEDDED_CONFIG: &str = include_str!("../proxy.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../../proxy.toml");
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is
 /// EX_USAGE, which is what operators and init systems expect here).
