@@ -104,6 +104,14 @@ impl Proxy {
                 None => return Ok(None),
             }
         }
+        // The user index's checks and destroy-all's other sessions, before
+        // anything of this session is written (see `users`).
+        if let Err(error) = self.before_commit(current, &parsed).await {
+            if let ProxyError::Store(_) = error {
+                context.outcome = SessionOutcome::StoreError;
+            }
+            return Err(error);
+        }
         let commit = Commit {
             current: current.map(|c| &c.id),
             ops: &parsed,
@@ -134,6 +142,9 @@ impl Proxy {
                 return Err(error.into());
             }
         };
+        let user_agent = context.user_agent.as_ref();
+        self.after_commit(&committed, current, context.client, user_agent)
+            .await;
         Ok(match committed {
             Committed::Unchanged => match current {
                 Some(current) if policy.rolling => return self.roll(current, secure).await,
@@ -171,7 +182,8 @@ impl Proxy {
                     );
                 }
                 parsed
-                    .contains(&SessionOp::Destroy)
+                    .iter()
+                    .any(|op| matches!(op, SessionOp::Destroy | SessionOp::DestroyAll))
                     .then(|| CookieUpdate::Cleared(self.cookie.clear(secure)))
             }
         })

@@ -82,6 +82,8 @@ pub(super) struct Context<'a> {
     /// The id a write left the session under (a new one when created or
     /// rotated), for the access log.
     pub saved_as: Option<SessionId>,
+    /// The client's `User-Agent`, for the user index.
+    pub user_agent: Option<HeaderValue>,
 }
 
 impl<'a> Context<'a> {
@@ -93,6 +95,7 @@ impl<'a> Context<'a> {
             logged_uri: observer.access.then(|| request.uri().clone()),
             route: RouteKind::Public,
             saved_as: None,
+            user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
             client,
             method: request.method().clone(),
             https: client.tls,

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod index;
+
 use super::{Commit, Committed, SessionStore, StoreError};
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
@@ -91,6 +93,8 @@ struct Inner {
     /// The session key whose presence means signed in: eviction spares
     /// such sessions while anonymous ones remain.
     identity_key: Box<str>,
+    /// The user index (see [`index`]).
+    users: index::Users,
 }
 
 /// The clock a memory store reads expiry from.
@@ -150,6 +154,7 @@ impl MemoryStore {
             evictions: AtomicU64::new(0),
             clock,
             identity_key: identity_key.into(),
+            users: index::Users::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
@@ -258,6 +263,8 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
             reported_evictions = evictions;
         }
         tracing::debug!(swept, "expired sessions swept");
+        let unindexed = inner.sweep_users();
+        tracing::debug!(unindexed, "user index members of ended sessions dropped");
     }
 }
 

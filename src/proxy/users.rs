@@ -1,0 +1,260 @@
+//! Sessions per user, around the commit phase and for the admin API.
+//!
+//! - Before the store commit: `destroy-all` ends the user's other sessions
+//!   (first, so that a store failure leaves the current session, and its
+//!   cookie, in place for a retry), and under `auth.session_limit_policy =
+//!   "refuse"` a login that would give its user more than
+//!   `auth.max_sessions_per_user` sessions is refused (409) with the store
+//!   left unchanged: the operations are planned on a copy, as the store
+//!   will, to learn which identity they give the session.
+//! - After it: the user index follows what the commit did
+//!   ([`index_changes`]); a session that joins a user's index makes the
+//!   index be read (dropping stale members) and, under `"evict-oldest"`,
+//!   the user's oldest sessions past the limit destroyed. The index is not
+//!   written atomically with the session: a failure is logged and healed
+//!   by the next read.
+//! - The admin operations: list a user's sessions by revoke handle, revoke
+//!   one or all, count the live sessions.
+//!
+//! Every session ended here also ends its WebSocket tunnels on this
+//! instance; other instances' tunnels notice within a second.
+
+use http::HeaderValue;
+use serde::Serialize;
+
+use super::client::Client;
+use super::context::Current;
+use super::error::ProxyError;
+use super::Proxy;
+use crate::domain::session::identity::{
+    identity_of, index_changes, Identity, IndexChange, LimitPolicy,
+};
+use crate::domain::session::ops::{self, Plan, SessionOp};
+use crate::domain::session::{SessionData, SessionId};
+use crate::store::users::{unix_millis, Member};
+use crate::store::{Commit, Committed, SessionStore, StoreError};
+
+/// A session as the admin API shows it: never its id.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// The revoke handle: a keyed hash of the id.
+    pub handle: String,
+    /// When the identity appeared on the session, Unix ms.
+    pub created: u64,
+    /// Unknown without an idle timeout: always `null` for now.
+    pub last_seen: Option<u64>,
+    /// When the store drops the session, Unix ms.
+    pub expires: Option<u64>,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl Proxy {
+    fn identity(&self, data: &SessionData) -> Option<Identity> {
+        identity_of(data.map(), &self.users.identity_pointer)
+    }
+
+    /// Before the store commit: `destroy-all`'s other sessions, and the
+    /// `refuse` limit.
+    pub(super) async fn before_commit(
+        &self,
+        current: Option<&Current>,
+        ops: &[SessionOp],
+    ) -> Result<(), ProxyError> {
+        if let Some(current) = current {
+            if ops.contains(&SessionOp::DestroyAll) {
+                if let Some(identity) = self.identity(&current.data) {
+                    let ended = self.end_sessions_of(&identity, Some(&current.id)).await?;
+                    tracing::info!(ended, "destroy-all: the user's other sessions ended");
+                }
+            }
+        }
+        self.refuse_over_limit(current, ops).await
+    }
+
+    /// Under `refuse`: `Err` when `ops` give the session an identity it did
+    /// not have, whose user has the limit's number of sessions already.
+    async fn refuse_over_limit(
+        &self,
+        current: Option<&Current>,
+        ops: &[SessionOp],
+    ) -> Result<(), ProxyError> {
+        let (Some(limit), LimitPolicy::Refuse) = (self.users.max_sessions, self.users.on_limit)
+        else {
+            return Ok(());
+        };
+        let planned = ops::plan(
+            current.map(|c| &*c.data),
+            ops,
+            self.policy.max_bytes,
+            self.policy.rotate_on.as_deref(),
+        );
+        // A refused plan is the store's to report, as usual.
+        let Ok(Plan::Write { data, .. }) = planned else {
+            return Ok(());
+        };
+        let Some(after) = self.identity(&data) else {
+            return Ok(());
+        };
+        if current.and_then(|c| self.identity(&c.data)).as_ref() == Some(&after) {
+            return Ok(());
+        }
+        let sessions = self.store.index_list(&after).await?;
+        let others = sessions
+            .iter()
+            .filter(|session| current.is_none_or(|c| c.id != session.id))
+            .count();
+        if others >= limit {
+            return Err(ProxyError::SessionLimit(limit));
+        }
+        Ok(())
+    }
+
+    /// After the store commit: the index follows the session.
+    pub(super) async fn after_commit(
+        &self,
+        committed: &Committed,
+        current: Option<&Current>,
+        client: &Client,
+        user_agent: Option<&HeaderValue>,
+    ) {
+        let after = match committed {
+            Committed::Saved { id, data } => Some((id, self.identity(data))),
+            Committed::Destroyed => None,
+            Committed::Unchanged | Committed::Vanished => return,
+        };
+        let before = current.map(|c| (&c.id, self.identity(&c.data)));
+        let changes = index_changes(
+            before
+                .as_ref()
+                .map(|(id, identity)| (*id, identity.as_ref())),
+            after
+                .as_ref()
+                .map(|(id, identity)| (*id, identity.as_ref())),
+        );
+        for change in changes {
+            let updated = match change {
+                IndexChange::Remove(identity, id) => self.store.index_remove(&identity, &id).await,
+                IndexChange::Add(identity, id) => {
+                    let user_agent = user_agent.and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let member = Member::now(client.addr.to_string(), user_agent);
+                    let ttl = self.policy.ttl;
+                    match self.store.index_add(&identity, &id, &member, ttl).await {
+                        Ok(()) => self.evict_over_limit(&identity, &id).await,
+                        Err(error) => Err(error),
+                    }
+                }
+            };
+            if let Err(error) = updated {
+                tracing::warn!(%error, "user index not updated; it heals when next read");
+            }
+        }
+    }
+
+    /// Reads the user's index (dropping stale members, which bounds it)
+    /// and, under `evict-oldest`, destroys the oldest sessions past the
+    /// limit, never `keep` (the login that just happened).
+    async fn evict_over_limit(
+        &self,
+        identity: &Identity,
+        keep: &SessionId,
+    ) -> Result<(), StoreError> {
+        let sessions = self.store.index_list(identity).await?;
+        let (Some(limit), LimitPolicy::EvictOldest) =
+            (self.users.max_sessions, self.users.on_limit)
+        else {
+            return Ok(());
+        };
+        let excess = sessions.len().saturating_sub(limit);
+        let oldest = sessions.iter().filter(|s| s.id != *keep).take(excess);
+        for session in oldest {
+            self.end_session(identity, &session.id).await?;
+        }
+        if excess > 0 {
+            tracing::info!(
+                evicted = excess,
+                "a login past auth.max_sessions_per_user ended the user's oldest sessions"
+            );
+        }
+        Ok(())
+    }
+
+    /// Destroys `id`, takes it out of `identity`'s index and ends its
+    /// tunnels here; whether it was live.
+    async fn end_session(&self, identity: &Identity, id: &SessionId) -> Result<bool, StoreError> {
+        let ops = [SessionOp::Destroy];
+        let commit = Commit {
+            current: Some(id),
+            ops: &ops,
+            fresh_id: SessionId::generate(),
+            ttl: self.policy.ttl,
+            max_bytes: self.policy.max_bytes,
+            rotate_on: None,
+        };
+        let ended = matches!(self.store.commit(commit).await?, Committed::Destroyed);
+        self.tunnels.end(id);
+        self.store.index_remove(identity, id).await?;
+        Ok(ended)
+    }
+
+    /// Ends every session of `identity` but `except`; how many were live.
+    async fn end_sessions_of(
+        &self,
+        identity: &Identity,
+        except: Option<&SessionId>,
+    ) -> Result<usize, StoreError> {
+        let mut ended = 0;
+        for session in self.store.index_list(identity).await? {
+            if Some(&session.id) != except && self.end_session(identity, &session.id).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The admin API: `identity`'s live sessions, oldest first.
+    pub async fn admin_sessions(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<SessionView>, StoreError> {
+        let signer = self.cookie.signer();
+        let sessions = self.store.index_list(identity).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|session| SessionView {
+                handle: signer.handle(&session.id),
+                created: session.member.created,
+                last_seen: None,
+                expires: session.expires.map(unix_millis),
+                ip: session.member.ip,
+                user_agent: session.member.ua,
+            })
+            .collect())
+    }
+
+    /// The admin API: ends the session of `identity` whose revoke handle
+    /// is `handle`; `false` when there is none.
+    pub async fn admin_revoke(
+        &self,
+        identity: &Identity,
+        handle: &str,
+    ) -> Result<bool, StoreError> {
+        let signer = self.cookie.signer();
+        let sessions = self.store.index_list(identity).await?;
+        let Some(session) = sessions.iter().find(|s| signer.handle(&s.id) == handle) else {
+            return Ok(false);
+        };
+        self.end_session(identity, &session.id).await?;
+        Ok(true)
+    }
+
+    /// The admin API: ends every session of `identity`; how many.
+    pub async fn admin_revoke_all(&self, identity: &Identity) -> Result<usize, StoreError> {
+        self.end_sessions_of(identity, None).await
+    }
+
+    /// The admin API: live sessions in the store.
+    pub async fn admin_count(&self) -> Result<u64, StoreError> {
+        self.store.count_sessions().await
+    }
+}
