@@ -13,6 +13,7 @@ use serde_json::Map;
 
 use super::context::{Context, Current, SessionOutcome};
 use super::error::ProxyError;
+use super::users::Visitor;
 use super::{upgrade, Proxy};
 use crate::domain::session::ops::{self, SessionOp};
 use crate::domain::session::SessionId;
@@ -142,9 +143,12 @@ impl Proxy {
                 return Err(error.into());
             }
         };
-        let user_agent = context.user_agent.as_ref();
-        self.after_commit(&committed, current, context.client, user_agent)
-            .await;
+        let visitor = Visitor {
+            client: context.client,
+            user_agent: context.user_agent.as_ref(),
+            forwarded_for: context.forwarded_for.as_ref(),
+        };
+        self.after_commit(&committed, current, visitor).await;
         Ok(match committed {
             Committed::Unchanged => match current {
                 Some(current) if policy.rolling => return self.roll(current, secure).await,
@@ -201,6 +205,9 @@ impl Proxy {
         self.observer
             .store_done(StoreOp::Touch, started, touched.is_ok());
         let alive = touched?;
+        if alive {
+            self.after_touch(current).await;
+        }
         Ok(alive.then(|| CookieUpdate::Issued(self.cookie.issue(&current.id, secure))))
     }
 }

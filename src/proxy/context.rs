@@ -84,6 +84,9 @@ pub(super) struct Context<'a> {
     pub saved_as: Option<SessionId>,
     /// The client's `User-Agent`, for the user index.
     pub user_agent: Option<HeaderValue>,
+    /// `X-Forwarded-For` as a trusted proxy sent it (never an untrusted
+    /// peer's), for the client address the user index records.
+    pub forwarded_for: Option<HeaderValue>,
 }
 
 impl<'a> Context<'a> {
@@ -96,6 +99,10 @@ impl<'a> Context<'a> {
             route: RouteKind::Public,
             saved_as: None,
             user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
+            forwarded_for: client
+                .trusted
+                .then(|| request.headers().get("x-forwarded-for").cloned())
+                .flatten(),
             client,
             method: request.method().clone(),
             https: client.tls,

@@ -19,6 +19,8 @@
 //! Every session ended here also ends its WebSocket tunnels on this
 //! instance; other instances' tunnels notice within a second.
 
+use std::net::IpAddr;
+
 use http::HeaderValue;
 use serde::Serialize;
 
@@ -33,6 +35,28 @@ use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::store::users::{unix_millis, Member};
 use crate::store::{Commit, Committed, SessionStore, StoreError};
+
+/// Who made the request, as the user index records it.
+pub(super) struct Visitor<'a> {
+    pub client: &'a Client,
+    pub user_agent: Option<&'a HeaderValue>,
+    /// A trusted proxy's `X-Forwarded-For`.
+    pub forwarded_for: Option<&'a HeaderValue>,
+}
+
+impl Visitor<'_> {
+    /// The client's address: the last `X-Forwarded-For` entry of a trusted
+    /// proxy (the address that proxy saw), else the peer's.
+    fn address(&self) -> String {
+        let forwarded = self
+            .forwarded_for
+            .filter(|_| self.client.trusted)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        forwarded.unwrap_or(self.client.addr).to_string()
+    }
+}
 
 /// A session as the admin API shows it: never its id.
 #[derive(Debug, Clone, Serialize)]
@@ -115,8 +139,7 @@ impl Proxy {
         &self,
         committed: &Committed,
         current: Option<&Current>,
-        client: &Client,
-        user_agent: Option<&HeaderValue>,
+        visitor: Visitor<'_>,
     ) {
         let after = match committed {
             Committed::Saved { id, data } => Some((id, self.identity(data))),
@@ -136,8 +159,8 @@ impl Proxy {
             let updated = match change {
                 IndexChange::Remove(identity, id) => self.store.index_remove(&identity, &id).await,
                 IndexChange::Add(identity, id) => {
-                    let user_agent = user_agent.and_then(|v| v.to_str().ok()).unwrap_or("");
-                    let member = Member::now(client.addr.to_string(), user_agent);
+                    let user_agent = visitor.user_agent.and_then(|v| v.to_str().ok());
+                    let member = Member::now(visitor.address(), user_agent.unwrap_or(""));
                     let ttl = self.policy.ttl;
                     match self.store.index_add(&identity, &id, &member, ttl).await {
                         Ok(()) => self.evict_over_limit(&identity, &id).await,
@@ -148,6 +171,18 @@ impl Proxy {
             if let Err(error) = updated {
                 tracing::warn!(%error, "user index not updated; it heals when next read");
             }
+        }
+    }
+
+    /// After a rolling session was extended: its user's index is made to
+    /// live at least as long (Redis: one `PEXPIRE` when the index would
+    /// end first; memory: nothing, its index has no expiry).
+    pub(super) async fn after_touch(&self, current: &Current) {
+        let Some(identity) = self.identity(&current.data) else {
+            return;
+        };
+        if let Err(error) = self.store.index_outlive(&identity, self.policy.ttl).await {
+            tracing::warn!(%error, "user index expiry not extended");
         }
     }
 
@@ -256,5 +291,34 @@ impl Proxy {
     /// The admin API: live sessions in the store.
     pub async fn admin_count(&self) -> Result<u64, StoreError> {
         self.store.count_sessions().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(trusted: bool, forwarded_for: Option<&'static str>) -> String {
+        let client = Client::new("10.0.0.1".parse().unwrap(), trusted, false);
+        let forwarded_for = forwarded_for.map(HeaderValue::from_static);
+        Visitor {
+            client: &client,
+            user_agent: None,
+            forwarded_for: forwarded_for.as_ref(),
+        }
+        .address()
+    }
+
+    #[test]
+    fn the_address_is_the_trusted_proxys_last_hop_or_the_peer() {
+        assert_eq!(address(false, None), "10.0.0.1");
+        assert_eq!(address(false, Some("203.0.113.7")), "10.0.0.1");
+        assert_eq!(
+            address(true, Some("198.51.100.1, 203.0.113.7")),
+            "203.0.113.7"
+        );
+        assert_eq!(address(true, Some("2001:db8::1")), "2001:db8::1");
+        assert_eq!(address(true, Some("1.1.1.1, not-an-address")), "10.0.0.1");
+        assert_eq!(address(true, None), "10.0.0.1");
     }
 }

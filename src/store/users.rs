@@ -97,6 +97,19 @@ impl AnyStore {
         }
     }
 
+    /// Makes `identity`'s index live at least `ttl` from now (a session of
+    /// its user was extended), if it exists.
+    pub async fn index_outlive(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(store) => Box::pin(store.index_outlive(identity, ttl)).await,
+        }
+    }
+
     /// Removes `id` from `identity`'s index.
     pub async fn index_remove(
         &self,

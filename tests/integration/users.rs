@@ -356,3 +356,27 @@ async fn the_index_is_clean_after_sessions_expire_memory() {
 async fn the_index_is_clean_after_sessions_expire_redis() {
     the_index_is_clean_after_sessions_expire(true).await;
 }
+
+#[tokio::test]
+async fn a_rolling_session_keeps_its_users_index_alive() {
+    let test = "users::a_rolling_session_keeps_its_users_index_alive";
+    let Ok(server) = store_for(true, test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (_token, token_keys) = token_file();
+    let extra = format!(
+        "{USERS}session.ttl = \"2s\"\ncookie.rolling = true\n{token_keys}{}",
+        store_table(&server, "")
+    );
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &extra).await;
+    let client = browser();
+    assert_eq!(log_in_as(&client, &proxy, 7).await.status(), 200);
+    // Each visit extends the session by 2 s, and the index with it: at
+    // 3.6 s the index written at login (2 s) would long have expired.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(session_of(&client, &proxy, &upstream).await.is_some());
+    }
+    assert_eq!(listed(ops, "7").await.len(), 1, "still in the index");
+}

@@ -28,6 +28,13 @@ if ttl < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 ";
 
+/// Makes `KEYS[1]`, if it exists, live at least `ARGV[1]` ms.
+const OUTLIVE: &str = r"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+";
+
 /// The infix of the index keys: `<prefix>user:<identity>`. No session key
 /// can look like one: session ids never hold a `:`.
 const USER_INFIX: &str = "user:";
@@ -59,6 +66,22 @@ impl RedisStore {
         let mut connection = self.connection();
         let _: i64 = self
             .run("index add", invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn index_outlive(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = Script::new(OUTLIVE);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.user_key(identity)).arg(millis);
+        let mut connection = self.connection();
+        let _: i64 = self
+            .run("index expiry", invocation.invoke_async(&mut connection))
             .await?;
         Ok(())
     }
