@@ -56,6 +56,12 @@ impl Visitor<'_> {
             .and_then(|last| last.trim().parse::<IpAddr>().ok());
         forwarded.unwrap_or(self.client.addr).to_string()
     }
+
+    /// The index entry of a session this visitor signs in now.
+    fn member(&self) -> Member {
+        let user_agent = self.user_agent.and_then(|v| v.to_str().ok());
+        Member::now(self.address(), user_agent.unwrap_or(""))
+    }
 }
 
 /// A session as the admin API shows it: never its id.
@@ -159,13 +165,17 @@ impl Proxy {
             let updated = match change {
                 IndexChange::Remove(identity, id) => self.store.index_remove(&identity, &id).await,
                 IndexChange::Add(identity, id) => {
-                    let user_agent = visitor.user_agent.and_then(|v| v.to_str().ok());
-                    let member = Member::now(visitor.address(), user_agent.unwrap_or(""));
+                    let member = visitor.member();
                     let ttl = self.policy.ttl;
                     match self.store.index_add(&identity, &id, &member, ttl).await {
                         Ok(()) => self.evict_over_limit(&identity, &id).await,
                         Err(error) => Err(error),
                     }
+                }
+                IndexChange::Move(identity, old, new) => {
+                    let (member, ttl) = (visitor.member(), self.policy.ttl);
+                    let moved = (&old, &new);
+                    self.store.index_move(&identity, moved, &member, ttl).await
                 }
             };
             if let Err(error) = updated {

@@ -97,6 +97,25 @@ impl AnyStore {
         }
     }
 
+    /// Moves `old`'s entry in `identity`'s index to `new` (the session
+    /// moved to a fresh id), keeping what it recorded; with no entry for
+    /// `old`, `new` gets `member`.
+    pub async fn index_move(
+        &self,
+        identity: &Identity,
+        moved: (&SessionId, &SessionId),
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => {
+                store.index_move(identity, moved, member);
+                Ok(())
+            }
+            Self::Redis(store) => Box::pin(store.index_move(identity, moved, member, ttl)).await,
+        }
+    }
+
     /// Makes `identity`'s index live at least `ttl` from now (a session of
     /// its user was extended), if it exists.
     pub async fn index_outlive(

@@ -201,3 +201,42 @@ async fn a_member_whose_session_vanished_is_dropped_when_the_index_is_read() {
     assert_eq!(listed(ops, "7").await.len(), 1);
     assert_eq!(hlen(&mut redis).await, 1, "the stale field was removed");
 }
+
+async fn a_regenerate_moves_the_index_entry_with_what_it_recorded(redis: bool) {
+    let test = "admin::a_regenerate_moves_the_index_entry_with_what_it_recorded";
+    let Ok(server) = store_for(redis, test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (_token, token_keys) = token_file();
+    let extra = format!("{USERS}{token_keys}{}", store_table(&server, ""));
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &extra).await;
+    let client = browser_as("First/1");
+    assert_eq!(log_in_as(&client, &proxy, 7).await.status(), 200);
+    let before = listed(ops, "7").await;
+    assert_eq!(before.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let regenerate = client
+        .post(proxy.url("/elevate"))
+        .header("user-agent", "Second/2")
+        .header("x-test-set-session", "regenerate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(regenerate.status(), 200);
+    let after = listed(ops, "7").await;
+    assert_eq!(after.len(), 1, "the old id left the index");
+    assert_ne!(after[0]["handle"], before[0]["handle"], "a new id");
+    assert_eq!(after[0]["created"], before[0]["created"]);
+    assert_eq!(after[0]["user_agent"], "First/1");
+}
+
+#[tokio::test]
+async fn a_regenerate_moves_the_index_entry_with_what_it_recorded_memory() {
+    a_regenerate_moves_the_index_entry_with_what_it_recorded(false).await;
+}
+
+#[tokio::test]
+async fn a_regenerate_moves_the_index_entry_with_what_it_recorded_redis() {
+    a_regenerate_moves_the_index_entry_with_what_it_recorded(true).await;
+}

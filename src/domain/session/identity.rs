@@ -86,6 +86,9 @@ pub enum IndexChange {
     Add(Identity, SessionId),
     /// The session leaves the user's index.
     Remove(Identity, SessionId),
+    /// The session moved to a fresh id with the same user (`regenerate`):
+    /// its entry moves with it, keeping when and where it was made.
+    Move(Identity, SessionId, SessionId),
 }
 
 /// A session as the index sees it: its id and its identity, if any.
@@ -96,9 +99,13 @@ pub type Indexed<'a> = (&'a SessionId, Option<&'a Identity>);
 /// destroyed). Removals come first.
 pub fn index_changes(before: Option<Indexed<'_>>, after: Option<Indexed<'_>>) -> Vec<IndexChange> {
     let mut changes = Vec::new();
-    let unchanged = matches!((before, after), (Some(b), Some(a)) if b == a);
-    if unchanged {
-        return changes;
+    match (before, after) {
+        (Some(b), Some(a)) if b == a => return changes,
+        (Some((old, Some(user))), Some((new, Some(same)))) if user == same => {
+            changes.push(IndexChange::Move(user.clone(), old.clone(), new.clone()));
+            return changes;
+        }
+        _ => {}
     }
     if let Some((id, Some(identity))) = before {
         changes.push(IndexChange::Remove(identity.clone(), id.clone()));
@@ -165,12 +172,17 @@ mod tests {
             index_changes(Some((&old, Some(&ada))), Some((&old, Some(&ada)))),
             vec![]
         );
-        // A regenerate: the old id leaves, the new one joins.
+        // A regenerate: the entry moves to the new id.
         assert_eq!(
             index_changes(Some((&old, Some(&ada))), Some((&new, Some(&ada)))),
+            vec![IndexChange::Move(ada.clone(), old.clone(), new.clone())]
+        );
+        // Another user on a fresh id: the old id leaves, the new one joins.
+        assert_eq!(
+            index_changes(Some((&old, Some(&ada))), Some((&new, Some(&grace)))),
             vec![
                 IndexChange::Remove(ada.clone(), old.clone()),
-                IndexChange::Add(ada.clone(), new.clone())
+                IndexChange::Add(grace.clone(), new.clone())
             ]
         );
         // Another user on the same session.

@@ -64,6 +64,18 @@ impl MemoryStore {
             .insert(id.clone(), member.clone());
     }
 
+    pub(crate) fn index_move(
+        &self,
+        identity: &Identity,
+        (old, new): (&SessionId, &SessionId),
+        member: &Member,
+    ) {
+        let mut by_user = self.inner.users.lock();
+        let sessions = by_user.entry(identity.clone()).or_default();
+        let kept = sessions.remove(old.as_str());
+        sessions.insert(new.clone(), kept.unwrap_or_else(|| member.clone()));
+    }
+
     pub(crate) fn index_remove(&self, identity: &Identity, id: &SessionId) {
         let mut by_user = self.inner.users.lock();
         if let Some(sessions) = by_user.get_mut(identity) {
@@ -164,7 +176,14 @@ mod tests {
         assert_eq!(store.index_len(), 2);
         assert_eq!(store.inner.sweep_users(), 1);
         assert_eq!(store.index_len(), 1);
-        store.index_remove(&ada, &long);
+        // A move keeps what the entry recorded.
+        let moved = SessionId::generate();
+        store.index_move(&ada, (&long, &moved), &member(9));
+        assert_eq!(store.index_len(), 1);
+        let by_user = store.inner.users.lock();
+        assert_eq!(by_user[&ada][moved.as_str()].created, 2);
+        drop(by_user);
+        store.index_remove(&ada, &moved);
         assert_eq!(store.index_len(), 0);
     }
 }

@@ -28,6 +28,19 @@ if ttl < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 ";
 
+/// Moves field `ARGV[1]` of `KEYS[1]` to `ARGV[2]`, keeping its value (or
+/// `ARGV[3]` when there is none), and makes the key live at least
+/// `ARGV[4]` ms.
+const MOVE_MEMBER: &str = r"
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then value = ARGV[3] end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[2], value)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
 /// Makes `KEYS[1]`, if it exists, live at least `ARGV[1]` ms.
 const OUTLIVE: &str = r"
 local ttl = redis.call('PTTL', KEYS[1])
@@ -66,6 +79,29 @@ impl RedisStore {
         let mut connection = self.connection();
         let _: i64 = self
             .run("index add", invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn index_move(
+        &self,
+        identity: &Identity,
+        (old, new): (&SessionId, &SessionId),
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = Script::new(MOVE_MEMBER);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.user_key(identity))
+            .arg(old.as_str())
+            .arg(new.as_str())
+            .arg(member.encode())
+            .arg(millis);
+        let mut connection = self.connection();
+        let _: i64 = self
+            .run("index move", invocation.invoke_async(&mut connection))
             .await?;
         Ok(())
     }
