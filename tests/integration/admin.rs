@@ -240,3 +240,43 @@ async fn a_regenerate_moves_the_index_entry_with_what_it_recorded_memory() {
 async fn a_regenerate_moves_the_index_entry_with_what_it_recorded_redis() {
     a_regenerate_moves_the_index_entry_with_what_it_recorded(true).await;
 }
+
+#[tokio::test]
+async fn a_revoked_sessions_tunnels_close_at_once() {
+    use crate::websocket::{closed_within, echo, open, WsUpstream};
+    let upstream = WsUpstream::start().await;
+    let (_token, token_keys) = token_file();
+    let (proxy, ops) = Proxy::start_toml_with_ops(&format!(
+        "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\nauth.identity_pointer = \"/user/name\"\n{token_keys}",
+        upstream.url()
+    ))
+    .await;
+    // The upstream logs `ann` in on the `101` of a handshake to /login.
+    let (_login, response) = open(&proxy, "/login", &[]).await.unwrap();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sid="))
+        .expect("the 101 carries the new session cookie");
+    let sid = cookie.split(';').next().unwrap().to_owned();
+    let (mut ws, _) = open(&proxy, "/echo", &[("cookie", &sid)]).await.unwrap();
+    echo(&mut ws, "before the revocation").await;
+    let (mut anonymous, _) = open(&proxy, "/echo", &[]).await.unwrap();
+
+    let (status, _, body) = admin(
+        ops,
+        Method::DELETE,
+        "/admin/users/ann/sessions",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!((status, body.trim()), (200, r#"{"revoked":1}"#));
+    assert!(
+        // At once, not at the tunnel's next lookup (every second).
+        closed_within(&mut ws, std::time::Duration::from_millis(500)).await,
+        "the revoked session's tunnel is still open"
+    );
+    echo(&mut anonymous, "a tunnel without a session stays open").await;
+}

@@ -244,11 +244,16 @@ impl Proxy {
     /// [`Proxy::start`] with an operations listener too; the second value
     /// is its address (`/healthz`, `/metrics`, `/admin/...`).
     pub async fn start_with_ops(upstream: &Upstream, extra: &str) -> (Self, SocketAddr) {
-        let toml = format!(
+        Self::start_toml_with_ops(&format!(
             "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n{extra}",
             upstream.url()
-        );
-        let config = config(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        ))
+        .await
+    }
+
+    /// [`Proxy::start_with`] with an operations listener too.
+    pub async fn start_toml_with_ops(toml: &str) -> (Self, SocketAddr) {
+        let config = config(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
