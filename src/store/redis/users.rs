@@ -149,20 +149,22 @@ impl RedisStore {
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self
             .run("HGETALL", command.query_async(&mut connection))
             .await?;
-        let mut live = Vec::with_capacity(fields.len());
+        let mut members = Vec::with_capacity(fields.len());
         let mut stale: Vec<Vec<u8>> = Vec::new();
         for (field, value) in fields {
             let parsed = std::str::from_utf8(&field)
                 .ok()
                 .and_then(SessionId::parse)
                 .zip(Member::decode(&value));
-            let Some((id, member)) = parsed else {
-                stale.push(field);
-                continue;
-            };
-            let mut pttl = redis::cmd("PTTL");
-            pttl.arg(self.key(&id));
-            let millis: i64 = self.run("PTTL", pttl.query_async(&mut connection)).await?;
+            match parsed {
+                Some((id, member)) => members.push((field, id, member)),
+                None => stale.push(field),
+            }
+        }
+        let ids: Vec<&SessionId> = members.iter().map(|(_, id, _)| id).collect();
+        let ttls = self.ttls(&ids).await?;
+        let mut live = Vec::with_capacity(members.len());
+        for ((field, id, member), millis) in members.into_iter().zip(ttls) {
             // -2: no such key; -1: a key without expiry (written elsewhere).
             let expires = match millis {
                 -2 => {
@@ -184,6 +186,31 @@ impl RedisStore {
             let _: i64 = self.run("HDEL", hdel.query_async(&mut connection)).await?;
         }
         Ok(live)
+    }
+
+    /// Each session's `PTTL`, in order: pipelined on one server; one by one
+    /// on a cluster, where the keys live on different nodes.
+    async fn ttls(&self, ids: &[&SessionId]) -> Result<Vec<i64>, StoreError> {
+        let mut connection = self.connection();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let super::Connection::Single(_) = connection {
+            let mut pipeline = redis::pipe();
+            for id in ids {
+                pipeline.cmd("PTTL").arg(self.key(id));
+            }
+            return self
+                .run("PTTL", pipeline.query_async(&mut connection))
+                .await;
+        }
+        let mut ttls = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut pttl = redis::cmd("PTTL");
+            pttl.arg(self.key(id));
+            ttls.push(self.run("PTTL", pttl.query_async(&mut connection)).await?);
+        }
+        Ok(ttls)
     }
 
     /// Session keys in the database: a `SCAN MATCH <prefix>*`, the index
