@@ -34,7 +34,7 @@ use crate::domain::session::identity::{
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::store::users::{unix_millis, Member};
-use crate::store::{Commit, Committed, SessionStore, StoreError};
+use crate::store::{AnyStore, Commit, Committed, SessionStore, StoreError};
 
 /// Who made the request, as the user index records it.
 pub(super) struct Visitor<'a> {
@@ -85,7 +85,9 @@ impl Proxy {
     }
 
     /// Before the store commit: `destroy-all`'s other sessions, and the
-    /// `refuse` limit.
+    /// `refuse` limit. What needs the store is boxed: it is rare (a login,
+    /// a log-out-everywhere), and inline its state would enlarge every
+    /// request's future.
     pub(super) async fn before_commit(
         &self,
         current: Option<&Current>,
@@ -94,24 +96,28 @@ impl Proxy {
         if let Some(current) = current {
             if ops.contains(&SessionOp::DestroyAll) {
                 if let Some(identity) = self.identity(&current.data) {
-                    let ended = self.end_sessions_of(&identity, Some(&current.id)).await?;
+                    let others = self.end_sessions_of(&identity, Some(&current.id));
+                    let ended = Box::pin(others).await?;
                     tracing::info!(ended, "destroy-all: the user's other sessions ended");
                 }
             }
         }
-        self.refuse_over_limit(current, ops).await
+        if let Some((identity, limit)) = self.login_under_refuse(current, ops) {
+            Box::pin(self.refuse_over_limit(current, &identity, limit)).await?;
+        }
+        Ok(())
     }
 
-    /// Under `refuse`: `Err` when `ops` give the session an identity it did
-    /// not have, whose user has the limit's number of sessions already.
-    async fn refuse_over_limit(
+    /// Under `refuse`: the identity `ops` give the session when it did not
+    /// have it, and the limit. Planned on a copy, as the store will plan.
+    fn login_under_refuse(
         &self,
         current: Option<&Current>,
         ops: &[SessionOp],
-    ) -> Result<(), ProxyError> {
+    ) -> Option<(Identity, usize)> {
         let (Some(limit), LimitPolicy::Refuse) = (self.users.max_sessions, self.users.on_limit)
         else {
-            return Ok(());
+            return None;
         };
         let planned = ops::plan(
             current.map(|c| &*c.data),
@@ -121,15 +127,21 @@ impl Proxy {
         );
         // A refused plan is the store's to report, as usual.
         let Ok(Plan::Write { data, .. }) = planned else {
-            return Ok(());
+            return None;
         };
-        let Some(after) = self.identity(&data) else {
-            return Ok(());
-        };
-        if current.and_then(|c| self.identity(&c.data)).as_ref() == Some(&after) {
-            return Ok(());
-        }
-        let sessions = self.store.index_list(&after).await?;
+        let after = self.identity(&data)?;
+        let before = current.and_then(|c| self.identity(&c.data));
+        (before.as_ref() != Some(&after)).then_some((after, limit))
+    }
+
+    /// `Err` when the user `after` has `limit` sessions besides `current`.
+    async fn refuse_over_limit(
+        &self,
+        current: Option<&Current>,
+        after: &Identity,
+        limit: usize,
+    ) -> Result<(), ProxyError> {
+        let sessions = self.store.index_list(after).await?;
         let others = sessions
             .iter()
             .filter(|session| current.is_none_or(|c| c.id != session.id))
@@ -140,27 +152,45 @@ impl Proxy {
         Ok(())
     }
 
-    /// After the store commit: the index follows the session.
+    /// After the store commit: the index follows the session. Most
+    /// commits change nothing of it; those that do are boxed (see
+    /// [`Self::before_commit`]).
     pub(super) async fn after_commit(
         &self,
         committed: &Committed,
         current: Option<&Current>,
         visitor: Visitor<'_>,
     ) {
+        let changes = self.index_changes_of(committed, current);
+        if !changes.is_empty() {
+            Box::pin(self.apply_index_changes(changes, visitor)).await;
+        }
+    }
+
+    /// What `committed` does to the index, the request having come with
+    /// `current`.
+    fn index_changes_of(
+        &self,
+        committed: &Committed,
+        current: Option<&Current>,
+    ) -> Vec<IndexChange> {
         let after = match committed {
             Committed::Saved { id, data } => Some((id, self.identity(data))),
             Committed::Destroyed => None,
-            Committed::Unchanged | Committed::Vanished => return,
+            Committed::Unchanged | Committed::Vanished => return Vec::new(),
         };
         let before = current.map(|c| (&c.id, self.identity(&c.data)));
-        let changes = index_changes(
+        index_changes(
             before
                 .as_ref()
                 .map(|(id, identity)| (*id, identity.as_ref())),
             after
                 .as_ref()
                 .map(|(id, identity)| (*id, identity.as_ref())),
-        );
+        )
+    }
+
+    async fn apply_index_changes(&self, changes: Vec<IndexChange>, visitor: Visitor<'_>) {
         for change in changes {
             let updated = match change {
                 IndexChange::Remove(identity, id) => self.store.index_remove(&identity, &id).await,
@@ -188,6 +218,9 @@ impl Proxy {
     /// live at least as long (Redis: one `PEXPIRE` when the index would
     /// end first; memory: nothing, its index has no expiry).
     pub(super) async fn after_touch(&self, current: &Current) {
+        if let AnyStore::Memory(_) = self.store {
+            return;
+        }
         let Some(identity) = self.identity(&current.data) else {
             return;
         };
