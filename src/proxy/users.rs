@@ -33,6 +33,7 @@ use crate::domain::session::identity::{
 };
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
+use crate::metrics::SessionEvent;
 use crate::store::users::{unix_millis, Member};
 use crate::store::{AnyStore, Commit, Committed, SessionStore, StoreError};
 
@@ -270,6 +271,9 @@ impl Proxy {
             rotate_on: None,
         };
         let ended = matches!(self.store.commit(commit).await?, Committed::Destroyed);
+        if let (true, Some(metrics)) = (ended, &self.observer.metrics) {
+            metrics.session(SessionEvent::Destroyed);
+        }
         self.tunnels.end(id);
         self.store.index_remove(identity, id).await?;
         Ok(ended)

@@ -143,6 +143,13 @@ async fn the_admin_api_lists_revokes_and_counts(redis: bool) {
     assert!(listed(ops, "ada%40example.com").await.is_empty());
     let (status, _, body) = admin(ops, Method::GET, "/admin/sessions/count", Some(TOKEN)).await;
     assert_eq!((status, body.trim()), (200, r#"{"sessions":1}"#));
+    let (_, _, metrics) = admin(ops, Method::GET, "/metrics", None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "cloakroom_sessions_total{event=\"destroyed\"} 2"),
+        "revocations are counted as destroyed sessions:\n{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -380,3 +380,40 @@ async fn a_rolling_session_keeps_its_users_index_alive() {
     }
     assert_eq!(listed(ops, "7").await.len(), 1, "still in the index");
 }
+
+#[tokio::test]
+async fn the_user_index_works_on_a_redis_cluster() {
+    let test = "users::the_user_index_works_on_a_redis_cluster";
+    let Some(cluster) = crate::test_server::RedisCluster::start(test) else {
+        return;
+    };
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let extra = format!(
+        "{USERS}auth.max_sessions_per_user = 2\n[store]\nkind = \"redis\"\ncluster_urls = [{}]\n",
+        urls.join(", ")
+    );
+    let upstream = Upstream::start().await;
+    let first = Proxy::start(&upstream, &extra).await;
+    let second = Proxy::start(&upstream, &extra).await;
+    let browsers: Vec<_> = (0..3).map(|_| browser()).collect();
+    for (n, browser) in browsers.iter().enumerate() {
+        let proxy = if n % 2 == 0 { &first } else { &second };
+        assert_eq!(log_in_as(browser, proxy, 7).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        session_of(&browsers[0], &first, &upstream).await,
+        None,
+        "evicted"
+    );
+    assert!(session_of(&browsers[1], &first, &upstream).await.is_some());
+    let everywhere = browsers[2]
+        .post(first.url("/password"))
+        .header("x-test-set-session", "destroy-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(everywhere.status(), 200);
+    assert_eq!(session_of(&browsers[1], &second, &upstream).await, None);
+    assert_eq!(session_of(&browsers[2], &second, &upstream).await, None);
+}
