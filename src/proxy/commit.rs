@@ -62,6 +62,11 @@ impl Proxy {
             .apply(&set_session, secure, context)
             .await
             .inspect_err(|error| {
+                // A login over the per-user limit is policy, not a fault:
+                // the log phase records it as a refused request.
+                if let ProxyError::SessionLimit(_) = error {
+                    return;
+                }
                 tracing::error!(path = %context.target.as_ref().map_or("", |t| t.path()), %error, "Set-Session refused; store left unchanged");
             })?;
         match set_cookie {
