@@ -55,7 +55,11 @@
 //! - The store never sees HTTP types; the domain does no I/O and never reads
 //!   the configuration; the proxy is built from domain values.
 //! - Logs never hold a session id, a cookie value, a secret or session data,
-//!   nor any private key material.
+//!   nor any private key material; nor does the admin API's output, which
+//!   names sessions by a keyed hash (the revoke handle).
+//! - The user index (identity → live sessions) is written after the
+//!   session commit, never instead of it: a member whose session is gone is
+//!   dropped whenever the index is read, so it never lists or counts.
 //! - TLS handshakes run in each connection's task under a timeout, never on
 //!   the accept loop; a certificate reload never drops a connection, and a
 //!   bad new certificate never replaces a good one.

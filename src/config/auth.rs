@@ -7,6 +7,7 @@ use super::raw::RawConfig;
 use super::{AuthConfig, Checker, Deny, ProtectRule};
 use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::path;
+use crate::domain::session::identity::LimitPolicy;
 
 pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
     let a = &raw.auth;
@@ -108,7 +109,38 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
         }
         Some(text.clone())
     });
+    let identity_pointer = match &a.identity_pointer {
+        Some(pointer) if !pointer.starts_with('/') => {
+            check.fail(
+                "auth.identity_pointer",
+                format!("`{pointer}` is not a JSON pointer; write it like \"/user/id\""),
+            );
+            String::new()
+        }
+        Some(pointer) => pointer.clone(),
+        None => format!("/{}", a.identity_key.replace('~', "~0").replace('/', "~1")),
+    };
+    if a.max_sessions_per_user == Some(0) {
+        check.fail(
+            "auth.max_sessions_per_user",
+            "must be at least 1; remove the key for no limit",
+        );
+    }
+    let session_limit_policy = match a.session_limit_policy.as_str() {
+        "evict-oldest" => LimitPolicy::EvictOldest,
+        "refuse" => LimitPolicy::Refuse,
+        other => {
+            check.fail(
+                "auth.session_limit_policy",
+                format!("`{other}` is not \"evict-oldest\" or \"refuse\""),
+            );
+            LimitPolicy::EvictOldest
+        }
+    };
     AuthConfig {
+        identity_pointer,
+        max_sessions_per_user: a.max_sessions_per_user,
+        session_limit_policy,
         identity_key: a.identity_key.clone(),
         login_url: a.login_url.clone(),
         case_sensitive: a.case_sensitive,

@@ -25,9 +25,11 @@ use http::header::HeaderName;
 use http::Uri;
 use ipnet::IpNet;
 
+pub use crate::domain::bearer::BearerToken;
 pub use crate::domain::cookie::settings::{CookieSettings, SameSite, Secure};
 pub use crate::domain::cross_origin::CrossOrigin;
 pub use crate::domain::routes::{Deny, ProtectRule};
+pub use crate::domain::session::identity::LimitPolicy;
 pub use crate::tls::client::UpstreamTls;
 pub use crate::upstream::settings::UpstreamSettings;
 pub use ops::{LogConfig, LogFormat, OpsConfig};
@@ -129,6 +131,13 @@ pub struct AuthConfig {
     /// A login (the identity key appearing or changing) moves the session
     /// to a fresh id even without `regenerate`.
     pub rotate_on_login: bool,
+    /// Where the user's identity is in the session data (a JSON pointer),
+    /// for the user index.
+    pub identity_pointer: String,
+    /// Most live sessions per user; `None`: no limit.
+    pub max_sessions_per_user: Option<usize>,
+    /// What a login past the limit does.
+    pub session_limit_policy: LimitPolicy,
 }
 
 /// One problem in the configuration.

@@ -1,10 +1,14 @@
 //! The `[ops]` table (the operations listener: `/healthz`, `/readyz`,
-//! `/metrics`) and the `[log]` table (the log format and the access log).
+//! `/metrics`, and the admin API's token) and the `[log]` table (the log
+//! format and the access log).
 
 use std::net::SocketAddr;
 
 use super::raw::RawConfig;
-use super::Checker;
+use super::{BearerToken, Checker, Secret};
+
+/// Shortest admin token accepted, in bytes (`cloakroom secret` prints 43).
+const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
 /// `[ops]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +17,9 @@ pub struct OpsConfig {
     pub listen: Option<SocketAddr>,
     /// Metrics are collected and served on `/metrics`.
     pub metrics: bool,
+    /// The admin API's bearer token (`/admin/...`); `None`: the admin API
+    /// is off.
+    pub admin_token: Option<BearerToken>,
 }
 
 /// How log lines are written.
@@ -51,10 +58,68 @@ pub(super) fn build_ops(raw: &RawConfig, check: &mut Checker) -> OpsConfig {
             ));
         }
     }
+    let admin_token = admin_token(raw, check);
+    if admin_token.is_some() && listen.is_none() {
+        check.warnings.push(
+            "an admin token is set but ops.listen is not: the admin API is served on the operations listener only".into(),
+        );
+    }
     OpsConfig {
         listen,
         metrics: raw.ops.metrics,
+        admin_token,
     }
+}
+
+/// The admin token from exactly one of `ops.admin_token_env` and
+/// `ops.admin_token_file` (surrounding whitespace trimmed).
+fn admin_token(raw: &RawConfig, check: &mut Checker) -> Option<BearerToken> {
+    let (key, text) = match (&raw.ops.admin_token_env, &raw.ops.admin_token_file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            check.fail(
+                "ops.admin_token_env",
+                "ops.admin_token_env and ops.admin_token_file are both set; keep exactly one",
+            );
+            return None;
+        }
+        (Some(name), None) => match std::env::var(name) {
+            Ok(value) => ("ops.admin_token_env", value),
+            Err(_) => {
+                check.fail(
+                    "ops.admin_token_env",
+                    format!("the environment variable {name} is not set (or not UTF-8); set it to a token (cloakroom secret makes one) or remove the key"),
+                );
+                return None;
+            }
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(value) => ("ops.admin_token_file", value),
+            Err(error) => {
+                check.fail(
+                    "ops.admin_token_file",
+                    format!("cannot read {path}: {error}; fix the path or remove the key"),
+                );
+                return None;
+            }
+        },
+    };
+    let token = text.trim();
+    if token.len() < MIN_ADMIN_TOKEN_BYTES {
+        check.fail(
+            key,
+            format!("the admin token is {} bytes; use at least {MIN_ADMIN_TOKEN_BYTES} (cloakroom secret makes one)", token.len()),
+        );
+        return None;
+    }
+    if token.bytes().any(|b| !b.is_ascii_graphic()) {
+        check.fail(
+            key,
+            "the admin token must be visible ASCII without spaces (it is sent in an Authorization header)",
+        );
+        return None;
+    }
+    Some(BearerToken::new(&Secret::new(token.to_owned())))
 }
 
 pub(super) fn build_log(raw: &RawConfig, check: &mut Checker) -> LogConfig {

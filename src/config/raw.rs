@@ -24,6 +24,8 @@ pub struct RawConfig {
 pub struct RawOps {
     pub listen: Option<String>,
     pub metrics: bool,
+    pub admin_token_env: Option<String>,
+    pub admin_token_file: Option<String>,
 }
 
 impl Default for RawOps {
@@ -31,6 +33,8 @@ impl Default for RawOps {
         Self {
             listen: None,
             metrics: true,
+            admin_token_env: None,
+            admin_token_file: None,
         }
     }
 }
@@ -289,6 +293,9 @@ pub struct RawAuth {
     pub cross_origin: RawCrossOrigin,
     pub forward_auth_path: Option<String>,
     pub rotate_on_login: bool,
+    pub identity_pointer: Option<String>,
+    pub max_sessions_per_user: Option<usize>,
+    pub session_limit_policy: String,
 }
 
 /// `[auth.cross_origin]`.
@@ -321,6 +328,9 @@ impl Default for RawAuth {
             cross_origin: RawCrossOrigin::default(),
             forward_auth_path: None,
             rotate_on_login: true,
+            identity_pointer: None,
+            max_sessions_per_user: None,
+            session_limit_policy: "evict-oldest".into(),
         }
     }
 }

@@ -279,3 +279,80 @@ fn a_cookie_scripts_can_read_draws_a_warning() {
         config.warnings
     );
 }
+
+#[test]
+fn the_identity_pointer_follows_the_identity_key_unless_set() {
+    let config = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(config.auth.identity_pointer, "/user");
+    assert_eq!(config.auth.max_sessions_per_user, None);
+    assert_eq!(config.auth.session_limit_policy, LimitPolicy::EvictOldest);
+    let text = format!("{MINIMAL}[auth]\nidentity_key = \"a/b\"\n");
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(
+        config.auth.identity_pointer, "/a~1b",
+        "escaped as RFC 6901 says"
+    );
+    let text = format!(
+        "{MINIMAL}[auth]\nidentity_pointer = \"/user/id\"\nmax_sessions_per_user = 3\nsession_limit_policy = \"refuse\"\n"
+    );
+    let config = Config::from_toml_str(&text).unwrap();
+    assert_eq!(config.auth.identity_pointer, "/user/id");
+    assert_eq!(config.auth.max_sessions_per_user, Some(3));
+    assert_eq!(config.auth.session_limit_policy, LimitPolicy::Refuse);
+}
+
+#[test]
+fn bad_session_limits_and_pointers_are_refused() {
+    let text = format!(
+        "{MINIMAL}[auth]\nidentity_pointer = \"user\"\nmax_sessions_per_user = 0\nsession_limit_policy = \"newest\"\n"
+    );
+    let error = Config::from_toml_str(&text).unwrap_err();
+    let keys = issue_keys(&error);
+    for key in [
+        "auth.identity_pointer",
+        "auth.max_sessions_per_user",
+        "auth.session_limit_policy",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn the_admin_token_comes_from_exactly_one_place() {
+    let token = "tok-0123456789abcdef0123456789abcdef";
+    let path = std::env::temp_dir().join(format!("cloakroom-admin-token-{}", std::process::id()));
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    let file_key = format!("admin_token_file = \"{}\"\n", path.display());
+    let config = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{file_key}")).unwrap();
+    let admin = config.ops.admin_token.expect("a token");
+    assert!(admin.matches(token.as_bytes()));
+    assert!(!format!("{admin:?}").contains(token));
+    assert!(Config::from_toml_str(MINIMAL)
+        .unwrap()
+        .ops
+        .admin_token
+        .is_none());
+
+    // A variable no other test sets.
+    let name = format!("CLOAKROOM_TEST_ADMIN_TOKEN_{}", std::process::id());
+    std::env::set_var(&name, token);
+    let env_key = format!("admin_token_env = \"{name}\"\n");
+    let config = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{env_key}")).unwrap();
+    assert!(config
+        .ops
+        .admin_token
+        .expect("a token")
+        .matches(token.as_bytes()));
+
+    let both = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{env_key}{file_key}"));
+    assert!(issue_keys(&both.unwrap_err()).contains(&"ops.admin_token_env"));
+    std::fs::write(&path, "short\n").unwrap();
+    let short = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{file_key}"));
+    assert!(issue_keys(&short.unwrap_err()).contains(&"ops.admin_token_file"));
+    std::fs::remove_file(&path).unwrap();
+    let missing = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{file_key}"));
+    assert!(issue_keys(&missing.unwrap_err()).contains(&"ops.admin_token_file"));
+    let unset = "admin_token_env = \"CLOAKROOM_TEST_NO_SUCH_VARIABLE\"\n";
+    let unset = Config::from_toml_str(&format!("{MINIMAL}[ops]\n{unset}"));
+    assert!(issue_keys(&unset.unwrap_err()).contains(&"ops.admin_token_env"));
+}

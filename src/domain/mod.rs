@@ -1,6 +1,7 @@
 //! The domain: what a session is and how it travels, with no I/O and no
 //! knowledge of connections, stores or configuration files.
 
+pub mod bearer;
 pub mod caching;
 pub mod cookie;
 pub mod cross_origin;

@@ -27,12 +27,14 @@
 //! - [`peer`]: what is known of a client connection;
 //! - [`workers`]: the thread-per-core runtimes; [`redirect`]: the
 //!   plain-HTTP listener that only redirects to HTTPS; [`ops`]: the
-//!   operations listener (`/healthz`, `/readyz`, `/metrics`);
+//!   operations listener (`/healthz`, `/readyz`, `/metrics`) and
+//!   [`admin`], the admin API on it;
 //! - [`live`]: the proxy in force; [`reload`]: rebuilding it from the
 //!   configuration file on SIGHUP or when the file changes;
 //!   [`error`]: what stops the proxy from starting or serving.
 
 mod accept;
+mod admin;
 mod connection;
 pub(crate) mod drain;
 pub mod error;
@@ -163,6 +165,7 @@ pub async fn run_with(
             metrics,
             slots: slots.clone(),
             certificates,
+            admin_token: config.ops.admin_token.clone(),
         });
         background.push(AbortOnDrop(tokio::spawn(ops::serve(ops_listener, state))));
     }
@@ -239,6 +242,11 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
         access_log: proxy::AccessLog {
             enabled: config.log.access,
             query: config.log.access_query,
+        },
+        users: proxy::UserPolicy {
+            identity_pointer: config.auth.identity_pointer.clone(),
+            max_sessions: config.auth.max_sessions_per_user,
+            on_limit: config.auth.session_limit_policy,
         },
     }
 }

@@ -1,7 +1,8 @@
 //! The operations listener (`[ops] listen`): `/healthz` (the process is
 //! up), `/readyz` (the store answers and the upstream accepts a
-//! connection; 503 with the reason when not) and `/metrics` (Prometheus
-//! text). A listener of its own, never in the proxied path space; plain
+//! connection; 503 with the reason when not), `/metrics` (Prometheus
+//! text), all three unauthenticated, and the admin API under `/admin/`
+//! behind a bearer token ([`super::admin`]). A listener of its own, never in the proxied path space; plain
 //! HTTP/1.1 through hyper, on the main runtime, a few connections at once.
 
 use std::convert::Infallible;
@@ -18,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::accept::Slots;
+use super::admin;
 use super::live::Live;
+use crate::domain::bearer::BearerToken;
 use crate::metrics::{Metrics, Scrape};
 use crate::tls::Certificates;
 
@@ -35,6 +38,8 @@ pub(super) struct Ops {
     pub metrics: Option<Arc<Metrics>>,
     pub slots: Slots,
     pub certificates: Option<Arc<Certificates>>,
+    /// The admin API's token; `None`: `/admin/...` is 404.
+    pub admin_token: Option<BearerToken>,
 }
 
 /// Serves the operations listener until the task is dropped.
@@ -77,6 +82,9 @@ pub(super) async fn serve(listener: TcpListener, ops: Arc<Ops>) {
 impl Ops {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
+        if path.starts_with("/admin/") {
+            return admin::answer(&self.live, self.admin_token.as_ref(), &request).await;
+        }
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return text(StatusCode::NOT_FOUND, "not found\n".into());
         }

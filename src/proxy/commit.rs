@@ -13,6 +13,7 @@ use serde_json::Map;
 
 use super::context::{Context, Current, SessionOutcome};
 use super::error::ProxyError;
+use super::users::Visitor;
 use super::{upgrade, Proxy};
 use crate::domain::session::ops::{self, SessionOp};
 use crate::domain::session::SessionId;
@@ -68,6 +69,11 @@ impl Proxy {
             .apply(&set_session, secure, touch, context)
             .await
             .inspect_err(|error| {
+                // A login over the per-user limit is policy, not a fault:
+                // the log phase records it as a refused request.
+                if let ProxyError::SessionLimit(_) = error {
+                    return;
+                }
                 tracing::error!(path = %context.target.as_ref().map_or("", |t| t.path()), %error, "Set-Session refused; store left unchanged");
             })?;
         match set_cookie {
@@ -115,6 +121,14 @@ impl Proxy {
                 None => return Ok(None),
             }
         }
+        // The user index's checks and destroy-all's other sessions, before
+        // anything of this session is written (see `users`).
+        if let Err(error) = self.before_commit(current, &parsed).await {
+            if let ProxyError::Store(_) = error {
+                context.outcome = SessionOutcome::StoreError;
+            }
+            return Err(error);
+        }
         let commit = Commit {
             current: current.map(|c| &c.id),
             ops: &parsed,
@@ -146,6 +160,12 @@ impl Proxy {
                 return Err(error.into());
             }
         };
+        let visitor = Visitor {
+            client: context.client,
+            user_agent: context.user_agent.as_ref(),
+            forwarded_for: context.forwarded_for.as_ref(),
+        };
+        self.after_commit(&committed, current, visitor).await;
         Ok(match committed {
             Committed::Unchanged => match current {
                 Some(current) if policy.rolling || touch => {
@@ -187,7 +207,8 @@ impl Proxy {
                     );
                 }
                 parsed
-                    .contains(&SessionOp::Destroy)
+                    .iter()
+                    .any(|op| matches!(op, SessionOp::Destroy | SessionOp::DestroyAll))
                     .then(|| CookieUpdate::Cleared(self.cookie.clear(secure)))
             }
         })
@@ -208,6 +229,9 @@ impl Proxy {
         self.observer
             .store_done(StoreOp::Touch, started, touched.is_ok());
         let alive = touched?;
+        if alive {
+            self.after_touch(current).await;
+        }
         Ok((alive && self.policy.rolling).then(|| {
             CookieUpdate::Issued(
                 self.cookie

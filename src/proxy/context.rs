@@ -88,6 +88,11 @@ pub(super) struct Context<'a> {
     /// The id a write left the session under (a new one when created or
     /// rotated), for the access log.
     pub saved_as: Option<SessionId>,
+    /// The client's `User-Agent`, for the user index.
+    pub user_agent: Option<HeaderValue>,
+    /// `X-Forwarded-For` as a trusted proxy sent it (never an untrusted
+    /// peer's), for the client address the user index records.
+    pub forwarded_for: Option<HeaderValue>,
 }
 
 impl<'a> Context<'a> {
@@ -99,6 +104,11 @@ impl<'a> Context<'a> {
             logged_uri: observer.access.then(|| request.uri().clone()),
             route: RouteKind::Public,
             saved_as: None,
+            user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
+            forwarded_for: client
+                .trusted
+                .then(|| request.headers().get("x-forwarded-for").cloned())
+                .flatten(),
             client,
             method: request.method().clone(),
             https: client.tls,

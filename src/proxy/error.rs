@@ -56,6 +56,10 @@ pub enum ProxyError {
     Store(StoreError),
     #[error("could not build the upstream request: {0}")]
     BadUpstreamRequest(http::Error),
+    /// A login would give its user more than `auth.max_sessions_per_user`
+    /// sessions, under `auth.session_limit_policy = "refuse"`.
+    #[error("login refused: the user has {0} sessions already (auth.max_sessions_per_user)")]
+    SessionLimit(usize),
 }
 
 impl From<StoreError> for ProxyError {
@@ -91,7 +95,8 @@ impl ProxyError {
             | Self::CrossOriginRefused
             | Self::OriginRefused
             | Self::ForwardAuthUntrusted
-            | Self::ForwardAuthNoTarget => Fault::Client,
+            | Self::ForwardAuthNoTarget
+            | Self::SessionLimit(_) => Fault::Client,
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
             | Self::UpstreamBadSwitch(_)
@@ -112,6 +117,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             Self::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
+            Self::SessionLimit(_) => StatusCode::CONFLICT,
             Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable(_) | Self::UpstreamBadSwitch(_) | Self::BadSetSession(_) => {
                 StatusCode::BAD_GATEWAY

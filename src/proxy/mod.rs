@@ -38,6 +38,7 @@ mod settings;
 mod suspicious;
 mod tunnels;
 mod upgrade;
+mod users;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ use crate::util::body::ClientBody;
 pub use client::{Client, ClientConnection};
 pub use observer::Observer;
 pub use respond::ProxyBody;
-pub use settings::{AccessLog, CommitPolicy, Settings};
+pub use settings::{AccessLog, CommitPolicy, Settings, UserPolicy};
 
 use context::{Context, Outgoing};
 use error::ProxyError;
@@ -82,6 +83,7 @@ pub struct Proxy {
     tunnels: Arc<tunnels::Tunnels>,
     observer: Observer,
     forward_auth_path: Option<String>,
+    users: UserPolicy,
 }
 
 /// What outlives a configuration reload: the store, the open tunnels, the
@@ -124,6 +126,7 @@ impl Proxy {
             cross_origin,
             forward_auth_path,
             access_log,
+            users,
         } = settings;
         let Shared {
             store,
@@ -149,6 +152,7 @@ impl Proxy {
             cross_origin,
             tunnels,
             forward_auth_path,
+            users,
             observer: Observer {
                 metrics,
                 // Off, too, when no subscriber would write the lines.

@@ -113,6 +113,9 @@ impl Responder {
     /// A short response for a failed request, revealing nothing internal.
     #[inline]
     pub fn error(&self, error: &ProxyError) -> Response<ProxyBody> {
+        if let ProxyError::SessionLimit(limit) = error {
+            return session_limit(*limit);
+        }
         let status = error.status();
         let text = match error.fault() {
             Fault::Client if status == StatusCode::REQUEST_TIMEOUT => "request body timed out\n",
@@ -132,6 +135,21 @@ impl Responder {
         }
         response
     }
+}
+
+/// The answer to a login refused by `auth.max_sessions_per_user`: 409
+/// with `{"error":"too many sessions","limit":N}`.
+fn session_limit(limit: usize) -> Response<ProxyBody> {
+    let body = format!("{{\"error\":\"too many sessions\",\"limit\":{limit}}}\n");
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = StatusCode::CONFLICT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A short plain-text response that no cache keeps.

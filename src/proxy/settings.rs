@@ -9,6 +9,7 @@ use crate::domain::cookie::settings::CookieSettings;
 use crate::domain::cookie::signing::Signer;
 use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::routes::Routes;
+use crate::domain::session::identity::LimitPolicy;
 use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session_headers::SessionHeaders;
 use crate::store::Times;
@@ -39,6 +40,17 @@ pub struct Settings {
     /// Where forward-auth requests are answered (`None`: nowhere).
     pub forward_auth_path: Option<String>,
     pub access_log: AccessLog,
+    pub users: UserPolicy,
+}
+
+/// Sessions per user: where the identity is, and the limit.
+#[derive(Debug, Clone)]
+pub struct UserPolicy {
+    /// The JSON pointer of the identity in the session data.
+    pub identity_pointer: String,
+    /// Most live sessions per user; `None`: no limit.
+    pub max_sessions: Option<usize>,
+    pub on_limit: LimitPolicy,
 }
 
 /// The access log: one line per request.

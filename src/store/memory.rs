@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod index;
+
 use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::ops::{self, Plan};
@@ -96,6 +98,8 @@ struct Inner {
     /// The session key whose presence means signed in: eviction spares
     /// such sessions while anonymous ones remain.
     identity_key: Box<str>,
+    /// The user index (see [`index`]).
+    users: index::Users,
 }
 
 /// The clock a memory store reads expiry from.
@@ -156,6 +160,7 @@ impl MemoryStore {
             clock,
             epoch: clock.now(),
             identity_key: identity_key.into(),
+            users: index::Users::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
@@ -291,6 +296,8 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
             reported_evictions = evictions;
         }
         tracing::debug!(swept, "expired sessions swept");
+        let unindexed = inner.sweep_users();
+        tracing::debug!(unindexed, "user index members of ended sessions dropped");
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;

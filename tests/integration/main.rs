@@ -13,6 +13,7 @@ mod support;
 #[path = "../../src/store/redis/test_server.rs"]
 mod test_server;
 
+mod admin;
 mod binary;
 mod cache_safety;
 mod cookies;
@@ -37,4 +38,5 @@ mod transport;
 mod tunnels;
 mod upstream_framing;
 mod upstream_tls;
+mod users;
 mod websocket;

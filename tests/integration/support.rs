@@ -241,6 +241,38 @@ impl Proxy {
         Self { addr, stop, served }
     }
 
+    /// [`Proxy::start`] with an operations listener too; the second value
+    /// is its address (`/healthz`, `/metrics`, `/admin/...`).
+    pub async fn start_with_ops(upstream: &Upstream, extra: &str) -> (Self, SocketAddr) {
+        Self::start_toml_with_ops(&format!(
+            "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\"]\n{extra}",
+            upstream.url()
+        ))
+        .await
+    }
+
+    /// [`Proxy::start_with`] with an operations listener too.
+    pub async fn start_toml_with_ops(toml: &str) -> (Self, SocketAddr) {
+        let config = config(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ops = ops_listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = cloakroom::Options {
+            ops_listener: Some(ops_listener),
+            ..Default::default()
+        };
+        let served = tokio::spawn(async move {
+            cloakroom::run_with(config, listener, options, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (Self { addr, stop, served }, ops)
+    }
+
     /// Starts the graceful shutdown (as SIGTERM does); the handle resolves
     /// when `run` has returned.
     pub fn shut_down(self) -> tokio::task::JoinHandle<()> {

@@ -85,7 +85,7 @@ impl WsUpstream {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -391,7 +391,7 @@ async fn a_101_the_client_did_not_ask_for_is_a_502() {
 
 /// Waits until the tunnel is closed by the proxy: the stream ends or
 /// fails (a message still in flight is skipped).
-async fn closed_within(ws: &mut Ws, limit: Duration) -> bool {
+pub(crate) async fn closed_within(ws: &mut Ws, limit: Duration) -> bool {
     tokio::time::timeout(limit, async {
         loop {
             match ws.next().await {

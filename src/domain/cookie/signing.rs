@@ -8,7 +8,7 @@
 //! spelling of a signature is accepted, and compares MACs in constant time.
 //! HMAC keys are set up once at start-up and cloned per use.
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -38,6 +38,7 @@ pub struct Signer {
     keys: Vec<HmacSha256>,
     /// SipHash keys of the log tags.
     log_key: (u64, u64),
+    handle_key: HmacSha256,
 }
 
 impl Signer {
@@ -55,9 +56,15 @@ impl Signer {
             word.copy_from_slice(&derived[at..at + 8]);
             u64::from_le_bytes(word)
         };
+        // Revoke handles (the admin API) use a key of their own: a log tag
+        // is a prefix of nothing an operator can act on.
+        let mut derive = keys[0].clone();
+        derive.update(b"cloakroom revoke handle v1");
+        let handle_key = keyed(&derive.finalize().into_bytes());
         Self {
             keys,
             log_key: (half(0), half(8)),
+            handle_key,
         }
     }
 
@@ -116,6 +123,17 @@ impl Signer {
         let mut hasher = std::hash::SipHasher::new_with_keys(self.log_key.0, self.log_key.1);
         std::hash::Hasher::write(&mut hasher, id.as_str().as_bytes());
         format!("{:016x}", std::hash::Hasher::finish(&hasher))
+    }
+}
+
+impl Signer {
+    /// A session's revoke handle for the admin API: the full keyed hash of
+    /// its id, URL-safe base64 (43 characters). The same on every instance
+    /// sharing the signing secret; the id cannot be had from it.
+    pub fn handle(&self, id: &SessionId) -> String {
+        let mut mac = self.handle_key.clone();
+        mac.update(id.as_str().as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 }
 
@@ -200,5 +218,20 @@ mod tests {
         assert_eq!(s.log_tag(&id), s.log_tag(&id));
         assert_eq!(s.log_tag(&id).len(), 16);
         assert!(!id.as_str().contains(&s.log_tag(&id)));
+    }
+
+    #[test]
+    fn revoke_handles_are_stable_full_length_and_not_the_id_or_its_tag() {
+        let s = signer(&["k"]);
+        let id = SessionId::generate();
+        let handle = s.handle(&id);
+        assert_eq!(handle, signer(&["k"]).handle(&id));
+        assert_eq!(handle.len(), 43);
+        assert!(handle
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(handle, id.as_str());
+        assert!(!handle.contains(&s.log_tag(&id)));
+        assert_ne!(handle, signer(&["other"]).handle(&id));
     }
 }

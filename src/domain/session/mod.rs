@@ -1,9 +1,11 @@
 //! The session model: ids, session data, and what the upstream may do to them.
 //!
 //! Everything here is pure: no I/O, no HTTP types. `ops` parses `Set-Session`
-//! values and plans their effect; `ascii_json` renders data as header-safe JSON.
+//! values and plans their effect; `ascii_json` renders data as header-safe JSON;
+//! `identity` says which user a session belongs to.
 
 pub mod ascii_json;
+pub mod identity;
 pub mod lifetime;
 pub mod ops;
 

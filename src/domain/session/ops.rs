@@ -1,8 +1,8 @@
 //! `Set-Session`: parsing the upstream's instructions and planning their
 //! effect on a session.
 //!
-//! Values: a JSON object (an RFC 7396 merge patch), `regenerate` or
-//! `destroy`. Several headers apply in order. [`plan`] is the one place that
+//! Values: a JSON object (an RFC 7396 merge patch), `regenerate`,
+//! `destroy` or `destroy-all`. Several headers apply in order. [`plan`] is the one place that
 //! decides what a list of operations does; every store calls it inside its
 //! own atomic section, so all stores agree on the semantics.
 
@@ -34,6 +34,10 @@ pub enum SessionOp {
     /// "Remember me": the session lives this long (its idle and absolute
     /// timeouts at least this long, its cookie persistent for it).
     Remember(Duration),
+    /// End every session of the session's user, this one included (log out
+    /// everywhere). For this session it is [`SessionOp::Destroy`]; the
+    /// proxy ends the user's other sessions through the user index.
+    DestroyAll,
 }
 
 /// Why a `Set-Session` value or its result was refused. The upstream is at
@@ -42,7 +46,7 @@ pub enum SessionOp {
 pub enum SetSessionError {
     #[error("Set-Session value of {0} bytes is over the limit of {1}")]
     TooLong(usize, usize),
-    #[error("Set-Session value is neither a JSON object nor `regenerate` / `destroy` / `remember=<duration>`")]
+    #[error("Set-Session value is neither a JSON object nor `regenerate` / `destroy` / `destroy-all` / `remember=<duration>`")]
     UnknownVerb,
     #[error("Set-Session `remember=`: {0}")]
     BadRemember(String),
@@ -66,6 +70,7 @@ pub fn parse(value: &[u8], max_len: usize) -> Result<SessionOp, SetSessionError>
     match text {
         b"regenerate" => return Ok(SessionOp::Regenerate),
         b"destroy" => return Ok(SessionOp::Destroy),
+        b"destroy-all" => return Ok(SessionOp::DestroyAll),
         _ => {}
     }
     if let Some(lifetime) = text.strip_prefix(b"remember=") {
@@ -178,7 +183,7 @@ pub fn plan(
                 merge_patch(map, patch);
             }
             SessionOp::Regenerate => fresh_id |= state.is_some(),
-            SessionOp::Destroy => {
+            SessionOp::Destroy | SessionOp::DestroyAll => {
                 state = None;
                 destroyed = true;
                 remember = None;
@@ -234,6 +239,7 @@ mod tests {
     fn parses_verbs_and_patches() {
         assert_eq!(parse(b" regenerate ", 100), Ok(SessionOp::Regenerate));
         assert_eq!(parse(b"destroy", 100), Ok(SessionOp::Destroy));
+        assert_eq!(parse(b"destroy-all", 100), Ok(SessionOp::DestroyAll));
         assert_eq!(
             parse(br#"{"a":1}"#, 100),
             Ok(SessionOp::Patch(obj(json!({"a": 1}))))
@@ -243,6 +249,10 @@ mod tests {
     #[test]
     fn refuses_malformed_values() {
         assert_eq!(parse(b"Destroy", 100), Err(SetSessionError::UnknownVerb));
+        assert_eq!(
+            parse(b"destroy_all", 100),
+            Err(SetSessionError::UnknownVerb)
+        );
         assert_eq!(parse(b"[1]", 100), Err(SetSessionError::UnknownVerb));
         assert!(matches!(
             parse(b"{nope", 100),
@@ -319,6 +329,10 @@ mod tests {
         ));
         assert!(matches!(
             plan(None, &[SessionOp::Destroy], 1000, None),
+            Ok(Plan::Delete)
+        ));
+        assert!(matches!(
+            plan(Some(&current), &[SessionOp::DestroyAll], 1000, None),
             Ok(Plan::Delete)
         ));
         let ops = [

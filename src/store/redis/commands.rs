@@ -72,7 +72,7 @@ impl RedisStore {
 
     /// Runs one Redis request under the command timeout. Every failure is
     /// `Unavailable`: the proxy answers 503 and leaves the cookie alone.
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &self,
         what: &'static str,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,

@@ -44,6 +44,7 @@ mod conn;
 mod group;
 pub mod record;
 pub mod settings;
+mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
