@@ -13,10 +13,10 @@
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | 6 | [`cli`] (and `main.rs`) | the command line: `cloakroom`, `check`, `secret` |
-//! | 5 | `edge` | sockets: the accept loop, connection slots, TLS handshakes, the HTTP/1 front, hyper's servers, guards (idle watchdog, stalled writes, first bytes), the drain, the worker threads, the redirect listener, the operations listener; the assembly of the proxy from the configuration, and its live reloads |
+//! | 5 | `edge` | sockets: the accept loop, connection slots, TLS handshakes, the HTTP/1 front, hyper's servers, guards (idle watchdog, stalled writes, first bytes), the drain, the worker threads, the redirect listener, the operations listener and its admin API; the assembly of the proxy from the configuration, and its live reloads |
 //! | 4 | [`config`] | `proxy.toml` → typed, validated values; only `edge`, `cli` and `main` read it |
-//! | 3 | `proxy` | one request: the phases over a per-request context, forward-auth answers, every response the proxy writes itself, request errors and their statuses, the access line and metrics of each request |
-//! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores |
+//! | 3 | `proxy` | one request: the phases over a per-request context, the user index kept around the commit (limits, `destroy-all`) and the admin operations, forward-auth answers, every response the proxy writes itself, request errors and their statuses, the access line and metrics of each request |
+//! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores and their user index |
 //! | 1 | `domain`, `tls`, `metrics` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client; the exported metrics |
 //! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads |
 //!
