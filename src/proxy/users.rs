@@ -35,7 +35,7 @@ use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::SessionEvent;
 use crate::store::users::{unix_millis, Member};
-use crate::store::{AnyStore, Commit, Committed, SessionStore, StoreError};
+use crate::store::{AnyStore, Commit, Committed, Loaded, SessionStore, StoreError};
 
 /// Who made the request, as the user index records it.
 pub(super) struct Visitor<'a> {
@@ -302,17 +302,39 @@ impl Proxy {
     ) -> Result<Vec<SessionView>, StoreError> {
         let signer = self.cookie.signer();
         let sessions = self.store.index_list(identity).await?;
-        Ok(sessions
-            .into_iter()
-            .map(|session| SessionView {
+        let mut views = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let expires = session.expires.map(unix_millis);
+            views.push(SessionView {
                 handle: signer.handle(&session.id),
                 created: session.member.created,
-                last_seen: None,
-                expires: session.expires.map(unix_millis),
+                last_seen: self.last_seen(&session.id, expires).await,
+                expires,
                 ip: session.member.ip,
                 user_agent: session.member.ua,
-            })
-            .collect())
+            });
+        }
+        Ok(views)
+    }
+
+    /// When a session was last used, to within `session.touch_interval`:
+    /// with an idle timeout its expiry is its last use plus that timeout,
+    /// unless the absolute deadline came first. `None` without one.
+    async fn last_seen(&self, id: &SessionId, expires: Option<u64>) -> Option<u64> {
+        let expires = expires?;
+        let Ok(Loaded::Live(stored)) = self.store.load(id, false).await else {
+            return None;
+        };
+        let idle = u64::try_from(stored.times.idle?.as_millis()).ok()?;
+        let now = unix_millis(std::time::SystemTime::now());
+        if let Some(absolute_in) = stored.times.absolute_in {
+            let absolute = now.saturating_add(u64::try_from(absolute_in.as_millis()).ok()?);
+            // The expiry is the absolute deadline: the last use is unknown.
+            if absolute <= expires.saturating_add(1_000) {
+                return None;
+            }
+        }
+        Some(expires.saturating_sub(idle))
     }
 
     /// The admin API: ends the session of `identity` whose revoke handle

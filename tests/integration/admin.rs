@@ -287,3 +287,50 @@ async fn a_revoked_sessions_tunnels_close_at_once() {
     );
     echo(&mut anonymous, "a tunnel without a session stays open").await;
 }
+
+async fn last_seen_follows_the_idle_timeout(redis: bool) {
+    let test = "admin::last_seen_follows_the_idle_timeout";
+    let Ok(server) = store_for(redis, test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (_token, token_keys) = token_file();
+    let extra = format!(
+        "{USERS}session.idle_timeout = \"1h\"\n{token_keys}{}",
+        store_table(&server, "")
+    );
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &extra).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let login = bare()
+        .post(proxy.url("/login"))
+        .header("x-test-set-session", json!({"user": {"id": 7}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let (status, _, body) = admin(ops, Method::GET, "/admin/users/7/sessions", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let session = &body["sessions"][0];
+    let last_seen = session["last_seen"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{session}"));
+    assert!(
+        last_seen + 1000 >= before && last_seen <= before + 60_000,
+        "last seen at the login: {session}"
+    );
+    assert_eq!(session["expires"].as_u64().unwrap() - last_seen, 3_600_000);
+}
+
+#[tokio::test]
+async fn last_seen_follows_the_idle_timeout_memory() {
+    last_seen_follows_the_idle_timeout(false).await;
+}
+
+#[tokio::test]
+async fn last_seen_follows_the_idle_timeout_redis() {
+    last_seen_follows_the_idle_timeout(true).await;
+}
