@@ -38,6 +38,8 @@ DEMO_IMAGE=${DEMO_IMAGE:-cloakroom-demo:check}
 SUITE=bookworm
 # Optional: a Debian mirror URL for debootstrap (its default otherwise).
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-}
+# The CA certificates cargo trusts inside the local build image.
+CA_BUNDLE=${CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 PROXY=cloakroom-check
 APP=cloakroom-check-app
 # server.shutdown_grace in docker/proxy.toml.
@@ -68,8 +70,10 @@ have_image() { docker image inspect "$1" > /dev/null 2>&1; }
 # (documentation, manuals and translations left out). Paths are written
 # under their real directories (usr/lib, not lib: both roots are merged-usr).
 copy_package() {
-    local from=$1 package=$2 to=$3 list path dir
-    list=$(ls "$from"/var/lib/dpkg/info/"$package".list "$from"/var/lib/dpkg/info/"$package":*.list 2> /dev/null | head -n 1)
+    local from=$1 package=$2 to=$3 list="" candidate path dir
+    for candidate in "$from"/var/lib/dpkg/info/"$package".list "$from"/var/lib/dpkg/info/"$package":*.list; do
+        [ -f "$candidate" ] && list=$candidate && break
+    done
     [ -n "$list" ] || return 0
     while IFS= read -r path; do
         case $path in
@@ -151,14 +155,129 @@ build_bases() {
             [ -d "$sysroot/$part" ] && cp -a "$sysroot/$part" "$root"/usr/local/rust/
         done
         rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+        # cargo fetches crates over HTTPS: inside, it trusts what this
+        # machine trusts (a TLS-inspecting proxy's CA included).
+        cp "$CA_BUNDLE" "$root"/etc/ssl/certs/ca-certificates.crt
         tar -C "$root" --numeric-owner -c . | docker import \
             -c 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             -c 'ENV CARGO_HOME=/usr/local/cargo' \
+            -c 'ENV CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt' \
             - "$BUILD_IMAGE" > /dev/null
         say "imported $BUILD_IMAGE ($(docker run --rm "$BUILD_IMAGE" rustc --version))"
     fi
 }
 
-docker info > /dev/null 2>&1 || fail "no Docker engine answers (start dockerd first)"
+# ---------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------
+
+port_in_use() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
+
+# Prints the HTTP status of a request (curl's arguments follow).
+status_of() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+expect_equal() { # what, expected, got
+    [ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
+    echo "ok: $1 ($3)"
+}
+
+expect_in() { # what, needle, haystack
+    case $3 in
+        *"$2"*) echo "ok: $1" ;;
+        *) fail "$1: '$2' not in: $3" ;;
+    esac
+}
+
+show_logs() {
+    echo "--- docker logs $PROXY" >&2
+    docker logs "$PROXY" 2>&1 | tail -n 40 >&2 || true
+}
+
+command -v docker > /dev/null || fail "docker is missing (apt-get install docker.io)"
+command -v curl > /dev/null || fail "curl is missing (apt-get install curl)"
+docker info > /dev/null 2>&1 || fail "no Docker engine answers (start it: dockerd > dockerd.log 2>&1 &)"
 build_bases
 [ "${1:-}" = bases ] && exit 0
+
+for port in 3000 8080 9090; do
+    port_in_use "$port" && fail "port $port is in use on this machine; free it first"
+done
+
+build_args=(--network host --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
+say "docker build -t $IMAGE (build stage on $BUILD_IMAGE, runtime on $RUNTIME_IMAGE)"
+started=$(date +%s)
+docker build "${build_args[@]}" -t "$IMAGE" .
+say "built in $(($(date +%s) - started)) s; docker build --target demo -t $DEMO_IMAGE"
+docker build "${build_args[@]}" --target demo -t "$DEMO_IMAGE" .
+
+say "the demo app alone (docker run $DEMO_IMAGE) on 127.0.0.1:3000"
+docker rm -f "$PROXY" "$APP" > /dev/null 2>&1 || true
+docker run -d --name "$APP" --network host -e DEMO_APP_LISTEN=127.0.0.1:3000 "$DEMO_IMAGE" > /dev/null
+
+say "Cloakroom (docker run $IMAGE) on its own configuration, app -> 127.0.0.1"
+secret=$(docker run --rm --network host "$IMAGE" secret)
+[ "${#secret}" = 43 ] || fail "cloakroom secret printed '$secret'"
+docker run -d --name "$PROXY" --network host --add-host app:127.0.0.1 \
+    -e CLOAKROOM_SECRETS="$secret" "$IMAGE" > /dev/null
+base=http://127.0.0.1:8080
+for _ in $(seq 1 100); do
+    [ "$(status_of "$base/")" = 200 ] && break
+    [ "$(docker inspect -f '{{.State.Running}}' "$PROXY")" = true ] || { show_logs; fail "Cloakroom exited"; }
+    sleep 0.2
+done
+
+say "the demo through Cloakroom"
+jar=$(mktemp "${TMPDIR:-/tmp}/cloakroom-jar.XXXXXX")
+scratch+=("$jar")
+expect_equal "GET / through Cloakroom" 200 "$(status_of "$base/")"
+expect_equal "anonymous browser on /account is sent to the login page" \
+    "302 $base/login?next=%2Faccount" \
+    "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Accept: text/html' "$base/account")"
+login=$(curl -s -i -c "$jar" -b "$jar" -d username=ada "$base/login")
+expect_in "login answers 303" "HTTP/1.1 303" "$login"
+expect_in "login sets the session cookie" "set-cookie: sid=s%3A" "$(tr '[:upper:]' '[:lower:]' <<< "$login" | sed 's/s%3a/s%3A/')"
+expect_in "the account page greets ada (visit 1)" "Hello, <b>ada</b>!" "$(curl -s -b "$jar" "$base/account" | tee "$jar.page")"
+expect_in "the visit count is in the session" "<b>1</b> time(s)" "$(cat "$jar.page")"
+expect_in "the session counts the next visit" "<b>2</b> time(s)" "$(curl -s -b "$jar" "$base/account")"
+rm -f "$jar.page"
+expect_in "logout answers 303" "HTTP/1.1 303" "$(curl -s -i -c "$jar" -b "$jar" -X POST "$base/logout")"
+expect_equal "after logout, /account is refused" 401 "$(status_of -b "$jar" "$base/account")"
+
+say "the ops listener and the process"
+expect_equal "GET :9090/healthz" "ok" "$(curl -s http://127.0.0.1:9090/healthz)"
+expect_equal "GET :9090/readyz" 200 "$(status_of http://127.0.0.1:9090/readyz)"
+expect_equal "GET :9090/metrics" 200 "$(status_of http://127.0.0.1:9090/metrics)"
+pid=$(docker inspect -f '{{.State.Pid}}' "$PROXY")
+expect_equal "PID 1 of the container" "/usr/local/bin/cloakroom" "$(tr '\0' '\n' < "/proc/$pid/cmdline" | head -n 1)"
+expect_equal "its user id" 65532 "$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status")"
+
+say "HEALTHCHECK (cloakroom health): waiting for healthy"
+health=starting
+for _ in $(seq 1 60); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$PROXY")
+    [ "$health" = starting ] || break
+    sleep 1
+done
+if [ "$health" != healthy ]; then
+    docker inspect -f '{{json .State.Health}}' "$PROXY" >&2
+    show_logs
+fi
+expect_equal "docker inspect .State.Health.Status" healthy "$health"
+
+say "docker stop (SIGTERM; shutdown_grace is ${GRACE_SECONDS} s)"
+started=$(date +%s%N)
+docker stop "$PROXY" > /dev/null
+took_ms=$((($(date +%s%N) - started) / 1000000))
+code=$(docker inspect -f '{{.State.ExitCode}}' "$PROXY")
+[ "$code" = 0 ] || show_logs
+expect_equal "docker inspect .State.ExitCode" 0 "$code"
+[ "$took_ms" -lt "$((GRACE_SECONDS * 1000))" ] || fail "docker stop took $took_ms ms"
+echo "ok: stopped in $took_ms ms"
+expect_in "the drain is logged" "drain" "$(docker logs "$PROXY" 2>&1 | tail -n 5)"
+docker stop "$APP" > /dev/null
+expect_equal "the demo app's exit code on docker stop" 0 "$(docker inspect -f '{{.State.ExitCode}}' "$APP")"
+
+say "image sizes"
+docker images --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^(REPOSITORY|$IMAGE|$DEMO_IMAGE|$RUNTIME_IMAGE)\b" || true
+printf '\nall checks passed: %s is %s MB\n' "$IMAGE" \
+    "$(($(docker image inspect -f '{{.Size}}' "$IMAGE") / 1000000))"

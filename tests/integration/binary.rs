@@ -183,7 +183,7 @@ fn check_without_config_uses_the_embedded_one_and_warns_of_the_ephemeral_secret(
 }
 
 /// Waits until `port` accepts connections, failing if the process ends.
-async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
+pub(crate) async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
     for _ in 0..200 {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("cloakroom exited before listening: {status}");
@@ -319,7 +319,7 @@ async fn a_flood_of_forged_cookies_does_not_flood_the_log() {
 }
 
 /// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
-async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+pub(crate) async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().unwrap().to_string())

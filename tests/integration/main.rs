@@ -15,6 +15,7 @@ mod test_server;
 
 mod binary;
 mod cache_safety;
+mod container;
 mod cookies;
 mod cross_origin;
 mod failures;
