@@ -17,7 +17,7 @@
 //! | 4 | [`config`] | `proxy.toml` → typed, validated values; only `edge`, `cli` and `main` read it |
 //! | 3 | `proxy` | one request: the phases over a per-request context, every response the proxy writes itself, request errors and their statuses |
 //! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores |
-//! | 1 | `domain`, `tls` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client |
+//! | 1 | `domain`, `tls`, `metrics` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client; the exported metrics |
 //! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads |
 //!
 //! Test-only modules (`tests.rs`, `tests/`) sit outside the layers.
@@ -75,6 +75,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod domain;
 pub(crate) mod edge;
+pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod store;
 pub(crate) mod tls;
@@ -86,7 +87,7 @@ pub(crate) mod util;
 pub mod fuzzing;
 
 pub use edge::error::Error;
-pub use edge::{build_store, run, run_with, Options};
+pub use edge::{build_store, run, run_with, ConfigSource, Options};
 // Seams for tests and tools that sign or read session cookies by hand.
 pub use domain::cookie::signing::Signer;
 pub use domain::session::SessionId;

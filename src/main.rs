@@ -1,12 +1,14 @@
-//! The `cloakroom` binary: parse the command line, trace, load the
-//! configuration (exit 64 before binding anything if it is bad), connect
-//! the session store, bind, serve, drain on SIGTERM or Ctrl-C.
+//! The `cloakroom` binary: parse the command line, load the configuration
+//! (exit 64 before binding anything if it is bad), start logging, connect
+//! the session store, bind, serve, reload on SIGHUP, drain on SIGTERM or
+//! Ctrl-C.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use cloakroom::cli::{self, Cli, Command, EXIT_BAD_CONFIG};
+use cloakroom::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: a proxy allocates and frees many small buffers per request;
@@ -16,12 +18,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 
     if let Some(Command::Secret) = cli.command {
         return match cli::new_secret() {
@@ -43,6 +39,23 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    init_tracing(cli.log_json || config.log.format == LogFormat::Json);
+    if let Some(Command::Health) = cli.command {
+        let Some(address) = config.ops.listen else {
+            eprintln!("cloakroom: [ops] listen is not set, so there is no /healthz to ask");
+            return ExitCode::FAILURE;
+        };
+        return match cli::health(address) {
+            Ok(status) => {
+                println!("healthy: {status}");
+                ExitCode::SUCCESS
+            }
+            Err(reason) => {
+                eprintln!("cloakroom: unhealthy: {reason}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -51,7 +64,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    match serve(config) {
+    let source = cli.config.map(|path| cloakroom::ConfigSource {
+        path,
+        watch: cli
+            .watch_config
+            .then_some(std::time::Duration::from_secs(2)),
+    });
+    match serve(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cloakroom: {error:#}");
@@ -60,7 +79,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
+/// Log lines to stderr, as text or JSON objects (one per line, the
+/// event's fields at the top level); `RUST_LOG` filters (default `info`).
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(
+    config: cloakroom::config::Config,
+    config_source: Option<cloakroom::ConfigSource>,
+) -> anyhow::Result<()> {
     // The main runtime accepts connections and runs background tasks (the
     // store's sweeper and Redis connection, certificate reloads); requests
     // run on the worker threads' own runtimes (see cloakroom::workers).
@@ -85,6 +125,14 @@ fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let ops_listener = match config.ops.listen {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding {address} (ops.listen)"))?,
+            ),
+            None => None,
+        };
         let reload = std::sync::Arc::new(tokio::sync::Notify::new());
         tokio::spawn(reload_on_sighup(reload.clone()));
         tracing::info!(upstream = %config.upstream.url, tls = config.server.tls.is_some(), "cloakroom starting");
@@ -92,13 +140,15 @@ fn serve(config: cloakroom::config::Config) -> anyhow::Result<()> {
             redirect_listener,
             reload: Some(reload),
             store: Some(store),
+            ops_listener,
+            config_source,
         };
         cloakroom::run_with(config, listener, options, shutdown_signal()).await?;
         Ok(())
     })
 }
 
-/// Each SIGHUP reloads the TLS certificates.
+/// Each SIGHUP reloads the configuration file and the TLS certificates.
 async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
     #[cfg(unix)]
     if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

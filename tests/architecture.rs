@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["proxy"],
     &["upstream", "store"],
-    &["domain", "tls"],
+    &["domain", "tls", "metrics"],
     &["util"],
 ];
 

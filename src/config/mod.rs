@@ -8,6 +8,7 @@
 //! `secrets_file`, `secrets` may provide them; none gives an ephemeral one.
 
 mod auth;
+mod ops;
 mod raw;
 mod secrets;
 mod session;
@@ -30,11 +31,13 @@ pub use crate::domain::cross_origin::CrossOrigin;
 pub use crate::domain::routes::{Deny, ProtectRule};
 pub use crate::tls::client::UpstreamTls;
 pub use crate::upstream::settings::UpstreamSettings;
+pub use ops::{LogConfig, LogFormat, OpsConfig};
 pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
 pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
 pub use tls::TlsConfig;
 
 use auth::build_auth;
+use ops::{build_log, build_ops};
 use raw::RawConfig;
 use session::{build_cookie, build_session};
 
@@ -48,6 +51,10 @@ pub struct Config {
     pub session: SessionConfig,
     pub store: StoreConfig,
     pub auth: AuthConfig,
+    /// `[ops]`: the operations listener.
+    pub ops: OpsConfig,
+    /// `[log]`: the log format and the access log.
+    pub log: LogConfig,
     /// Things worth telling the operator that do not stop the proxy.
     pub warnings: Vec<String>,
 }
@@ -227,6 +234,8 @@ fn build(raw: RawConfig, check: &mut Checker) -> Option<Config> {
     let session = build_session(&raw, cookie.max_age, check);
     let store = store::build(&raw.store, &cookie, check);
     let auth = build_auth(&raw, check);
+    let ops = build_ops(&raw, check);
+    let log = build_log(&raw, check);
     Some(Config {
         listen: listen.ok()?,
         server,
@@ -235,6 +244,8 @@ fn build(raw: RawConfig, check: &mut Checker) -> Option<Config> {
         session: session?,
         store: store?,
         auth,
+        ops,
+        log,
         warnings: std::mem::take(&mut check.warnings),
     })
 }

@@ -14,6 +14,44 @@ pub struct RawConfig {
     pub session: RawSession,
     pub store: RawStore,
     pub auth: RawAuth,
+    pub ops: RawOps,
+    pub log: RawLog,
+}
+
+/// `[ops]`: the operations listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOps {
+    pub listen: Option<String>,
+    pub metrics: bool,
+}
+
+impl Default for RawOps {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            metrics: true,
+        }
+    }
+}
+
+/// `[log]`: the log format and the access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub access: bool,
+    pub access_query: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            access: true,
+            access_query: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,10 +16,10 @@ use super::drain::Drain;
 use super::error::Error;
 use super::first_bytes::FirstBytes;
 use super::http1;
+use super::live::Live;
 use super::peer::Peer;
 use super::workers::Workers;
 use crate::config::ServerConfig;
-use crate::proxy::Proxy;
 
 /// The HTTP/2 connection preface, which protocol detection waits for.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -40,8 +40,35 @@ async fn first_bytes(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// The connection slots under `server.max_connections`: a connection (or
+/// the WebSocket tunnel it became) holds one until it ends.
+#[derive(Clone)]
+pub(super) struct Slots {
+    limit: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Slots {
+    pub fn new(max_connections: usize) -> Self {
+        // `acquire_many` (the drain) counts in u32; more connections than
+        // that cannot be open at once anyway, each needing a file
+        // descriptor.
+        let total = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        Self {
+            limit: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Slots held now: open connections and tunnels.
+    pub fn taken(&self) -> usize {
+        self.total as usize - self.limit.available_permits()
+    }
+}
+
 pub(super) async fn serve(
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
+    slots: Slots,
     config: &ServerConfig,
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
@@ -58,10 +85,10 @@ pub(super) async fn serve(
     });
     let workers = Workers::start(config.workers).map_err(Error::Listener)?;
     let drain = Arc::new(Drain::new(workers.count()));
-    // `acquire_many` (the drain) counts in u32; more connections than that
-    // cannot be open at once anyway, each needing a file descriptor.
-    let slots = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
-    let limit = Arc::new(Semaphore::new(slots as usize));
+    let Slots {
+        limit,
+        total: slots,
+    } = slots;
     let trusted: Arc<[IpNet]> = config.trusted_proxies.clone().into();
     let address = listener.local_addr().map_err(Error::Listener)?;
     tracing::info!(%address, tls = acceptor.is_some(), workers = workers.count(), "listening");
@@ -96,7 +123,7 @@ pub(super) async fn serve(
         // a WebSocket tunnel's.
         let peer = Arc::new(Peer::new(addr, trusted_peer, acceptor.is_some(), permit));
         let connection = Connection {
-            proxy: proxy.clone(),
+            live: live.clone(),
             peer,
             builders: builders.clone(),
             drain: drain.clone(),

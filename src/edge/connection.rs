@@ -20,12 +20,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::drain::{Drain, DrainWatch};
 use super::guard::WhenWoken;
 use super::http1::{self, Ended, Front, Replay};
+use super::live::Live;
 use super::peer::InFlight;
 use super::peer::Peer;
 use super::send_stall::SendStall;
 use super::watchdog::{self, Tracked};
 use crate::config::ServerConfig;
-use crate::proxy::Proxy;
 use crate::proxy::ProxyBody;
 use crate::util::body::ClientBody;
 
@@ -78,7 +78,7 @@ pub(super) struct Builders {
 /// One accepted connection, ready to be served once its transport (plain
 /// TCP or TLS) is up.
 pub(super) struct Connection {
-    pub(super) proxy: Arc<Proxy>,
+    pub(super) live: Arc<Live>,
     pub(super) peer: Arc<Peer>,
     pub(super) builders: Arc<Builders>,
     pub(super) drain: Arc<Drain>,
@@ -101,7 +101,7 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
-            proxy,
+            live,
             peer,
             builders,
             drain,
@@ -112,7 +112,7 @@ impl Connection {
         // Made on the worker that runs the connection: its drain channel.
         let mut hyper_drain = drain.watch();
         if http2 {
-            let service = hyper_service(proxy, peer);
+            let service = hyper_service(live, peer);
             let connection = builders
                 .http2
                 .serve_connection(TokioIo::new(stream), service);
@@ -125,7 +125,7 @@ impl Connection {
         }
         let activity = peer.clone();
         let front = Front {
-            proxy,
+            live,
             peer,
             limits: builders.limits,
         };
@@ -141,8 +141,8 @@ impl Connection {
             match served {
                 Ended::Closed => Ok(()),
                 Ended::HandOver(read) => {
-                    let Front { proxy, peer, .. } = front;
-                    let service = hyper_service(proxy, peer);
+                    let Front { live, peer, .. } = front;
+                    let service = hyper_service(live, peer);
                     let io = TokioIo::new(Replay::new(read, stream));
                     let connection = builders.http1.serve_connection(io, service).with_upgrades();
                     until_drained(connection, &mut hyper_drain, |c| c.graceful_shutdown()).await
@@ -207,7 +207,7 @@ where
 /// The proxy as a hyper service, for HTTP/2 and for the HTTP/1
 /// connections the front hands over.
 fn hyper_service(
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     peer: Arc<Peer>,
 ) -> impl Service<
     Request<Incoming>,
@@ -216,8 +216,15 @@ fn hyper_service(
     Future = impl Future<Output = Result<Response<Tracked<ProxyBody>>, Infallible>> + Send + 'static,
 > + Send
        + 'static {
+    let cached = std::sync::Mutex::new(live.cached());
     service_fn(move |request: Request<Incoming>| {
-        let proxy = proxy.clone();
+        // Each request on the proxy in force when it arrives.
+        let proxy = {
+            let mut cached = cached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.refresh(&mut cached).clone()
+        };
         let in_flight = InFlight::start(peer.clone());
         // Boxed: a request's future is a few KiB, and hyper moves it
         // (into its connection state, or into a task per HTTP/2 stream,

@@ -35,8 +35,11 @@ pub mod error;
 pub(crate) mod first_bytes;
 pub(crate) mod guard;
 pub(crate) mod http1;
+mod live;
+mod ops;
 pub(crate) mod peer;
 pub(crate) mod redirect;
+mod reload;
 pub(crate) mod send_stall;
 pub(crate) mod watchdog;
 pub(crate) mod workers;
@@ -52,11 +55,15 @@ use crate::config::{Config, StoreConfig};
 use crate::domain::cookie::signing::Signer;
 use crate::domain::routes::Routes;
 use crate::domain::session_headers::SessionHeaders;
+use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::store::{AnyStore, MemoryStore, RedisStore};
 use crate::tls::{self, Certificates};
 use crate::upstream::Upstream;
+use accept::Slots;
 use error::Error;
+use live::Live;
+pub use reload::ConfigSource;
 
 /// What [`run_with`] takes besides the configuration and the main listener.
 #[derive(Debug, Default)]
@@ -64,9 +71,17 @@ pub struct Options {
     /// The bound `server.redirect_http_from` socket. The library does not
     /// bind it itself: without it, no redirect listener runs.
     pub redirect_listener: Option<TcpListener>,
-    /// Each `notify_one` reloads the TLS certificates now (besides the
-    /// polling of the files).
+    /// Each `notify_one` reloads the configuration from `config_source`
+    /// (if given) and the TLS certificates, now (besides the polling of
+    /// the files).
     pub reload: Option<Arc<Notify>>,
+    /// Where a reload reads the configuration; without it, a reload only
+    /// reloads the certificates.
+    pub config_source: Option<ConfigSource>,
+    /// The bound `[ops] listen` socket: `/healthz`, `/readyz`, `/metrics`.
+    /// Without it, no operations listener runs (metrics are still kept
+    /// when `ops.metrics` is on).
+    pub ops_listener: Option<TcpListener>,
     /// The session store, built by [`build_store`] beforehand. The binary
     /// builds it before it binds any port, so a Redis that cannot be
     /// reached stops start-up while nothing listens yet. Without it,
@@ -105,22 +120,47 @@ pub async fn run_with(
         Some(store) => store,
         None => build_store(&config).await?,
     };
-    let proxy = Arc::new(Proxy::new(proxy_settings(&config), store));
+    // Kept only where `/metrics` can be read.
+    let metrics = (config.ops.metrics && options.ops_listener.is_some())
+        .then(|| Arc::new(Metrics::new(store.kind())));
+    let shared = proxy::Shared::new(store, metrics.clone());
+    let live = Arc::new(Live::new(Proxy::new(proxy_settings(&config), shared)));
+    let slots = Slots::new(config.server.max_connections);
     let mut background = Vec::new();
-    let acceptor = match &config.server.tls {
+    let certificates_reload = Arc::new(Notify::new());
+    let (acceptor, certificates) = match &config.server.tls {
         Some(tls_config) => {
             let certificates = Arc::new(Certificates::new(tls_config.loaded.clone()));
             let acceptor = tls::acceptor(certificates.clone()).map_err(Error::Tls)?;
             background.push(AbortOnDrop(tokio::spawn(tls::reload::watch(
                 tls_config.certificates.clone(),
-                certificates,
+                certificates.clone(),
                 tls_config.watch_interval,
-                options.reload.unwrap_or_default(),
+                certificates_reload.clone(),
             ))));
-            Some(acceptor)
+            (Some(acceptor), Some(certificates))
         }
-        None => None,
+        None => (None, None),
     };
+    let reloader = reload::Reloader {
+        live: live.clone(),
+        metrics: metrics.clone(),
+        source: options.config_source,
+        applied: config.clone(),
+        certificates: certificates_reload,
+    };
+    background.push(AbortOnDrop(tokio::spawn(
+        reloader.run(options.reload.unwrap_or_default()),
+    )));
+    if let Some(ops_listener) = options.ops_listener {
+        let state = Arc::new(ops::Ops {
+            live: live.clone(),
+            metrics,
+            slots: slots.clone(),
+            certificates,
+        });
+        background.push(AbortOnDrop(tokio::spawn(ops::serve(ops_listener, state))));
+    }
     match (options.redirect_listener, acceptor.is_some()) {
         (Some(redirect), true) => {
             let https_port = listener.local_addr().map_err(Error::Listener)?.port();
@@ -140,7 +180,7 @@ pub async fn run_with(
             }
         }
     }
-    let result = accept::serve(proxy, &config.server, listener, acceptor, shutdown).await;
+    let result = accept::serve(live, slots, &config.server, listener, acceptor, shutdown).await;
     drop(background);
     result
 }
@@ -180,6 +220,10 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
         },
         websocket_origins: config.auth.websocket_origins.clone(),
         cross_origin: config.auth.cross_origin.clone(),
+        access_log: proxy::AccessLog {
+            enabled: config.log.access,
+            query: config.log.access_query,
+        },
     }
 }
 

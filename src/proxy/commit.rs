@@ -17,6 +17,7 @@ use super::{upgrade, Proxy};
 use crate::domain::session::ops::{self, SessionOp};
 use crate::domain::session::SessionId;
 use crate::domain::{caching, headers};
+use crate::metrics::StoreOp;
 use crate::store::{Commit, Committed, SessionStore, StoreError};
 
 const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
@@ -111,7 +112,14 @@ impl Proxy {
             max_bytes: policy.max_bytes,
         };
         let signer = self.cookie.signer();
-        let committed = match self.store.commit(commit).await {
+        let started = self.observer.store_started();
+        let committed = self.store.commit(commit).await;
+        self.observer.store_done(
+            StoreOp::Commit,
+            started,
+            !matches!(committed, Err(StoreError::Unavailable(_))),
+        );
+        let committed = match committed {
             Ok(committed) => committed,
             // Only `save_uninitialized`'s empty session for an anonymous
             // visitor: a public request is served without it while the
@@ -139,6 +147,9 @@ impl Proxy {
                 };
                 if moved {
                     tracing::debug!(session = %signer.log_tag(&id), "session saved under a new id");
+                    if self.observer.access {
+                        context.saved_as = Some(id.clone());
+                    }
                 }
                 (moved || policy.rolling || policy.refresh_on_write)
                     .then(|| CookieUpdate::Issued(self.cookie.issue(&id, secure)))
@@ -172,7 +183,11 @@ impl Proxy {
         current: &Current,
         secure: bool,
     ) -> Result<Option<CookieUpdate>, ProxyError> {
-        let alive = self.store.touch(&current.id, self.policy.ttl).await?;
+        let started = self.observer.store_started();
+        let touched = self.store.touch(&current.id, self.policy.ttl).await;
+        self.observer
+            .store_done(StoreOp::Touch, started, touched.is_ok());
+        let alive = touched?;
         Ok(alive.then(|| CookieUpdate::Issued(self.cookie.issue(&current.id, secure))))
     }
 }

@@ -3,13 +3,15 @@
 //! way to the upstream, rewritten phase by phase).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request, Uri, Version};
 
 use super::client::Client;
+use super::observer::Observer;
 use super::upgrade::Handshake;
 use crate::domain::session::{SessionData, SessionId};
+use crate::metrics::RouteKind;
 use crate::util::body::ClientBody;
 
 /// The session a request is served with.
@@ -70,12 +72,27 @@ pub(super) struct Context<'a> {
     pub target: Option<Uri>,
     /// How long the upstream took to answer with a head.
     pub upstream_time: Option<Duration>,
+    /// When the request started, when requests are timed.
+    pub started: Option<Instant>,
+    pub version: Version,
+    /// The target as the client sent it, kept for the access log.
+    pub logged_uri: Option<Uri>,
+    /// Public, or login-only (known from the authorise phase on).
+    pub route: RouteKind,
+    /// The id a write left the session under (a new one when created or
+    /// rotated), for the access log.
+    pub saved_as: Option<SessionId>,
 }
 
 impl<'a> Context<'a> {
     #[inline]
-    pub fn new<B>(client: &'a Client, request: &Request<B>) -> Self {
+    pub fn new<B>(client: &'a Client, request: &Request<B>, observer: &Observer) -> Self {
         Self {
+            started: observer.timing().then(Instant::now),
+            version: request.version(),
+            logged_uri: observer.access.then(|| request.uri().clone()),
+            route: RouteKind::Public,
+            saved_as: None,
             client,
             method: request.method().clone(),
             https: client.tls,
@@ -84,6 +101,16 @@ impl<'a> Context<'a> {
             target: None,
             upstream_time: None,
         }
+    }
+}
+
+impl Context<'_> {
+    /// The session the request ended with: the id it was saved under, or
+    /// the one it came with.
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.saved_as
+            .as_ref()
+            .or(self.session.as_ref().map(|current| &current.id))
     }
 }
 

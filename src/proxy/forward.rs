@@ -36,7 +36,7 @@ impl Proxy {
         } = request;
         let body = IdleTimeout::new(body, self.body_idle_timeout);
         Forwarding {
-            started: super::log::timing().then(Instant::now),
+            started: self.observer.timing().then(Instant::now),
             sending: self.upstream.send(Request::from_parts(parts, body)),
             handshake,
             tunnel: None,
@@ -80,7 +80,7 @@ where
 
 impl<S> Forwarding<S> {
     /// The tunnel the upstream agreed to, and how long it took to answer
-    /// (measured only while the access log listens).
+    /// (measured only when the access log or the metrics use it).
     pub(super) fn finish(self: Pin<&mut Self>) -> (Option<Tunnel>, Option<Duration>) {
         let this = self.project();
         (this.tunnel.take(), *this.upstream_time)

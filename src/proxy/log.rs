@@ -1,43 +1,105 @@
 //! The log phase: what became of a request, recorded once it is answered,
-//! however it ended. Today it records the outcome (status, session outcome,
-//! upstream time) as a `trace` event on the `cloakroom::access` target;
-//! failures are logged by who is at fault.
+//! however it ended: the access log line (target `cloakroom::access`), the
+//! metrics, and failures logged by who is at fault.
+//!
+//! The access line holds the method, the path (without the query unless
+//! `log.access_query`), the status, the duration, the upstream time, the
+//! protocol, the session outcome, and the session as a keyed hash
+//! ([`Signer::log_tag`](crate::domain::cookie::signing::Signer::log_tag)).
+//! Never a session id, a cookie, session data, a secret or an
+//! `Authorization` value.
 
-use http::Response;
+use http::{Response, Version};
 
-use super::context::Context;
+use super::context::{Context, SessionOutcome};
 use super::error::{Fault, ProxyError};
+use super::Proxy;
+use crate::metrics::SessionEvent;
 
 /// Logs a failed request by fault: a client's at `info`, the others' at
 /// `error`. Never a cookie, an id or session data.
 #[inline]
-pub(super) fn failure(error: &ProxyError, context: &Context<'_>) {
+pub(super) fn failure(proxy: &Proxy, error: &ProxyError, context: &Context<'_>) {
     let method = &context.method;
     match error.fault() {
         Fault::Client => {
             tracing::info!(peer = %context.client.addr, %method, %error, "request refused")
         }
-        Fault::Upstream => tracing::error!(%method, %error, "upstream failure"),
+        Fault::Upstream => {
+            if let Some(metrics) = &proxy.observer.metrics {
+                metrics.upstream_error();
+            }
+            tracing::error!(%method, %error, "upstream failure")
+        }
         Fault::Store | Fault::Proxy => tracing::error!(%method, %error, "request failed"),
     }
 }
 
-/// Whether the outcome's timings are wanted: only while something listens
-/// to the access events (a clock read each costs on every request).
+/// Records the request's outcome: metrics, then the access line.
 #[inline]
-pub(super) fn timing() -> bool {
-    tracing::enabled!(target: "cloakroom::access", tracing::Level::TRACE)
+pub(super) fn record<B>(proxy: &Proxy, context: &Context<'_>, response: &Response<B>) {
+    let observer = &proxy.observer;
+    let status = response.status().as_u16();
+    if let Some(metrics) = &observer.metrics {
+        metrics.request(status, context.route);
+        if let Some(time) = context.upstream_time {
+            metrics.upstream(time);
+        }
+        match context.outcome {
+            SessionOutcome::Created => metrics.session(SessionEvent::Created),
+            SessionOutcome::Rotated => metrics.session(SessionEvent::Rotated),
+            SessionOutcome::Destroyed => metrics.session(SessionEvent::Destroyed),
+            SessionOutcome::Denied => metrics.denial(),
+            _ => {}
+        }
+    }
+    if observer.access {
+        access_line(proxy, context, status);
+    }
 }
 
-/// Records the request's outcome.
-#[inline]
-pub(super) fn record<B>(context: &Context<'_>, response: &Response<B>) {
-    tracing::trace!(
+#[inline(never)]
+fn access_line(proxy: &Proxy, context: &Context<'_>, status: u16) {
+    let (path, query) = match &context.logged_uri {
+        Some(uri) => (uri.path(), uri.query().unwrap_or("")),
+        None => ("", ""),
+    };
+    let query = if proxy.observer.access_query {
+        query
+    } else {
+        ""
+    };
+    let session = context
+        .session_id()
+        .map(|id| proxy.cookie.signer().log_tag(id));
+    let duration_ms = context
+        .started
+        .map(|started| started.elapsed().as_secs_f64() * 1000.0);
+    let upstream_ms = context.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
+    tracing::info!(
         target: "cloakroom::access",
         method = %context.method,
-        status = response.status().as_u16(),
+        path,
+        query = (!query.is_empty()).then_some(query),
+        status,
+        duration_ms,
+        upstream_ms,
+        protocol = protocol(context.version),
+        tls = context.client.tls,
         session = context.outcome.as_str(),
-        upstream_us = context.upstream_time.map(|t| t.as_micros() as u64),
-        "request served"
+        sid = session.as_deref(),
+        peer = %context.client.addr,
+        "request"
     );
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
 }

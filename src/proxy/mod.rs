@@ -30,6 +30,7 @@ mod context;
 pub(crate) mod error;
 mod forward;
 mod log;
+mod observer;
 mod phases;
 pub(crate) mod respond;
 mod settings;
@@ -47,13 +48,15 @@ use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::headers::Scrubber;
 use crate::domain::routes::Routes;
 use crate::domain::session_headers::SessionHeaders;
+use crate::metrics::Metrics;
 use crate::store::AnyStore;
 use crate::upstream::Upstream;
 use crate::util::body::ClientBody;
 
 pub use client::{Client, ClientConnection};
+pub use observer::Observer;
 pub use respond::ProxyBody;
-pub use settings::{CommitPolicy, Settings};
+pub use settings::{AccessLog, CommitPolicy, Settings};
 
 use context::{Context, Outgoing};
 use error::ProxyError;
@@ -76,10 +79,32 @@ pub struct Proxy {
     forged_cookies: Arc<suspicious::ForgedCookies>,
     cross_origin: CrossOrigin,
     tunnels: Arc<tunnels::Tunnels>,
+    observer: Observer,
+}
+
+/// What outlives a configuration reload: the store, the open tunnels, the
+/// forged-cookie log's state and the metrics.
+#[derive(Clone)]
+pub struct Shared {
+    store: AnyStore,
+    tunnels: Arc<tunnels::Tunnels>,
+    forged_cookies: Arc<suspicious::ForgedCookies>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Shared {
+    pub fn new(store: AnyStore, metrics: Option<Arc<Metrics>>) -> Self {
+        Self {
+            store,
+            tunnels: Arc::default(),
+            forged_cookies: suspicious::forged_cookies(),
+            metrics,
+        }
+    }
 }
 
 impl Proxy {
-    pub fn new(settings: Settings, store: AnyStore) -> Self {
+    pub fn new(settings: Settings, shared: Shared) -> Self {
         let Settings {
             cookie,
             signer,
@@ -95,7 +120,14 @@ impl Proxy {
             policy,
             websocket_origins,
             cross_origin,
+            access_log,
         } = settings;
+        let Shared {
+            store,
+            tunnels,
+            forged_cookies,
+            metrics,
+        } = shared;
         Self {
             cookie: SessionCookie::new(cookie, signer),
             store,
@@ -110,10 +142,50 @@ impl Proxy {
             body_idle_timeout,
             policy,
             websocket_origins: upgrade::Origins::new(&websocket_origins),
-            forged_cookies: suspicious::forged_cookies(),
+            forged_cookies,
             cross_origin,
-            tunnels: Arc::default(),
+            tunnels,
+            observer: Observer {
+                metrics,
+                // Off, too, when no subscriber would write the lines.
+                access: access_log.enabled
+                    && tracing::enabled!(target: "cloakroom::access", tracing::Level::INFO),
+                access_query: access_log.query,
+            },
         }
+    }
+
+    /// What a proxy built from new settings takes over from this one.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            store: self.store.clone(),
+            tunnels: self.tunnels.clone(),
+            forged_cookies: self.forged_cookies.clone(),
+            metrics: self.observer.metrics.clone(),
+        }
+    }
+
+    /// The store, for readiness checks and the metrics.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// Whether the store answers and the upstream accepts a connection;
+    /// the reason when not.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store
+            .ping()
+            .await
+            .map_err(|error| format!("store: {error}"))?;
+        self.upstream
+            .probe()
+            .await
+            .map_err(|error| format!("upstream: {error}"))
+    }
+
+    /// Open WebSocket tunnels on this instance.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.count()
     }
 
     /// Serves one request; never fails: errors become short responses.
@@ -123,16 +195,16 @@ impl Proxy {
         request: Request<ClientBody>,
         conn: &Arc<C>,
     ) -> Response<ProxyBody> {
-        let mut context = Context::new(conn.client(), &request);
+        let mut context = Context::new(conn.client(), &request, &self.observer);
         let mut response = match self.serve(request, &mut context, conn).await {
             Ok(response) => response,
             Err(error) => {
-                log::failure(&error, &context);
+                log::failure(self, &error, &context);
                 self.respond.error(&error)
             }
         };
         self.respond.finish(&mut response, context.client);
-        log::record(&context, &response);
+        log::record(self, &context, &response);
         response
     }
 
@@ -169,7 +241,7 @@ impl Proxy {
                 .session
                 .as_ref()
                 .map(|current| self.tunnels.link(current.id.clone(), self.store.clone()));
-            tunnel.spawn(conn.clone(), session);
+            tunnel.spawn(conn.clone(), session, self.tunnels.opened());
         }
         Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
     }

@@ -13,6 +13,7 @@ use crate::domain::cookie::Ticket;
 use crate::domain::routes;
 use crate::domain::session::SessionId;
 use crate::domain::{headers, path};
+use crate::metrics::{RouteKind, StoreOp};
 use crate::store::SessionStore;
 use crate::upstream::{self, Forwarding};
 
@@ -66,6 +67,7 @@ impl Proxy {
     pub(super) fn identify(&self, request: &Outgoing, context: &Context<'_>) -> Ticket {
         let ticket = self.cookie.read(&request.parts.headers);
         if ticket.forged {
+            self.observer.bad_signature();
             super::suspicious::warn_forged(&self.forged_cookies, context.client.addr);
         }
         ticket
@@ -83,7 +85,11 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let mut found: Option<Current> = None;
         for id in candidates {
-            let data = match self.store.load(&id).await {
+            let started = self.observer.store_started();
+            let loaded = self.store.load(&id).await;
+            self.observer
+                .store_done(StoreOp::Load, started, loaded.is_ok());
+            let data = match loaded {
                 Ok(Some(data)) => data,
                 Ok(None) => continue,
                 Err(error) => {
@@ -131,6 +137,7 @@ impl Proxy {
         let Some(rule) = self.routes.rule_for(path) else {
             return Ok(None);
         };
+        context.route = RouteKind::LoginOnly;
         let logged_in = context
             .session
             .as_ref()

@@ -34,6 +34,15 @@ pub struct Settings {
     pub websocket_origins: Vec<String>,
     /// Cross-origin writes with a session refused.
     pub cross_origin: CrossOrigin,
+    pub access_log: AccessLog,
+}
+
+/// The access log: one line per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLog {
+    pub enabled: bool,
+    /// The line shows the query string (off: the path only).
+    pub query: bool,
 }
 
 impl CommitPolicy {

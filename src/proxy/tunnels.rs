@@ -8,7 +8,7 @@
 //! the session is gone from the shared store.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -30,6 +30,17 @@ type BySession = HashMap<String, Vec<(u64, Arc<Notify>)>>;
 pub(super) struct Tunnels {
     by_session: Mutex<BySession>,
     next: AtomicU64,
+    /// Open tunnels, with a session or without.
+    open: AtomicUsize,
+}
+
+/// Counts one tunnel as open until dropped.
+pub(super) struct OpenTunnel(Arc<Tunnels>);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A tunnel's tie to its session; it unregisters itself when dropped.
@@ -57,6 +68,17 @@ impl Tunnels {
             store,
             tunnels: Arc::downgrade(self),
         }
+    }
+
+    /// A tunnel opening now, counted until the guard is dropped.
+    pub fn opened(self: &Arc<Self>) -> OpenTunnel {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel(self.clone())
+    }
+
+    /// Tunnels open now.
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// The session `id` ended here: its tunnels close now.

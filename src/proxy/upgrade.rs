@@ -112,12 +112,14 @@ impl Tunnel {
         self,
         peer: Arc<dyn std::any::Any + Send + Sync>,
         session: Option<super::tunnels::SessionLink>,
+        open: super::tunnels::OpenTunnel,
     ) {
         let idle = IDLE_TIMEOUT;
         tokio::spawn(async move {
             // Dropped when the task ends, however it ends (closed, broken,
             // idle, or the worker stopping after the drain).
             let _peer = peer;
+            let _open = open;
             let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
                 Ok(both) => both,
                 Err(error) => {

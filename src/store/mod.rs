@@ -118,6 +118,34 @@ impl std::fmt::Debug for AnyStore {
     }
 }
 
+impl AnyStore {
+    /// Whether the store answers: always for the memory store, `PING` for
+    /// Redis.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(store) => Box::pin(store.ping()).await,
+        }
+    }
+
+    /// `memory` or `redis`, for metrics' labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Sessions held, for the memory store; `None` for Redis (shared with
+    /// other instances, and costly to count).
+    pub fn live_sessions(&self) -> Option<usize> {
+        match self {
+            Self::Memory(store) => Some(store.len()),
+            Self::Redis(_) => None,
+        }
+    }
+}
+
 impl SessionStore for AnyStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
         match self {

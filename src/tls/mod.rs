@@ -67,6 +67,9 @@ pub struct CertSet {
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
     names: Vec<String>,
+    /// Each entry's first name (or `#index` without one) and the end of
+    /// its validity.
+    expiries: Vec<(String, SystemTime)>,
 }
 
 impl fmt::Debug for CertSet {
@@ -92,6 +95,11 @@ impl CertSet {
             .and_then(|(_, parent)| self.wildcard.get(parent))
             .unwrap_or(&self.default)
             .clone()
+    }
+
+    /// Each certificate's first name and the end of its validity.
+    pub fn expiries(&self) -> &[(String, SystemTime)] {
+        &self.expiries
     }
 
     /// Every DNS name the set serves, in configuration order.
@@ -128,8 +136,17 @@ pub fn load(entries: &[CertificatePaths]) -> Result<CertSet, Vec<CertProblem>> {
         wildcard: HashMap::new(),
         default,
         names: Vec::new(),
+        expiries: Vec::new(),
     };
-    for (names, key) in loaded {
+    for (index, (names, key)) in loaded.into_iter().enumerate() {
+        let not_after = key.cert.first().and_then(|leaf| expiry::not_after(leaf));
+        if let Some(not_after) = not_after {
+            let label = names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("#{index}"));
+            set.expiries.push((label, not_after));
+        }
         for name in names {
             // The first entry that names a host serves it.
             let table = match name.strip_prefix("*.") {

@@ -50,6 +50,8 @@ pub struct Upstream {
     authority_header: HeaderValue,
     response_timeout: Duration,
     preserve_host: bool,
+    /// Where new connections go, for readiness probes.
+    endpoint: endpoint::Endpoint,
 }
 
 impl Upstream {
@@ -87,7 +89,7 @@ impl Upstream {
             direct::DirectPool::new(endpoint.clone(), idle)
         });
         let idle = idle::IdleLists::new(max_idle, idle_timeout, workers);
-        let pool = pool::Pool::new(endpoint, tls, idle);
+        let pool = pool::Pool::new(endpoint.clone(), tls, idle);
         let authority_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or(HeaderValue::from_static("127.0.0.1"));
         Self {
@@ -96,7 +98,14 @@ impl Upstream {
             authority_header,
             response_timeout: config.response_timeout,
             preserve_host: config.preserve_host,
+            endpoint,
         }
+    }
+
+    /// Whether the upstream accepts a TCP connection within the connect
+    /// timeout (a readiness probe; nothing is sent).
+    pub async fn probe(&self) -> Result<(), ExchangeError> {
+        self.endpoint.within(self.endpoint.tcp()).await.map(drop)
     }
 
     /// Points the request at the upstream: URI, version and Host. `path` is

@@ -113,7 +113,7 @@ impl TlsProxy {
         let options = cloakroom::Options {
             redirect_listener: Some(redirect),
             reload: Some(reload.clone()),
-            store: None,
+            ..Default::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

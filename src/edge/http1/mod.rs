@@ -33,9 +33,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::live::Live;
 use crate::edge::drain::DrainWatch;
 use crate::edge::peer::Peer;
-use crate::proxy::Proxy;
 
 pub use replay::Replay;
 pub use request::Limits;
@@ -49,7 +49,7 @@ const MIN_READ_ROOM: usize = 1024;
 
 /// What the front needs of a connection.
 pub struct Front {
-    pub proxy: Arc<Proxy>,
+    pub live: Arc<Live>,
     pub peer: Arc<Peer>,
     pub limits: Limits,
 }
@@ -73,6 +73,7 @@ where
     let mut read = BytesMut::with_capacity(BUFFER_SIZE);
     let mut out = Vec::with_capacity(BUFFER_SIZE);
     let mut spare = None;
+    let mut cached = front.live.cached();
     loop {
         let head = match next_head(stream, &mut read, front.limits, drain, &mut spare).await {
             Next::Head(head) => head,
@@ -86,7 +87,9 @@ where
         } = head;
         let keep_alive = keep_alive && !drain.has_started();
         let busy = front.peer.activity.busy();
-        let response = front.proxy.handle(request, &front.peer).await;
+        // Each request on the proxy in force when it arrives.
+        let proxy = front.live.refresh(&mut cached);
+        let response = proxy.handle(request, &front.peer).await;
         let written = response::write(
             stream, &mut out, &mut spare, response, head_only, keep_alive,
         )

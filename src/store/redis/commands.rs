@@ -90,6 +90,15 @@ impl RedisStore {
         }
     }
 
+    /// `PING`: whether Redis answers (a readiness probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let command = redis::cmd("PING");
+        self.run("PING", command.query_async::<String>(&mut connection))
+            .await
+            .map(drop)
+    }
+
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut connection = self.connection();
         let mut command = redis::cmd("GET");
