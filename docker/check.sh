@@ -235,11 +235,12 @@ expect_equal "anonymous browser on /account is sent to the login page" \
     "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Accept: text/html' "$base/account")"
 login=$(curl -s -i -c "$jar" -b "$jar" -d username=ada "$base/login")
 expect_in "login answers 303" "HTTP/1.1 303" "$login"
-expect_in "login sets the session cookie" "set-cookie: sid=s%3A" "$(tr '[:upper:]' '[:lower:]' <<< "$login" | sed 's/s%3a/s%3A/')"
-expect_in "the account page greets ada (visit 1)" "Hello, <b>ada</b>!" "$(curl -s -b "$jar" "$base/account" | tee "$jar.page")"
-expect_in "the visit count is in the session" "<b>1</b> time(s)" "$(cat "$jar.page")"
+grep -qi '^set-cookie: sid=s%3A' <<< "$login" || fail "login set no session cookie: $login"
+echo "ok: login sets the session cookie"
+page=$(curl -s -b "$jar" "$base/account")
+expect_in "the account page greets ada" "Hello, <b>ada</b>!" "$page"
+expect_in "the visit count is in the session" "<b>1</b> time(s)" "$page"
 expect_in "the session counts the next visit" "<b>2</b> time(s)" "$(curl -s -b "$jar" "$base/account")"
-rm -f "$jar.page"
 expect_in "logout answers 303" "HTTP/1.1 303" "$(curl -s -i -c "$jar" -b "$jar" -X POST "$base/logout")"
 expect_equal "after logout, /account is refused" 401 "$(status_of -b "$jar" "$base/account")"
 

@@ -163,7 +163,6 @@ async fn health(program: &Path, args: &[String]) -> (Option<i32>, String) {
 }
 
 #[tokio::test]
-#[ignore = "needs the [ops] listener and `cloakroom health`, which are not there yet"]
 async fn the_image_serves_sessions_reports_healthy_and_stops_cleanly_on_sigterm() {
     // What the image holds and how it starts.
     let dockerfile = repo_file("Dockerfile");
