@@ -22,6 +22,11 @@ ARG BUILD_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
 
 FROM ${BUILD_IMAGE} AS build
+# The line tables (Cargo.toml's debug = "line-tables-only") would make the
+# binary four times larger; the image keeps the symbols only, so a backtrace
+# still names its functions. --build-arg RELEASE_STRIP=none keeps them.
+ARG RELEASE_STRIP=debuginfo
+ENV CARGO_PROFILE_RELEASE_STRIP=${RELEASE_STRIP}
 WORKDIR /src
 # The dependencies first, in their own layer, built against empty sources:
 # a change to Cloakroom's code does not build them again.

@@ -203,6 +203,21 @@ for port in 3000 8080 9090; do
     port_in_use "$port" && fail "port $port is in use on this machine; free it first"
 done
 
+say "compose.yaml"
+if docker compose version > /dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose > /dev/null; then
+    compose=(docker-compose)
+else
+    compose=()
+    echo "skipped: neither the compose plugin nor docker-compose is installed"
+fi
+if [ "${#compose[@]}" -gt 0 ]; then
+    CLOAKROOM_SECRETS=check-only "${compose[@]}" -f compose.yaml config -q ||
+        fail "${compose[*]} config refused compose.yaml"
+    echo "ok: ${compose[*]} config accepts compose.yaml"
+fi
+
 build_args=(--network host --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
 say "docker build -t $IMAGE (build stage on $BUILD_IMAGE, runtime on $RUNTIME_IMAGE)"
 started=$(date +%s)
@@ -254,11 +269,12 @@ expect_equal "its user id" 65532 "$(awk '/^Uid:/ { print $2 }' "/proc/$pid/statu
 
 say "HEALTHCHECK (cloakroom health): waiting for healthy"
 health=starting
-for _ in $(seq 1 60); do
+for waited in $(seq 1 60); do
     health=$(docker inspect -f '{{.State.Health.Status}}' "$PROXY")
     [ "$health" = starting ] || break
     sleep 1
 done
+echo "($health after ${waited} s of waiting)"
 if [ "$health" != healthy ]; then
     docker inspect -f '{{json .State.Health}}' "$PROXY" >&2
     show_logs
