@@ -44,7 +44,7 @@ RUN touch src/lib.rs src/main.rs \
     && cargo build --release --locked --bin cloakroom
 
 FROM build AS build-demo
-COPY examples ./examples
+COPY examples/demo.rs ./examples/demo.rs
 RUN touch examples/demo.rs \
     && cargo build --release --locked --example demo
 

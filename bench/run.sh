@@ -41,6 +41,11 @@ CLOAKROOM_REDIS_ADDR=127.0.0.1:3903
 # The TLS targets; bench/proxy.bench.tls.toml names the first one too.
 CLOAKROOM_TLS_ADDR=127.0.0.1:3904
 NGINX_TLS_ADDR=127.0.0.1:3905
+# Cloakroom as cloakroom, plus the operations listener (metrics kept) and
+# the JSON access log written out (to ACCESS_LOG): the cost of observing.
+CLOAKROOM_OBSERVED_ADDR=127.0.0.1:3906
+CLOAKROOM_OBSERVED_OPS=127.0.0.1:3907
+ACCESS_LOG=${ACCESS_LOG:-/dev/null}
 REDIS_ADDR=""               # redis-server, on a free port found at start
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,7 +67,7 @@ declare -A PID=()           # what this script started: name -> PID
 NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
 declare -A SESSION_COOKIE=() # Cloakroom target -> the cookie of its bench session
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
@@ -117,7 +122,8 @@ install_missing_tools() {
 
 build_binaries() {
     local what=(--example bench_upstream)
-    if wants_target cloakroom || wants_target cloakroom-redis || wants_target cloakroom-tls; then
+    if wants_target cloakroom || wants_target cloakroom-redis || wants_target cloakroom-tls ||
+        wants_target cloakroom-observed; then
         what+=(--bin cloakroom)
     fi
     log "building ${what[*]} (release)"
@@ -241,6 +247,24 @@ start_cloakroom() {
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
 }
 
+# Cloakroom with the bench config on CLOAKROOM_OBSERVED_ADDR, with [ops]
+# (so metrics are kept) and the access log as JSON lines to ACCESS_LOG
+# (/dev/null by default: the formatting and the writes are paid, the disk is
+# not filled). Its other log lines go there too.
+start_cloakroom_observed() {
+    require_free_port "$CLOAKROOM_OBSERVED_ADDR"
+    require_free_port "$CLOAKROOM_OBSERVED_OPS"
+    local config=$RUN_DIR/proxy.observed.toml
+    sed -e "s|^listen = .*|listen = \"$CLOAKROOM_OBSERVED_ADDR\"|" \
+        "$BENCH_DIR/proxy.bench.toml" >"$config"
+    printf '[ops]\nlisten = "%s"\n[log]\nformat = "json"\naccess = true\n' \
+        "$CLOAKROOM_OBSERVED_OPS" >>"$config"
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn,cloakroom::access=info "$TARGET_DIR/release/cloakroom" \
+        --config "$config" >>"$ACCESS_LOG" 2>&1 &
+    PID[cloakroom-observed]=$!
+    wait_for_port cloakroom-observed "$CLOAKROOM_OBSERVED_ADDR"
+}
+
 # A free port on 127.0.0.1, probed at random away from the fixed ones.
 free_port() {
     local port tries
@@ -324,7 +348,7 @@ measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
     nginx | nginx-tls) echo "${PID[$1]} $(child_pids "${PID[$1]}")" ;;
-    cloakroom | cloakroom-tls) echo "${PID[$1]}" ;;
+    cloakroom | cloakroom-tls | cloakroom-observed) echo "${PID[$1]}" ;;
     cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
     esac
 }
@@ -374,6 +398,7 @@ target_addr() { # target -> host:port
     cloakroom-redis) echo "$CLOAKROOM_REDIS_ADDR" ;;
     nginx-tls) echo "$NGINX_TLS_ADDR" ;;
     cloakroom-tls) echo "$CLOAKROOM_TLS_ADDR" ;;
+    cloakroom-observed) echo "$CLOAKROOM_OBSERVED_ADDR" ;;
     esac
 }
 
@@ -391,6 +416,7 @@ scenario_cookie() { # target scenario
     # logged in through cloakroom-tls).
     case $1 in
     cloakroom-redis) echo "${SESSION_COOKIE[cloakroom-redis]}" ;;
+    cloakroom-observed) echo "${SESSION_COOKIE[cloakroom-observed]}" ;;
     *-tls) echo "${SESSION_COOKIE[cloakroom-tls]}" ;;
     *) echo "${SESSION_COOKIE[cloakroom]}" ;;
     esac
@@ -568,6 +594,7 @@ obtain_session_cookie() {
     SESSION_COOKIE[cloakroom]=$placeholder
     SESSION_COOKIE[cloakroom-redis]=$placeholder
     SESSION_COOKIE[cloakroom-tls]=$placeholder
+    SESSION_COOKIE[cloakroom-observed]=$placeholder
     local target addr cookie user checks=()
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         wants_target "$target" || continue
@@ -709,6 +736,9 @@ EOF
             if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
         done
     fi
+    if ((${#plain[@]} > 0)) && wants_target cloakroom && wants_target cloakroom-observed; then
+        ratio_table cloakroom-observed cloakroom "${plain[@]}"
+    fi
     if ((${#tls[@]} > 0)) && wants_target nginx-tls && wants_target cloakroom-tls; then
         ratio_table cloakroom-tls nginx-tls "${tls[@]}"
     fi
@@ -751,6 +781,7 @@ main() {
     fi
     if wants_target nginx-tls; then start_nginx_tls; fi
     if wants_target cloakroom-tls; then start_cloakroom_tls; fi
+    if wants_target cloakroom-observed; then start_cloakroom_observed; fi
     check_targets_answer
     if wants_tls; then check_tls; fi
     obtain_session_cookie

@@ -69,8 +69,8 @@ pub fn set_session(data: &[u8]) {
         serde_json::json!({"name": "ada", "roles": ["a"]}),
     );
     let current = SessionData::new(map);
-    let _ = ops::plan(Some(&current), &parsed, 64 * 1024);
-    let _ = ops::plan(None, &parsed, 64 * 1024);
+    let _ = ops::plan(Some(&current), &parsed, 64 * 1024, Some("user"));
+    let _ = ops::plan(None, &parsed, 64 * 1024, None);
 }
 
 /// The path canonicaliser and the route match: what is matched is what is

@@ -13,9 +13,9 @@
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | 6 | [`cli`] (and `main.rs`) | the command line: `cloakroom`, `check`, `secret` |
-//! | 5 | `edge` | sockets: the accept loop, connection slots, TLS handshakes, the HTTP/1 front, hyper's servers, guards (idle watchdog, stalled writes, first bytes), the drain, the worker threads, the redirect listener; and the assembly of the proxy from the configuration |
+//! | 5 | `edge` | sockets: the accept loop, connection slots, TLS handshakes, the HTTP/1 front, hyper's servers, guards (idle watchdog, stalled writes, first bytes), the drain, the worker threads, the redirect listener, the operations listener; the assembly of the proxy from the configuration, and its live reloads |
 //! | 4 | [`config`] | `proxy.toml` → typed, validated values; only `edge`, `cli` and `main` read it |
-//! | 3 | `proxy` | one request: the phases over a per-request context, every response the proxy writes itself, request errors and their statuses |
+//! | 3 | `proxy` | one request: the phases over a per-request context, forward-auth answers, every response the proxy writes itself, request errors and their statuses, the access line and metrics of each request |
 //! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores |
 //! | 1 | `domain`, `tls`, `metrics` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client; the exported metrics |
 //! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads |
@@ -63,11 +63,14 @@
 //!   while the configuration is validated; a connection only clones an `Arc`.
 //!
 //! # Deliberately absent
-//! - No global mutable state but the coarse clock's reading and the worker
-//!   index (a thread-local).
+//! - No global mutable state but the coarse clock's reading, the worker
+//!   index (a thread-local) and the interned certificate names of the
+//!   metrics.
 //! - No `unsafe`.
-//! - No configuration read after start-up, and no port bound by the library:
-//!   `run` takes a bound listener and a shutdown future.
+//! - No port bound by the library: `run` takes a bound listener and a
+//!   shutdown future. The configuration is read again only on a reload
+//!   (SIGHUP, or a change of the watched file), and a reload swaps the
+//!   proxy whole: a request never sees two configurations.
 
 #![forbid(unsafe_code)]
 

@@ -37,8 +37,7 @@ pub enum SessionEvent {
     Created,
     Destroyed,
     Rotated,
-    /// Counted once a session's deadlines are checked on load.
-    #[allow(dead_code)]
+    /// Found past its idle or absolute deadline on load.
     Expired,
 }
 
@@ -69,7 +68,8 @@ pub struct Metrics {
     store_errors: Counter,
     upstream_latency: Histogram,
     upstream_errors: Counter,
-    live_sessions: Gauge,
+    /// Only for the memory store.
+    live_sessions: Option<Gauge>,
     open_connections: Gauge,
     tunnels: Gauge,
     certificate_expiry: Family<Labels, FloatGauge>,
@@ -181,12 +181,16 @@ impl Metrics {
             upstream_errors.clone(),
         );
 
-        let live_sessions = Gauge::default();
-        registry.register(
-            "live_sessions",
-            "Sessions held by the memory store (absent with Redis)",
-            live_sessions.clone(),
-        );
+        // Redis is shared by instances and costly to count: memory only.
+        let live_sessions = (store == "memory").then(|| {
+            let gauge = Gauge::default();
+            registry.register(
+                "live_sessions",
+                "Sessions held by the memory store (expired ones not yet swept included)",
+                gauge.clone(),
+            );
+            gauge
+        });
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -303,8 +307,9 @@ impl Metrics {
 
     /// The text `/metrics` answers, with `scrape`'s values set first.
     pub fn render(&self, scrape: &Scrape) -> String {
-        self.live_sessions
-            .set(scrape.live_sessions.map_or(0, saturating_i64));
+        if let (Some(gauge), Some(live)) = (&self.live_sessions, scrape.live_sessions) {
+            gauge.set(saturating_i64(live));
+        }
         self.open_connections
             .set(saturating_i64(scrape.open_connections));
         self.tunnels.set(saturating_i64(scrape.tunnels));

@@ -22,6 +22,8 @@ mod cookies;
 mod cross_origin;
 #[path = "integration/failures.rs"]
 mod failures;
+#[path = "integration/forward_auth.rs"]
+mod forward_auth;
 #[path = "integration/forwarding.rs"]
 mod forwarding;
 #[path = "integration/front.rs"]

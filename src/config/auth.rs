@@ -89,6 +89,25 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
         ),
         bypass,
     };
+    let forward_auth_path = a.forward_auth_path.as_ref().and_then(|text| {
+        let valid = text.starts_with('/')
+            && path::canonicalize(text).is_ok_and(|canonical| canonical == text.as_str());
+        if !valid {
+            check.fail(
+                "auth.forward_auth_path",
+                format!("`{text}` is not a plain path like \"/_cloakroom/auth\""),
+            );
+            return None;
+        }
+        if text == login_path {
+            check.fail(
+                "auth.forward_auth_path",
+                "must differ from auth.login_url's path",
+            );
+            return None;
+        }
+        Some(text.clone())
+    });
     AuthConfig {
         identity_key: a.identity_key.clone(),
         login_url: a.login_url.clone(),
@@ -96,6 +115,8 @@ pub(super) fn build_auth(raw: &RawConfig, check: &mut Checker) -> AuthConfig {
         protect,
         websocket_origins,
         cross_origin,
+        forward_auth_path,
+        rotate_on_login: a.rotate_on_login,
     }
 }
 

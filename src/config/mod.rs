@@ -14,7 +14,6 @@ mod secrets;
 mod session;
 mod store;
 mod tls;
-mod units;
 mod upstream_tls;
 
 use std::fmt;
@@ -36,6 +35,7 @@ pub use secrets::{Secret, Secrets, RECOMMENDED_SECRET_BYTES};
 pub use store::{record_cookie, RedisConfig, RedisEndpoint, RedisUrl, StoreConfig};
 pub use tls::TlsConfig;
 
+use crate::util::duration as units;
 use auth::build_auth;
 use ops::{build_log, build_ops};
 use raw::RawConfig;
@@ -90,12 +90,27 @@ pub struct SessionConfig {
     pub save_uninitialized: bool,
     /// Store lifetime of a session (the cookie's max_age when set).
     pub ttl: Duration,
+    /// The idle and absolute timeouts, touch throttling, "remember me".
+    pub lifetime: SessionLifetime,
     pub max_bytes: usize,
     pub max_set_session_bytes: usize,
     pub header_max_bytes: usize,
     pub header_keys: Vec<String>,
     /// Per-field headers: name and JSON pointer.
     pub fields: Vec<(HeaderName, String)>,
+}
+
+/// `session.idle_timeout`, `session.absolute_timeout`,
+/// `session.touch_interval`, `session.remember_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetime {
+    pub idle: Option<Duration>,
+    pub absolute: Option<Duration>,
+    /// At most one store write per session this often to refresh its idle
+    /// deadline.
+    pub touch_interval: Duration,
+    /// The longest lifetime `Set-Session: remember=` may ask for.
+    pub remember_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +124,11 @@ pub struct AuthConfig {
     pub websocket_origins: Vec<String>,
     /// `[auth.cross_origin]`: cross-origin writes with a session refused.
     pub cross_origin: CrossOrigin,
+    /// Where forward-auth requests from trusted proxies are answered.
+    pub forward_auth_path: Option<String>,
+    /// A login (the identity key appearing or changing) moves the session
+    /// to a fresh id even without `regenerate`.
+    pub rotate_on_login: bool,
 }
 
 /// One problem in the configuration.

@@ -199,6 +199,10 @@ pub struct RawSession {
     pub secrets_file: Option<String>,
     pub save_uninitialized: bool,
     pub ttl: String,
+    pub idle_timeout: Option<String>,
+    pub absolute_timeout: Option<String>,
+    pub touch_interval: Option<String>,
+    pub remember_max: String,
     pub max_bytes: usize,
     pub max_set_session_bytes: usize,
     pub headers: RawSessionHeaders,
@@ -212,6 +216,10 @@ impl Default for RawSession {
             secrets_file: None,
             save_uninitialized: false,
             ttl: "1d".into(),
+            idle_timeout: None,
+            absolute_timeout: None,
+            touch_interval: None,
+            remember_max: "30d".into(),
             max_bytes: 64 * 1024,
             max_set_session_bytes: 16 * 1024,
             headers: RawSessionHeaders::default(),
@@ -279,6 +287,8 @@ pub struct RawAuth {
     pub protect: Vec<RawProtect>,
     pub websocket_origins: Vec<String>,
     pub cross_origin: RawCrossOrigin,
+    pub forward_auth_path: Option<String>,
+    pub rotate_on_login: bool,
 }
 
 /// `[auth.cross_origin]`.
@@ -309,6 +319,8 @@ impl Default for RawAuth {
             protect: Vec::new(),
             websocket_origins: Vec::new(),
             cross_origin: RawCrossOrigin::default(),
+            forward_auth_path: None,
+            rotate_on_login: true,
         }
     }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use super::raw::{RawConfig, RawCookie, RawSecure};
+use super::raw::{RawConfig, RawCookie, RawSecure, RawSession};
 use super::{
-    secrets, Checker, CookieSettings, SameSite, Secure, SessionConfig, RECOMMENDED_SECRET_BYTES,
+    secrets, Checker, CookieSettings, SameSite, Secure, SessionConfig, SessionLifetime,
+    RECOMMENDED_SECRET_BYTES,
 };
 use crate::domain::headers;
 
@@ -155,6 +156,7 @@ pub(super) fn build_session(
         }
     }
     let ttl = check.positive_duration("session.ttl", &s.ttl);
+    let lifetime = build_lifetime(s, check);
     let fields = s
         .headers
         .fields
@@ -169,6 +171,7 @@ pub(super) fn build_session(
         secrets: secrets?,
         save_uninitialized: s.save_uninitialized,
         ttl: max_age.unwrap_or(ttl),
+        lifetime,
         max_bytes: check.at_least("session.max_bytes", s.max_bytes, 2),
         max_set_session_bytes: check.at_least(
             "session.max_set_session_bytes",
@@ -179,6 +182,44 @@ pub(super) fn build_session(
         header_keys: s.headers.keys.clone(),
         fields,
     })
+}
+
+/// The idle and absolute timeouts, the touch interval (a tenth of the idle
+/// timeout by default, at least a second) and the "remember me" bound.
+fn build_lifetime(s: &RawSession, check: &mut Checker) -> SessionLifetime {
+    let mut optional = |key: &str, text: &Option<String>| {
+        text.as_ref().map(|text| check.positive_duration(key, text))
+    };
+    let idle = optional("session.idle_timeout", &s.idle_timeout);
+    let absolute = optional("session.absolute_timeout", &s.absolute_timeout);
+    let touch = optional("session.touch_interval", &s.touch_interval);
+    if let (Some(idle), Some(absolute)) = (idle, absolute) {
+        if idle > absolute {
+            check.fail(
+                "session.idle_timeout",
+                "is longer than session.absolute_timeout, so it would never end a session; shorten it or remove it",
+            );
+        }
+    }
+    let touch_interval = match (touch, idle) {
+        (Some(touch), Some(idle)) if touch >= idle => {
+            check.fail(
+                "session.touch_interval",
+                "must be shorter than session.idle_timeout (a tenth of it is the default)",
+            );
+            touch
+        }
+        (Some(touch), _) => touch,
+        (None, Some(idle)) => (idle / 10).max(Duration::from_secs(1)).min(idle / 2),
+        (None, None) => Duration::from_secs(60),
+    };
+    let remember_max = check.positive_duration("session.remember_max", &s.remember_max);
+    SessionLifetime {
+        idle,
+        absolute,
+        touch_interval,
+        remember_max,
+    }
 }
 
 fn field_header(name: &str, pointer: &str) -> Result<(HeaderName, String), String> {

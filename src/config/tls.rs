@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::raw::RawServer;
-use super::{units, Checker};
+use super::Checker;
 use crate::tls::{self, CertSet, CertificatePaths, Part};
 
 /// The validated TLS settings.
@@ -119,7 +119,7 @@ fn hsts_value(text: &str) -> Result<HeaderValue, String> {
     let help = || {
         format!("`{text}` is not an HSTS policy; write a duration like \"365d\" or a header value like \"max-age=31536000; includeSubDomains\"")
     };
-    let value = match units::parse_duration(text) {
+    let value = match crate::util::duration::parse_duration(text) {
         Ok(duration) => format!("max-age={}", duration.as_secs()),
         Err(_) if text.to_ascii_lowercase().starts_with("max-age=") => text.to_owned(),
         Err(_) => return Err(help()),

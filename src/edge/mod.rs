@@ -5,8 +5,9 @@
 //! The library never binds a port or listens for signals: [`run`] takes a
 //! bound listener and a shutdown future, so tests run it on `127.0.0.1:0`.
 //! [`run_with`] also takes the redirect listener (`server.redirect_http_from`,
-//! bound by the caller) and a trigger that reloads the TLS certificates (the
-//! binary fires it on SIGHUP).
+//! bound by the caller), the operations listener (`ops.listen`), and a
+//! trigger that reloads the configuration file and the TLS certificates
+//! (the binary fires it on SIGHUP).
 //!
 //! With `[server.tls]`, the TLS handshake runs in the connection's own task
 //! under `server.tls.handshake_timeout`, never on the accept loop.
@@ -25,7 +26,10 @@
 //!   ([`watchdog`], [`send_stall`], [`first_bytes`], [`guard`]);
 //! - [`peer`]: what is known of a client connection;
 //! - [`workers`]: the thread-per-core runtimes; [`redirect`]: the
-//!   plain-HTTP listener that only redirects to HTTPS;
+//!   plain-HTTP listener that only redirects to HTTPS; [`ops`]: the
+//!   operations listener (`/healthz`, `/readyz`, `/metrics`);
+//! - [`live`]: the proxy in force; [`reload`]: rebuilding it from the
+//!   configuration file on SIGHUP or when the file changes;
 //!   [`error`]: what stops the proxy from starting or serving.
 
 mod accept;
@@ -54,6 +58,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, StoreConfig};
 use crate::domain::cookie::signing::Signer;
 use crate::domain::routes::Routes;
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session_headers::SessionHeaders;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
@@ -217,9 +222,20 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             max_bytes: session.max_bytes,
             max_set_session_bytes: session.max_set_session_bytes,
             clear_site_data: config.cookie.clear_site_data,
+            rotate_on: config
+                .auth
+                .rotate_on_login
+                .then(|| config.auth.identity_key.clone()),
+            lifetimes: Lifetimes {
+                idle: session.lifetime.idle,
+                absolute: session.lifetime.absolute,
+            },
+            touch_interval: session.lifetime.touch_interval,
+            remember_max: session.lifetime.remember_max,
         },
         websocket_origins: config.auth.websocket_origins.clone(),
         cross_origin: config.auth.cross_origin.clone(),
+        forward_auth_path: config.auth.forward_auth_path.clone(),
         access_log: proxy::AccessLog {
             enabled: config.log.access,
             query: config.log.access_query,
@@ -236,7 +252,12 @@ pub async fn build_store(config: &Config) -> Result<AnyStore, Error> {
         StoreConfig::Memory {
             max_sessions,
             sweep_interval,
-        } => AnyStore::Memory(MemoryStore::new(*max_sessions, *sweep_interval)),
+        } => AnyStore::Memory(MemoryStore::with_options(
+            *max_sessions,
+            *sweep_interval,
+            crate::store::memory::Clock::Coarse,
+            &config.auth.identity_key,
+        )),
         StoreConfig::Redis(redis) => {
             AnyStore::Redis(RedisStore::connect_per_worker(redis, workers).await?)
         }

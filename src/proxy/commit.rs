@@ -52,13 +52,20 @@ impl Proxy {
         if tunnel {
             upgrade::restore(&mut parts.headers);
         }
-        if set_session.is_empty() && !self.policy.acts_unasked(context.session.is_some()) {
+        // The idle deadline of an active session, refreshed at most once
+        // per `touch_interval`.
+        let touch = context
+            .session
+            .as_ref()
+            .is_some_and(|current| self.policy.touch_due(current.times));
+        if set_session.is_empty() && !touch && !self.policy.acts_unasked(context.session.is_some())
+        {
             // Nothing to apply: most requests end here.
             return Ok(());
         }
         let secure = self.cookie.secure_for(context.https);
         let set_cookie = self
-            .apply(&set_session, secure, context)
+            .apply(&set_session, secure, touch, context)
             .await
             .inspect_err(|error| {
                 tracing::error!(path = %context.target.as_ref().map_or("", |t| t.path()), %error, "Set-Session refused; store left unchanged");
@@ -88,6 +95,7 @@ impl Proxy {
         &self,
         values: &[HeaderValue],
         secure: bool,
+        touch: bool,
         context: &mut Context<'_>,
     ) -> Result<Option<CookieUpdate>, ProxyError> {
         let policy = &self.policy;
@@ -95,10 +103,13 @@ impl Proxy {
         let mut parsed = values
             .iter()
             .map(|v| ops::parse(v.as_bytes(), policy.max_set_session_bytes))
+            .map(|op| op.map(|op| self.bounded(op)))
             .collect::<Result<Vec<SessionOp>, _>>()?;
         if parsed.is_empty() {
             match current {
-                Some(current) if policy.rolling => return self.roll(current, secure).await,
+                Some(current) if policy.rolling || touch => {
+                    return self.roll(current, secure).await
+                }
                 Some(_) => return Ok(None),
                 None if policy.save_uninitialized => parsed.push(SessionOp::Patch(Map::new())),
                 None => return Ok(None),
@@ -110,6 +121,8 @@ impl Proxy {
             fresh_id: SessionId::generate(),
             ttl: policy.ttl,
             max_bytes: policy.max_bytes,
+            rotate_on: policy.rotate_on.as_deref(),
+            lifetimes: policy.lifetimes,
         };
         let signer = self.cookie.signer();
         let started = self.observer.store_started();
@@ -135,10 +148,12 @@ impl Proxy {
         };
         Ok(match committed {
             Committed::Unchanged => match current {
-                Some(current) if policy.rolling => return self.roll(current, secure).await,
+                Some(current) if policy.rolling || touch => {
+                    return self.roll(current, secure).await
+                }
                 _ => None,
             },
-            Committed::Saved { id, .. } => {
+            Committed::Saved { id, remember, .. } => {
                 let moved = current.is_none_or(|c| c.id != id);
                 context.outcome = match current {
                     None => SessionOutcome::Created,
@@ -151,8 +166,10 @@ impl Proxy {
                         context.saved_as = Some(id.clone());
                     }
                 }
-                (moved || policy.rolling || policy.refresh_on_write)
-                    .then(|| CookieUpdate::Issued(self.cookie.issue(&id, secure)))
+                let remembered = remember.is_some()
+                    && parsed.iter().any(|op| matches!(op, SessionOp::Remember(_)));
+                (moved || policy.rolling || policy.refresh_on_write || remembered)
+                    .then(|| CookieUpdate::Issued(self.cookie.issue_for(&id, secure, remember)))
             }
             Committed::Destroyed => {
                 context.outcome = SessionOutcome::Destroyed;
@@ -176,7 +193,9 @@ impl Proxy {
         })
     }
 
-    /// `rolling`: extend the session in the store and re-send the cookie.
+    /// `rolling`, or an idle deadline due a refresh: extend the session's
+    /// expiry in the store (its data untouched); with `rolling`, re-send
+    /// the cookie too.
     #[inline]
     async fn roll(
         &self,
@@ -184,10 +203,31 @@ impl Proxy {
         secure: bool,
     ) -> Result<Option<CookieUpdate>, ProxyError> {
         let started = self.observer.store_started();
-        let touched = self.store.touch(&current.id, self.policy.ttl).await;
+        let ttl = self.policy.extended_ttl(current.times);
+        let touched = self.store.touch(&current.id, ttl).await;
         self.observer
             .store_done(StoreOp::Touch, started, touched.is_ok());
         let alive = touched?;
-        Ok(alive.then(|| CookieUpdate::Issued(self.cookie.issue(&current.id, secure))))
+        Ok((alive && self.policy.rolling).then(|| {
+            CookieUpdate::Issued(
+                self.cookie
+                    .issue_for(&current.id, secure, current.times.remember),
+            )
+        }))
+    }
+
+    /// A `remember=` beyond `session.remember_max` is granted the maximum.
+    fn bounded(&self, op: SessionOp) -> SessionOp {
+        match op {
+            SessionOp::Remember(lifetime) if lifetime > self.policy.remember_max => {
+                tracing::warn!(
+                    asked = ?lifetime,
+                    granted = ?self.policy.remember_max,
+                    "Set-Session remember= beyond session.remember_max; the maximum is granted"
+                );
+                SessionOp::Remember(self.policy.remember_max)
+            }
+            other => other,
+        }
     }
 }

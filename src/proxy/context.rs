@@ -12,12 +12,15 @@ use super::observer::Observer;
 use super::upgrade::Handshake;
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::RouteKind;
+use crate::store::Times;
 use crate::util::body::ClientBody;
 
 /// The session a request is served with.
 pub(super) struct Current {
     pub id: SessionId,
     pub data: Arc<SessionData>,
+    /// Its expiry, deadlines and lifetime, as the store told them.
+    pub times: Times,
 }
 
 /// What happened to the request's session, for the log phase.
@@ -37,6 +40,8 @@ pub(super) enum SessionOutcome {
     Destroyed,
     /// The route needed a session the request did not have.
     Denied,
+    /// The session had expired (idle or absolute timeout): served as none.
+    Expired,
     /// The store failed.
     StoreError,
 }
@@ -52,6 +57,7 @@ impl SessionOutcome {
             Self::Rotated => "rotated",
             Self::Destroyed => "destroyed",
             Self::Denied => "denied",
+            Self::Expired => "expired",
             Self::StoreError => "store-error",
         }
     }

@@ -40,6 +40,10 @@ pub enum ProxyError {
     BadTransferEncoding,
     #[error("WebSocket handshake from an origin not in auth.websocket_origins")]
     OriginRefused,
+    #[error("forward-auth request from a peer not in server.trusted_proxies")]
+    ForwardAuthUntrusted,
+    #[error("forward-auth request without X-Original-URI or X-Forwarded-Uri (or an invalid one)")]
+    ForwardAuthNoTarget,
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer within {0:?}")]
@@ -85,7 +89,9 @@ impl ProxyError {
             | Self::BadTransferEncoding
             | Self::MethodRefused
             | Self::CrossOriginRefused
-            | Self::OriginRefused => Fault::Client,
+            | Self::OriginRefused
+            | Self::ForwardAuthUntrusted
+            | Self::ForwardAuthNoTarget => Fault::Client,
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
             | Self::UpstreamBadSwitch(_)
@@ -100,8 +106,11 @@ impl ProxyError {
             Self::BadPath(_)
             | Self::NoHost
             | Self::RequestBodyFailed(_)
-            | Self::BadTransferEncoding => StatusCode::BAD_REQUEST,
-            Self::OriginRefused | Self::CrossOriginRefused => StatusCode::FORBIDDEN,
+            | Self::BadTransferEncoding
+            | Self::ForwardAuthNoTarget => StatusCode::BAD_REQUEST,
+            Self::OriginRefused | Self::CrossOriginRefused | Self::ForwardAuthUntrusted => {
+                StatusCode::FORBIDDEN
+            }
             Self::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnreachable(_) | Self::UpstreamBadSwitch(_) | Self::BadSetSession(_) => {

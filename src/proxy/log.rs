@@ -50,6 +50,7 @@ pub(super) fn record<B>(proxy: &Proxy, context: &Context<'_>, response: &Respons
             SessionOutcome::Rotated => metrics.session(SessionEvent::Rotated),
             SessionOutcome::Destroyed => metrics.session(SessionEvent::Destroyed),
             SessionOutcome::Denied => metrics.denial(),
+            SessionOutcome::Expired => metrics.session(SessionEvent::Expired),
             _ => {}
         }
     }

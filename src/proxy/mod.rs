@@ -29,6 +29,7 @@ mod commit;
 mod context;
 pub(crate) mod error;
 mod forward;
+mod forward_auth;
 mod log;
 mod observer;
 mod phases;
@@ -80,6 +81,7 @@ pub struct Proxy {
     cross_origin: CrossOrigin,
     tunnels: Arc<tunnels::Tunnels>,
     observer: Observer,
+    forward_auth_path: Option<String>,
 }
 
 /// What outlives a configuration reload: the store, the open tunnels, the
@@ -120,6 +122,7 @@ impl Proxy {
             policy,
             websocket_origins,
             cross_origin,
+            forward_auth_path,
             access_log,
         } = settings;
         let Shared {
@@ -145,6 +148,7 @@ impl Proxy {
             forged_cookies,
             cross_origin,
             tunnels,
+            forward_auth_path,
             observer: Observer {
                 metrics,
                 // Off, too, when no subscriber would write the lines.
@@ -218,6 +222,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut upstream_request = Outgoing::new(request);
         self.scrub(&mut upstream_request, context)?;
+        if self.is_forward_auth(&upstream_request) {
+            return self.forward_auth(upstream_request, context).await;
+        }
         self.canonicalise(&mut upstream_request, context)?;
         let mut ticket = self.identify(&upstream_request, context);
         // No verified cookie, nothing to look up (and no future to make).

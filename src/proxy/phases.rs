@@ -14,7 +14,7 @@ use crate::domain::routes;
 use crate::domain::session::SessionId;
 use crate::domain::{headers, path};
 use crate::metrics::{RouteKind, StoreOp};
-use crate::store::SessionStore;
+use crate::store::{Loaded, SessionStore};
 use crate::upstream::{self, Forwarding};
 
 impl Proxy {
@@ -86,12 +86,19 @@ impl Proxy {
         let mut found: Option<Current> = None;
         for id in candidates {
             let started = self.observer.store_started();
-            let loaded = self.store.load(&id).await;
+            let loaded = self
+                .store
+                .load(&id, self.policy.lifetimes.idle.is_some())
+                .await;
             self.observer
                 .store_done(StoreOp::Load, started, loaded.is_ok());
-            let data = match loaded {
-                Ok(Some(data)) => data,
-                Ok(None) => continue,
+            let stored = match loaded {
+                Ok(Loaded::Live(stored)) => stored,
+                Ok(Loaded::Missing) => continue,
+                Ok(Loaded::Expired) => {
+                    context.outcome = SessionOutcome::Expired;
+                    continue;
+                }
                 Err(error) => {
                     context.outcome = SessionOutcome::StoreError;
                     return Err(error.into());
@@ -101,7 +108,11 @@ impl Proxy {
                 tracing::warn!("request carries two live sessions; serving it with none");
                 return Ok(());
             }
-            found = Some(Current { id, data });
+            found = Some(Current {
+                id,
+                data: stored.data,
+                times: stored.times,
+            });
         }
         if found.is_some() {
             context.outcome = SessionOutcome::Loaded;

@@ -23,6 +23,11 @@ pub type ProxyBody = Either<IdleTimeout<ResponseBody>, Full<Bytes>>;
 
 /// A body the proxy makes itself.
 #[inline]
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
 pub fn full(bytes: Bytes) -> ProxyBody {
     Either::Right(Full::new(bytes))
 }

@@ -9,7 +9,9 @@ use crate::domain::cookie::settings::CookieSettings;
 use crate::domain::cookie::signing::Signer;
 use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::routes::Routes;
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session_headers::SessionHeaders;
+use crate::store::Times;
 use crate::upstream::Upstream;
 
 pub struct Settings {
@@ -34,6 +36,8 @@ pub struct Settings {
     pub websocket_origins: Vec<String>,
     /// Cross-origin writes with a session refused.
     pub cross_origin: CrossOrigin,
+    /// Where forward-auth requests are answered (`None`: nowhere).
+    pub forward_auth_path: Option<String>,
     pub access_log: AccessLog,
 }
 
@@ -74,4 +78,38 @@ pub struct CommitPolicy {
     /// `cookie.clear_site_data`: a logout also says
     /// `Clear-Site-Data: "cookies"`.
     pub clear_site_data: bool,
+    /// The identity key, when `auth.rotate_on_login` moves a session to a
+    /// fresh id at login by itself.
+    pub rotate_on: Option<String>,
+    /// The idle and absolute timeouts new sessions get.
+    pub lifetimes: Lifetimes,
+    /// At most one store write per session this often to refresh its
+    /// idle deadline.
+    pub touch_interval: Duration,
+    /// The longest "remember me" lifetime granted.
+    pub remember_max: Duration,
+}
+
+impl CommitPolicy {
+    /// The store expiry a session gets when it is written or touched now:
+    /// the nearest of its lifetime (its remembered one, or `ttl`), its idle
+    /// timeout and its absolute deadline.
+    pub(super) fn extended_ttl(&self, times: Times) -> Duration {
+        let mut ttl = times.remember.unwrap_or(self.ttl);
+        for bound in [times.idle, times.absolute_in].into_iter().flatten() {
+            ttl = ttl.min(bound);
+        }
+        ttl.max(Duration::from_millis(1))
+    }
+
+    /// Whether the session's idle deadline is due a refresh: it has an
+    /// idle timeout, and the refresh would move its expiry by at least
+    /// `touch_interval` (so at most one store write per session per
+    /// interval, whatever the request rate).
+    pub(super) fn touch_due(&self, times: Times) -> bool {
+        let (Some(_), Some(left)) = (times.idle, times.expires_in) else {
+            return false;
+        };
+        self.extended_ttl(times).saturating_sub(left) >= self.touch_interval
+    }
 }

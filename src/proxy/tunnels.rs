@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::domain::session::SessionId;
-use crate::store::{AnyStore, SessionStore};
+use crate::store::{AnyStore, Loaded, SessionStore};
 
 /// How often a tunnel looks up its session.
 const LOOKUP_EVERY: Duration = Duration::from_secs(1);
@@ -108,7 +108,7 @@ impl SessionLink {
             tokio::select! {
                 () = self.ended.notified() => return,
                 _ = lookups.tick() => {
-                    if let Ok(None) = self.store.load(&self.id).await {
+                    if let Ok(Loaded::Missing | Loaded::Expired) = self.store.load(&self.id, false).await {
                         return;
                     }
                 }

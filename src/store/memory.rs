@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Commit, Committed, SessionStore, StoreError};
+use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
+use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
 use crate::util::coarse_clock;
@@ -40,6 +41,8 @@ const SESSIONS_PER_SHARD: usize = 1024;
 struct Entry {
     data: Arc<SessionData>,
     expires: Instant,
+    /// Its lifetime facts, in ms since the store's epoch.
+    stamp: Stamp,
 }
 
 impl Entry {
@@ -88,6 +91,11 @@ struct Inner {
     evictions: AtomicU64,
     /// Read for every expiry decision.
     clock: Clock,
+    /// Where the stamps' milliseconds count from.
+    epoch: Instant,
+    /// The session key whose presence means signed in: eviction spares
+    /// such sessions while anonymous ones remain.
+    identity_key: Box<str>,
 }
 
 /// The clock a memory store reads expiry from.
@@ -125,6 +133,17 @@ impl MemoryStore {
 
     /// [`MemoryStore::new`] on the given clock.
     pub fn with_clock(max_sessions: usize, sweep_interval: Duration, clock: Clock) -> Self {
+        Self::with_options(max_sessions, sweep_interval, clock, "user")
+    }
+
+    /// [`Self::with_clock`], with the identity key (`auth.identity_key`)
+    /// that eviction reads to spare signed-in sessions.
+    pub fn with_options(
+        max_sessions: usize,
+        sweep_interval: Duration,
+        clock: Clock,
+        identity_key: &str,
+    ) -> Self {
         let max_sessions = max_sessions.max(1);
         let shard_count = (max_sessions / SESSIONS_PER_SHARD)
             .clamp(1, MAX_SHARDS)
@@ -135,6 +154,8 @@ impl MemoryStore {
             per_shard_limit: max_sessions.div_ceil(shard_count),
             evictions: AtomicU64::new(0),
             clock,
+            epoch: clock.now(),
+            identity_key: identity_key.into(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_forever(Arc::downgrade(&inner), sweep_interval));
@@ -158,6 +179,33 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// `now` in the stamps' milliseconds.
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The entry for a session written at `now`: a fresh stamp for a new
+    /// (or moved) session, the kept one otherwise, remembered if asked.
+    fn entry(
+        &self,
+        data: Arc<SessionData>,
+        kept: Option<Stamp>,
+        remember: Option<Duration>,
+        commit: &Commit<'_>,
+        now: Instant,
+    ) -> Entry {
+        let millis = self.millis(now);
+        let mut stamp = kept.unwrap_or_else(|| Stamp::new(millis, commit.lifetimes));
+        if let Some(lifetime) = remember {
+            stamp = stamp.remembered(millis, lifetime);
+        }
+        Entry {
+            data,
+            expires: now + stamp.ttl(millis, commit.ttl),
+            stamp,
+        }
+    }
+
     fn shard(&self, id: &str) -> &Mutex<Shard> {
         let mut hasher = IdHasher::default();
         hasher.write(id.as_bytes());
@@ -183,7 +231,7 @@ impl Inner {
     fn insert(&self, id: SessionId, entry: Entry, now: Instant) -> Result<(), StoreError> {
         let mut map = lock(self.shard(id.as_str()));
         if map.len() >= self.per_shard_limit && !map.contains_key(id.as_str()) {
-            let victim = choose_victim(&map, now).ok_or(StoreError::Full)?;
+            let victim = choose_victim(&map, now, &self.identity_key).ok_or(StoreError::Full)?;
             map.remove(&victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -192,17 +240,36 @@ impl Inner {
     }
 }
 
-/// The entry to give up: an expired one, else an empty one, else the one
-/// closest to expiry, among the first entries of the map's (random) order.
-fn choose_victim(map: &Shard, now: Instant) -> Option<SessionId> {
-    map.iter()
+/// The session to evict from a full shard: among a sample, an expired one,
+/// else an anonymous one (empty first), else the one expiring soonest. When
+/// the sample holds only live signed-in sessions, the whole shard is
+/// searched for an anonymous or expired one first: an anonymous flood never
+/// evicts a signed-in session while an anonymous one remains.
+fn choose_victim(map: &Shard, now: Instant, identity_key: &str) -> Option<SessionId> {
+    let rank = |entry: &Entry| {
+        (
+            entry.is_live(now),
+            entry.data.is_logged_in(identity_key),
+            !entry.data.is_empty(),
+            entry.expires,
+        )
+    };
+    let (id, entry) = map
+        .iter()
         .take(EVICTION_SAMPLE)
-        .min_by_key(|(_, e)| (e.is_live(now), !e.data.is_empty(), e.expires))
-        .map(|(id, _)| id.clone())
+        .min_by_key(|(_, entry)| rank(entry))?;
+    if entry.is_live(now) && entry.data.is_logged_in(identity_key) {
+        if let Some((anonymous, _)) = map
+            .iter()
+            .filter(|(_, e)| !e.is_live(now) || !e.data.is_logged_in(identity_key))
+            .min_by_key(|(_, e)| rank(e))
+        {
+            return Some(anonymous.clone());
+        }
+    }
+    Some(id.clone())
 }
 
-/// A poisoned lock only means another thread panicked mid-operation; every
-/// operation leaves the map consistent, so the data is still usable.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -228,45 +295,61 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
 }
 
 impl SessionStore for MemoryStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
+    async fn load(&self, id: &SessionId, _with_expiry: bool) -> Result<Loaded, StoreError> {
         let now = self.inner.clock.now();
+        let millis = self.inner.millis(now);
         let mut map = lock(self.inner.shard(id.as_str()));
-        match map.get(id.as_str()) {
-            Some(entry) if entry.is_live(now) => Ok(Some(entry.data.clone())),
-            Some(_) => {
-                map.remove(id.as_str());
-                Ok(None)
-            }
-            None => Ok(None),
+        let Some(entry) = map.get(id.as_str()) else {
+            return Ok(Loaded::Missing);
+        };
+        if !entry.is_live(now) || entry.stamp.is_expired(millis) {
+            map.remove(id.as_str());
+            return Ok(Loaded::Expired);
         }
+        let stamp = entry.stamp;
+        Ok(Loaded::Live(Stored {
+            data: entry.data.clone(),
+            times: Times {
+                expires_in: Some(entry.expires.saturating_duration_since(now)),
+                absolute_in: stamp.absolute_in(millis),
+                idle: stamp.idle.map(Duration::from_millis),
+                remember: stamp.remember.map(Duration::from_millis),
+            },
+        }))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         let now = self.inner.clock.now();
-        let expires = now + commit.ttl;
         let Some(current_id) = commit.current else {
-            return match ops::plan(None, commit.ops, commit.max_bytes)? {
+            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
-                Plan::Write { data, .. } => {
-                    let entry = Entry {
-                        data: data.clone(),
-                        expires,
-                    };
+                Plan::Write { data, remember, .. } => {
+                    let entry = self.inner.entry(data.clone(), None, remember, &commit, now);
+                    let remember = entry.stamp.remember.map(Duration::from_millis);
                     self.inner.insert(commit.fresh_id.clone(), entry, now)?;
                     Ok(Committed::Saved {
                         id: commit.fresh_id,
                         data,
+                        remember,
                     })
                 }
             };
         };
         let mut map = lock(self.inner.shard(current_id.as_str()));
-        let current = match map.get(current_id.as_str()) {
-            Some(entry) if entry.is_live(now) => entry.data.clone(),
+        let millis = self.inner.millis(now);
+        let (current, stamp) = match map.get(current_id.as_str()) {
+            Some(entry) if entry.is_live(now) && !entry.stamp.is_expired(millis) => {
+                (entry.data.clone(), entry.stamp)
+            }
             _ => return Ok(Committed::Vanished),
         };
-        match ops::plan(Some(&current), commit.ops, commit.max_bytes)? {
+        match ops::plan(
+            Some(&current),
+            commit.ops,
+            commit.max_bytes,
+            commit.rotate_on,
+        )? {
             Plan::Keep => Ok(Committed::Unchanged),
             Plan::Delete => {
                 map.remove(current_id.as_str());
@@ -275,34 +358,37 @@ impl SessionStore for MemoryStore {
             Plan::Write {
                 data,
                 fresh_id: false,
+                remember,
             } => {
-                map.insert(
-                    current_id.clone(),
-                    Entry {
-                        data: data.clone(),
-                        expires,
-                    },
-                );
+                let entry = self
+                    .inner
+                    .entry(data.clone(), Some(stamp), remember, &commit, now);
+                let remember = entry.stamp.remember.map(Duration::from_millis);
+                map.insert(current_id.clone(), entry);
                 Ok(Committed::Saved {
                     id: current_id.clone(),
                     data,
+                    remember,
                 })
             }
             Plan::Write {
                 data,
                 fresh_id: true,
+                remember,
             } => {
                 map.remove(current_id.as_str());
                 // Never hold two shard locks at once: no lock-order deadlocks.
                 drop(map);
-                let entry = Entry {
-                    data: data.clone(),
-                    expires,
-                };
+                // A moved session starts its lifetime again (a login), and
+                // stays remembered.
+                let remember = remember.or(stamp.remember.map(Duration::from_millis));
+                let entry = self.inner.entry(data.clone(), None, remember, &commit, now);
+                let remember = entry.stamp.remember.map(Duration::from_millis);
                 self.inner.insert(commit.fresh_id.clone(), entry, now)?;
                 Ok(Committed::Saved {
                     id: commit.fresh_id,
                     data,
+                    remember,
                 })
             }
         }
@@ -375,9 +461,31 @@ mod tests {
         let b = conformance::create(&store, serde_json::json!({"user": "b"}), ttl).await;
         let c = conformance::create(&store, serde_json::json!({"user": "c"}), ttl).await;
         assert_eq!(store.len(), 3);
-        assert!(store.load(&empty).await.unwrap().is_none());
+        assert!(store.load(&empty, true).await.unwrap().live().is_none());
         for id in [a, b, c] {
-            assert!(store.load(&id).await.unwrap().is_some());
+            assert!(store.load(&id, true).await.unwrap().live().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_flood_never_evicts_signed_in_sessions() {
+        // More than the sample per shard, so the sample alone would miss.
+        let store = MemoryStore::with_options(64, Duration::from_secs(3600), Clock::Coarse, "user");
+        let ttl = Duration::from_secs(60);
+        let mut signed_in = Vec::new();
+        for index in 0..40 {
+            let data = serde_json::json!({"user": {"id": index}});
+            signed_in.push(conformance::create(&store, data, ttl).await);
+        }
+        for index in 0..1000 {
+            conformance::create(&store, serde_json::json!({"cart": index}), ttl).await;
+        }
+        assert_eq!(store.len(), 64, "the bound holds");
+        for id in signed_in {
+            assert!(
+                store.load(&id, true).await.unwrap().live().is_some(),
+                "a signed-in session was evicted"
+            );
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session::ops::{SessionOp, SetSessionError};
 use crate::domain::session::{SessionData, SessionId};
 
@@ -37,6 +38,53 @@ pub struct Commit<'a> {
     pub ttl: Duration,
     /// Largest session, as ASCII JSON, the store accepts.
     pub max_bytes: usize,
+    /// The identity key, when a login (it appears or changes) moves the
+    /// session to `fresh_id` by itself (see [`ops::plan`](crate::domain::session::ops::plan)).
+    pub rotate_on: Option<&'a str>,
+    /// The idle and absolute timeouts a session created (or moved to a
+    /// fresh id) now gets; they are stored with it.
+    pub lifetimes: Lifetimes,
+}
+
+/// What a load found.
+#[derive(Debug)]
+pub enum Loaded {
+    Live(Stored),
+    /// The session was there, but past its absolute deadline (it is
+    /// deleted now) or its expiry.
+    Expired,
+    /// No such session.
+    Missing,
+}
+
+/// A live session and the times the store keeps for it.
+#[derive(Debug)]
+pub struct Stored {
+    pub data: Arc<SessionData>,
+    pub times: Times,
+}
+
+/// The times a store keeps for a live session, as durations from now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    /// Time left before the store lets it go (its TTL), when asked for.
+    pub expires_in: Option<Duration>,
+    /// Time left to its absolute deadline.
+    pub absolute_in: Option<Duration>,
+    /// Its idle timeout.
+    pub idle: Option<Duration>,
+    /// The lifetime "remember me" gave it.
+    pub remember: Option<Duration>,
+}
+
+impl Loaded {
+    /// The data of a live session.
+    pub fn live(self) -> Option<Arc<SessionData>> {
+        match self {
+            Self::Live(stored) => Some(stored.data),
+            Self::Expired | Self::Missing => None,
+        }
+    }
 }
 
 /// The result of a commit, for the cookie decision.
@@ -48,6 +96,8 @@ pub enum Committed {
     Saved {
         id: SessionId,
         data: Arc<SessionData>,
+        /// Its "remember me" lifetime, if it has one (its cookie's).
+        remember: Option<Duration>,
     },
     /// The session was deleted (or there was none); the cookie is cleared.
     Destroyed,
@@ -73,11 +123,14 @@ pub enum StoreError {
 /// The verbs every store offers. The returned futures are `Send` so the
 /// proxy can run them on any worker thread.
 pub trait SessionStore: Send + Sync + 'static {
-    /// The live session under `id`, if any.
+    /// The session under `id`. Past its absolute deadline it is deleted
+    /// and `Expired`. `with_expiry`: [`Stored::expires_in`] is wanted (an
+    /// extra query for Redis).
     fn load(
         &self,
         id: &SessionId,
-    ) -> impl Future<Output = Result<Option<Arc<SessionData>>, StoreError>> + Send;
+        with_expiry: bool,
+    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
 
     /// Applies `commit.ops` atomically.
     fn commit(
@@ -147,10 +200,10 @@ impl AnyStore {
 }
 
 impl SessionStore for AnyStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
+    async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
         match self {
-            Self::Memory(store) => store.load(id).await,
-            Self::Redis(store) => Box::pin(store.load(id)).await,
+            Self::Memory(store) => store.load(id, with_expiry).await,
+            Self::Redis(store) => Box::pin(store.load(id, with_expiry)).await,
         }
     }
 

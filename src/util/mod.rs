@@ -5,6 +5,7 @@ pub mod body;
 pub mod coarse_clock;
 pub mod date;
 pub(crate) mod delegate_write;
+pub mod duration;
 pub mod head;
 pub mod tokens;
 pub mod worker;

@@ -1,10 +1,8 @@
 //! Smoke tests of the real `cloakroom` binary: `check`, `secret`, serving
 //! and draining on SIGTERM, and logs that hold no session secrets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -33,38 +31,6 @@ fn run(command: &mut Command) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
-}
-
-/// A file under the temp dir with a name no other test (or run) uses,
-/// removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(label: &str, text: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "cloakroom-test-{}-{label}-{}-{nanos}.toml",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// `decodeURIComponent` for the ASCII a cookie value holds.
@@ -180,23 +146,6 @@ fn check_without_config_uses_the_embedded_one_and_warns_of_the_ephemeral_secret(
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(stderr.contains("ephemeral"), "{stderr}");
-}
-
-/// Waits until `port` accepts connections, failing if the process ends.
-pub(crate) async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("cloakroom exited before listening: {status}");
-        }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cloakroom never listened on {port}");
 }
 
 #[tokio::test]
@@ -318,16 +267,93 @@ async fn a_flood_of_forged_cookies_does_not_flood_the_log() {
     assert!(lines <= 2, "{lines} lines for 300 forged cookies: {log}");
 }
 
-/// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
-pub(crate) async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().unwrap().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
+#[tokio::test]
+async fn the_access_log_is_one_json_line_per_request_without_secrets() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let secret = format!("access-log-secret-{port}-0123456789abcdef");
+    let config = TempFile::new(
+        "access",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nurl = \"{}\"\n\
+             [session]\nsecrets = [\"{secret}\"]\n[log]\nformat = \"json\"\n\
+             [[auth.protect]]\nprefix = \"/account\"\n",
+            upstream.url()
+        ),
+    );
+    let (mut child, log) = spawn_logging_binary(config.path());
+    wait_for_port(port, &mut child).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = browser();
+    let login = client
+        .post(format!("{base}/login?token=query-secret-{port}"))
+        .header("authorization", format!("Bearer bearer-secret-{port}"))
+        .header("x-test-set-session", "{\"user\":{\"name\":\"ada\"}}")
+        .send()
         .await
-        .expect("cloakroom did not exit within 15 s of SIGTERM")
-        .unwrap()
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = sid_pair(&login);
+    client.get(format!("{base}/account")).send().await.unwrap();
+    let id = upstream.last().header("x-session-id").unwrap().to_owned();
+    bare().get(format!("{base}/account")).send().await.unwrap();
+    assert!(terminate(&mut child).await.success());
+
+    let log = log.await.unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .filter(|line: &serde_json::Value| line["target"] == "cloakroom::access")
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per request: {log}");
+    let (login, account, denied) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(login["method"], "POST");
+    assert_eq!(login["path"], "/login", "no query by default");
+    assert_eq!(login["status"], 200);
+    assert_eq!(login["session"], "created");
+    assert_eq!(login["protocol"], "HTTP/1.1");
+    assert!(login["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(login["upstream_ms"].as_f64().unwrap() > 0.0);
+    let tag = login["sid"].as_str().unwrap();
+    assert_eq!(tag.len(), 12);
+    assert_eq!(account["session"], "loaded");
+    assert_eq!(account["sid"], tag, "one session, one tag");
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["session"], "denied");
+    assert!(denied.get("upstream_ms").is_none(), "never went upstream");
+    for (what, needle) in [
+        ("session id", id.as_str()),
+        ("cookie", cookie.strip_prefix("sid=").unwrap()),
+        ("query", "query-secret"),
+        ("authorization", "bearer-secret"),
+        ("secret", secret.as_str()),
+        ("session data", "ada"),
+    ] {
+        assert!(!log.contains(needle), "the log holds the {what}: {log}");
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_can_be_turned_off() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let config = TempFile::new(
+        "no-access",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\nurl = \"{}\"\n[log]\naccess = false\n",
+            upstream.url()
+        ),
+    );
+    let (mut child, log) = spawn_logging_binary(config.path());
+    wait_for_port(port, &mut child).await;
+    let response = bare()
+        .get(format!("http://127.0.0.1:{port}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(terminate(&mut child).await.success());
+    let log = log.await.unwrap();
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains("cloakroom::access"), "{log}");
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 
-use crate::binary::{terminate, wait_for_port};
 use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloakroom");
@@ -120,32 +119,6 @@ fn replace_value(text: &str, from: &str, to: &str) -> String {
     text.replace(&quoted, &format!("\"{to}\""))
 }
 
-/// A file in the temp dir under a name no other test or run uses, removed
-/// on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(text: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "cloakroom-test-{}-container-{nanos}.toml",
-            std::process::id()
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs the HEALTHCHECK command; its exit code and its output.
 async fn health(program: &Path, args: &[String]) -> (Option<i32>, String) {
     let output = tokio::process::Command::new(program)
@@ -224,10 +197,10 @@ async fn the_image_serves_sessions_reports_healthy_and_stops_cleanly_on_sigterm(
         grace < DOCKER_STOP_TIMEOUT,
         "shutdown_grace {grace:?}: docker stop kills first"
     );
-    let config = TempConfig::new(&toml);
+    let config = TempFile::new("container", &toml);
     let files = [
         (binary_in_image.as_str(), Path::new(BIN)),
-        (config_in_image.as_str(), config.0.as_path()),
+        (config_in_image.as_str(), config.path()),
     ];
     let (program, args) = on_this_machine(&command, &files);
     let (health_program, health_args) = on_this_machine(&health_command, &files);

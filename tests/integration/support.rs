@@ -329,10 +329,19 @@ pub fn free_port() -> u16 {
 pub fn spawn_logging_binary(
     config: &std::path::Path,
 ) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
+    spawn_logging_binary_with(config, &[])
+}
+
+/// [`spawn_logging_binary`], with more arguments after `--config FILE`.
+pub fn spawn_logging_binary_with(
+    config: &std::path::Path,
+    args: &[&str],
+) -> (tokio::process::Child, tokio::task::JoinHandle<String>) {
     use tokio::io::AsyncReadExt as _;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
         .arg("--config")
         .arg(config)
+        .args(args)
         .env_remove("CLOAKROOM_SECRETS")
         .env("RUST_LOG", "debug")
         .stdin(std::process::Stdio::null())
@@ -348,4 +357,77 @@ pub fn spawn_logging_binary(
         String::from_utf8_lossy(&bytes).into_owned()
     });
     (child, log)
+}
+
+/// A file under the temp dir with a name no other test (or run) uses,
+/// removed on drop.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(label: &str, text: &str) -> Self {
+        static NEXT: AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "cloakroom-test-{}-{label}-{}-{nanos}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits (10 s at most) until the binary listens on `port`.
+pub async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("cloakroom exited before listening: {status}");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cloakroom never listened on {port}");
+}
+
+/// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
+pub async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("cloakroom did not exit within 15 s of SIGTERM")
+        .unwrap()
+}
+
+/// Sends SIGHUP (reload) to the binary.
+pub fn hang_up(child: &tokio::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }

@@ -55,6 +55,9 @@ pub struct SessionCookie {
 struct Rendered {
     before_secure: String,
     after_secure: String,
+    /// `after_secure` without `Max-Age`: for cookies with a lifetime of
+    /// their own ("remember me").
+    path_and_domain: String,
 }
 
 impl Rendered {
@@ -68,6 +71,7 @@ impl Rendered {
         if let Some(domain) = &config.domain {
             after_secure.push_str(&format!("; Domain={domain}"));
         }
+        let path_and_domain = after_secure.clone();
         if let Some(max_age) = config.max_age {
             let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
             after_secure.push_str(&format!("; Max-Age={seconds}"));
@@ -75,6 +79,7 @@ impl Rendered {
         Self {
             before_secure,
             after_secure,
+            path_and_domain,
         }
     }
 }
@@ -195,15 +200,33 @@ impl SessionCookie {
     }
 
     /// `Set-Cookie` for a session, signed with the first secret.
+    #[cfg(test)]
     pub fn issue(&self, id: &SessionId, secure: bool) -> HeaderValue {
-        self.issue_at(id, secure, SystemTime::now())
+        self.issue_at(id, secure, SystemTime::now(), None)
+    }
+
+    /// [`Self::issue`], persistent for `lifetime` when given (a remembered
+    /// session) instead of `cookie.max_age`.
+    pub fn issue_for(
+        &self,
+        id: &SessionId,
+        secure: bool,
+        lifetime: Option<std::time::Duration>,
+    ) -> HeaderValue {
+        self.issue_at(id, secure, SystemTime::now(), lifetime)
     }
 
     /// [`Self::issue`] at a given time (for `Expires`). Written directly,
     /// in the cookie crate's attribute order, from parts rendered once at
     /// start-up: a session write issues a cookie on every response, and the
     /// crate's general formatter costs several times the HMAC.
-    fn issue_at(&self, id: &SessionId, secure: bool, now: SystemTime) -> HeaderValue {
+    fn issue_at(
+        &self,
+        id: &SessionId,
+        secure: bool,
+        now: SystemTime,
+        lifetime: Option<std::time::Duration>,
+    ) -> HeaderValue {
         let value = path::encode_component(&self.signer.sign(id));
         let rendered = &self.rendered;
         let mut out = String::with_capacity(
@@ -216,8 +239,18 @@ impl SessionCookie {
         if secure {
             out.push_str("; Secure");
         }
-        out.push_str(&rendered.after_secure);
-        if let Some(max_age) = self.config.max_age {
+        let max_age = match lifetime {
+            Some(lifetime) => {
+                out.push_str(&rendered.path_and_domain);
+                out.push_str(&format!("; Max-Age={}", lifetime.as_secs()));
+                Some(lifetime)
+            }
+            None => {
+                out.push_str(&rendered.after_secure);
+                self.config.max_age
+            }
+        };
+        if let Some(max_age) = max_age {
             let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
             out.push_str("; Expires=");
             let before = out.len();

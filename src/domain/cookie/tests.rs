@@ -232,7 +232,7 @@ fn issued_cookies_are_written_as_the_cookie_crate_writes_them() {
                     expected.set_expires(OffsetDateTime::from(now) + lifetime);
                 }
                 assert_eq!(
-                    jar.issue_at(&id, secure, now).to_str().unwrap(),
+                    jar.issue_at(&id, secure, now, None).to_str().unwrap(),
                     expected.to_string()
                 );
             }

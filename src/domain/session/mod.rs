@@ -4,6 +4,7 @@
 //! values and plans their effect; `ascii_json` renders data as header-safe JSON.
 
 pub mod ascii_json;
+pub mod lifetime;
 pub mod ops;
 
 use std::borrow::Borrow;

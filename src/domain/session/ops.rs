@@ -7,14 +7,20 @@
 //! own atomic section, so all stores agree on the semantics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use super::lifetime::STAMP_KEY;
 use super::SessionData;
 
 /// Top-level key reserved for the cookie metadata of connect-redis records.
 pub const RESERVED_KEY: &str = "cookie";
+
+/// Every top-level key a patch may not touch: the cookie metadata and the
+/// session's lifetime stamp.
+pub const RESERVED_KEYS: [&str; 2] = [RESERVED_KEY, STAMP_KEY];
 
 /// One instruction from the upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +31,9 @@ pub enum SessionOp {
     Regenerate,
     /// End the session: delete it and clear the cookie.
     Destroy,
+    /// "Remember me": the session lives this long (its idle and absolute
+    /// timeouts at least this long, its cookie persistent for it).
+    Remember(Duration),
 }
 
 /// Why a `Set-Session` value or its result was refused. The upstream is at
@@ -33,13 +42,15 @@ pub enum SessionOp {
 pub enum SetSessionError {
     #[error("Set-Session value of {0} bytes is over the limit of {1}")]
     TooLong(usize, usize),
-    #[error("Set-Session value is neither a JSON object nor `regenerate` / `destroy`")]
+    #[error("Set-Session value is neither a JSON object nor `regenerate` / `destroy` / `remember=<duration>`")]
     UnknownVerb,
+    #[error("Set-Session `remember=`: {0}")]
+    BadRemember(String),
     #[error("Set-Session JSON is invalid: {0}")]
     InvalidJson(String),
     #[error("Set-Session JSON must be an object, got {0}")]
     NotAnObject(&'static str),
-    #[error("Set-Session may not change the reserved key `cookie`")]
+    #[error("Set-Session may not change the reserved keys `cookie` and `__cloakroom`")]
     ReservedKey,
     #[error("session would be {0} bytes, over the limit of {1}")]
     SessionTooLarge(usize, usize),
@@ -57,13 +68,28 @@ pub fn parse(value: &[u8], max_len: usize) -> Result<SessionOp, SetSessionError>
         b"destroy" => return Ok(SessionOp::Destroy),
         _ => {}
     }
+    if let Some(lifetime) = text.strip_prefix(b"remember=") {
+        let lifetime = std::str::from_utf8(lifetime)
+            .map_err(|_| SetSessionError::BadRemember("not a duration".into()))
+            .and_then(|text| {
+                crate::util::duration::parse_duration(text).map_err(SetSessionError::BadRemember)
+            })?;
+        if lifetime.is_zero() {
+            return Err(SetSessionError::BadRemember(
+                "must be more than zero".into(),
+            ));
+        }
+        return Ok(SessionOp::Remember(lifetime));
+    }
     if text.first() != Some(&b'{') {
         return Err(SetSessionError::UnknownVerb);
     }
     let value: Value =
         serde_json::from_slice(text).map_err(|e| SetSessionError::InvalidJson(e.to_string()))?;
     match value {
-        Value::Object(map) if map.contains_key(RESERVED_KEY) => Err(SetSessionError::ReservedKey),
+        Value::Object(map) if RESERVED_KEYS.iter().any(|key| map.contains_key(*key)) => {
+            Err(SetSessionError::ReservedKey)
+        }
         Value::Object(map) => Ok(SessionOp::Patch(map)),
         other => Err(SetSessionError::NotAnObject(kind(&other))),
     }
@@ -115,6 +141,8 @@ pub enum Plan {
     Write {
         data: Arc<SessionData>,
         fresh_id: bool,
+        /// "Remember me" asked for this lifetime.
+        remember: Option<Duration>,
     },
     /// Delete the current session (if any) and clear the cookie.
     Delete,
@@ -122,10 +150,16 @@ pub enum Plan {
 
 /// Plans `ops` on the current data (`None`: no session). A patch on no
 /// session creates one under a fresh id: ids are never adopted from clients.
+///
+/// `rotate_on`: the identity key. When the operations make it present (not
+/// null) where it was absent or null, or change its value, the session moves
+/// to a fresh id even without `regenerate`: a login never keeps the id the
+/// visitor had before it (session fixation).
 pub fn plan(
     current: Option<&SessionData>,
     ops: &[SessionOp],
     max_bytes: usize,
+    rotate_on: Option<&str>,
 ) -> Result<Plan, SetSessionError> {
     if ops.is_empty() {
         return Ok(Plan::Keep);
@@ -133,6 +167,7 @@ pub fn plan(
     let mut state: Option<Map<String, Value>> = current.map(|d| d.map().clone());
     let mut fresh_id = current.is_none();
     let mut destroyed = false;
+    let mut remember = None;
     for op in ops {
         match op {
             SessionOp::Patch(patch) => {
@@ -146,7 +181,19 @@ pub fn plan(
             SessionOp::Destroy => {
                 state = None;
                 destroyed = true;
+                remember = None;
             }
+            SessionOp::Remember(lifetime) => remember = Some(*lifetime),
+        }
+    }
+    // Remembering alone changes no data: nothing to remember without a
+    // session.
+    let remember = remember.filter(|_| state.is_some());
+    if let (Some(current), Some(key), Some(map)) = (current, rotate_on, &state) {
+        let identity = |map: &Map<String, Value>| map.get(key).filter(|v| !v.is_null()).cloned();
+        let after = identity(map);
+        if after.is_some() && identity(current.map()) != after {
+            fresh_id = true;
         }
     }
     match state {
@@ -161,6 +208,7 @@ pub fn plan(
             Ok(Plan::Write {
                 data: Arc::new(data),
                 fresh_id,
+                remember,
             })
         }
     }
@@ -234,8 +282,8 @@ mod tests {
     #[test]
     fn patch_on_no_session_creates_one_under_a_fresh_id() {
         let ops = [SessionOp::Patch(obj(json!({"user": "ada"})))];
-        match plan(None, &ops, 1000).unwrap() {
-            Plan::Write { data, fresh_id } => {
+        match plan(None, &ops, 1000, None).unwrap() {
+            Plan::Write { data, fresh_id, .. } => {
                 assert!(fresh_id);
                 assert_eq!(data.ascii_json().as_ref(), br#"{"user":"ada"}"#);
             }
@@ -250,8 +298,8 @@ mod tests {
             SessionOp::Regenerate,
             SessionOp::Patch(obj(json!({"user": "ada"}))),
         ];
-        match plan(Some(&current), &ops, 1000).unwrap() {
-            Plan::Write { data, fresh_id } => {
+        match plan(Some(&current), &ops, 1000, None).unwrap() {
+            Plan::Write { data, fresh_id, .. } => {
                 assert!(fresh_id);
                 assert_eq!(
                     Value::Object(data.map().clone()),
@@ -266,19 +314,19 @@ mod tests {
     fn destroy_deletes_and_a_later_patch_starts_afresh() {
         let current = data(json!({"user": "ada"}));
         assert!(matches!(
-            plan(Some(&current), &[SessionOp::Destroy], 1000),
+            plan(Some(&current), &[SessionOp::Destroy], 1000, None),
             Ok(Plan::Delete)
         ));
         assert!(matches!(
-            plan(None, &[SessionOp::Destroy], 1000),
+            plan(None, &[SessionOp::Destroy], 1000, None),
             Ok(Plan::Delete)
         ));
         let ops = [
             SessionOp::Destroy,
             SessionOp::Patch(obj(json!({"flash": "bye"}))),
         ];
-        match plan(Some(&current), &ops, 1000).unwrap() {
-            Plan::Write { data, fresh_id } => {
+        match plan(Some(&current), &ops, 1000, None).unwrap() {
+            Plan::Write { data, fresh_id, .. } => {
                 assert!(fresh_id);
                 assert_eq!(Value::Object(data.map().clone()), json!({"flash": "bye"}));
             }
@@ -289,7 +337,7 @@ mod tests {
     #[test]
     fn regenerate_without_a_session_does_nothing() {
         assert!(matches!(
-            plan(None, &[SessionOp::Regenerate], 1000),
+            plan(None, &[SessionOp::Regenerate], 1000, None),
             Ok(Plan::Keep)
         ));
     }
@@ -298,8 +346,64 @@ mod tests {
     fn oversized_result_is_refused() {
         let ops = [SessionOp::Patch(obj(json!({"big": "x".repeat(100)})))];
         assert!(matches!(
-            plan(None, &ops, 50),
+            plan(None, &ops, 50, None),
             Err(SetSessionError::SessionTooLarge(_, 50))
         ));
+    }
+
+    /// Whether `ops` on `current` move the session when rotation follows
+    /// the key `user`.
+    fn moves(current: Value, ops: &[SessionOp]) -> bool {
+        match plan(Some(&data(current)), ops, 1000, Some("user")).unwrap() {
+            Plan::Write { fresh_id, .. } => fresh_id,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_login_moves_the_session_without_regenerate() {
+        let login = [SessionOp::Patch(obj(json!({"user": {"id": 7}})))];
+        assert!(moves(json!({"cart": 1}), &login), "absent to present");
+        assert!(moves(json!({"user": null}), &login), "null to present");
+        assert!(moves(json!({"user": {"id": 6}}), &login), "another user");
+        assert!(!moves(json!({"user": {"id": 7}}), &login), "the same user");
+        let other = [SessionOp::Patch(obj(json!({"cart": 2})))];
+        assert!(!moves(json!({"user": {"id": 7}}), &other), "other keys");
+        let logout = [SessionOp::Patch(obj(json!({"user": null})))];
+        assert!(!moves(json!({"user": {"id": 7}}), &logout), "a logout");
+        // Off: only `regenerate` moves it.
+        match plan(Some(&data(json!({}))), &login, 1000, None).unwrap() {
+            Plan::Write { fresh_id, .. } => assert!(!fresh_id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn remember_parses_a_duration_and_writes_only_with_a_session() {
+        assert_eq!(
+            parse(b"remember=30d", 100),
+            Ok(SessionOp::Remember(Duration::from_secs(30 * 86_400)))
+        );
+        for bad in [&b"remember=0s"[..], b"remember=forever", b"remember="] {
+            assert!(matches!(
+                parse(bad, 100),
+                Err(SetSessionError::BadRemember(_))
+            ));
+        }
+        assert_eq!(
+            parse(br#"{"__cloakroom":{"absolute":1}}"#, 100),
+            Err(SetSessionError::ReservedKey)
+        );
+        let remember = [SessionOp::Remember(Duration::from_secs(60))];
+        assert!(matches!(plan(None, &remember, 1000, None), Ok(Plan::Keep)));
+        match plan(Some(&data(json!({"user": 1}))), &remember, 1000, None).unwrap() {
+            Plan::Write {
+                fresh_id, remember, ..
+            } => {
+                assert!(!fresh_id);
+                assert_eq!(remember, Some(Duration::from_secs(60)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

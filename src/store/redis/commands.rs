@@ -106,6 +106,21 @@ impl RedisStore {
         self.run("GET", command.query_async(&mut connection)).await
     }
 
+    /// `GET` and `PTTL` in one round trip: the value, and its time to live
+    /// in ms (`None` when it has none or is gone).
+    pub(super) async fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
+        let mut connection = self.connection();
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        let (value, ttl): (Option<Vec<u8>>, i64) = self
+            .run("GET+PTTL", pipeline.query_async(&mut connection))
+            .await?;
+        Ok((value, u64::try_from(ttl).ok()))
+    }
+
     /// `SET key value PX ttl NX`: never overwrites. An existing key (a
     /// fresh 256-bit id already taken) is an error.
     pub(super) async fn set_new(

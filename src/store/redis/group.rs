@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use super::commands::Cas;
 use super::record;
 use super::{RedisStore, MAX_ATTEMPTS};
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::store::{Commit, Committed, StoreError};
@@ -65,6 +66,8 @@ struct Pending {
     fresh_id: SessionId,
     ttl: Duration,
     max_bytes: usize,
+    rotate_on: Option<Box<str>>,
+    lifetimes: Lifetimes,
     reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
@@ -115,6 +118,8 @@ impl RedisStore {
             fresh_id: commit.fresh_id,
             ttl: commit.ttl,
             max_bytes: commit.max_bytes,
+            rotate_on: commit.rotate_on.map(Box::from),
+            lifetimes: commit.lifetimes,
             reply,
         };
         let start = {
@@ -242,13 +247,22 @@ impl RedisStore {
         let mut data = Arc::new(SessionData::new(record.data));
         let mut fate = Fate::Kept;
         let mut ttl = Duration::ZERO;
+        // The stamp the written session gets: the record's, or a fresh one
+        // when it moves (a login starts its lifetime again) or had none.
+        let kept = record.stamp;
+        let mut stamp = kept;
         let mut results = Vec::with_capacity(group.len());
         for pending in group {
             if matches!(fate, Fate::Deleted | Fate::Moved(_)) {
                 results.push(Ok(Committed::Vanished));
                 continue;
             }
-            let result = match ops::plan(Some(&data), &pending.ops, pending.max_bytes) {
+            let result = match ops::plan(
+                Some(&data),
+                &pending.ops,
+                pending.max_bytes,
+                pending.rotate_on.as_deref(),
+            ) {
                 Err(rejected) => Err(StoreError::Rejected(rejected)),
                 Ok(Plan::Keep) => Ok(Committed::Unchanged),
                 Ok(Plan::Delete) => {
@@ -258,19 +272,28 @@ impl RedisStore {
                 Ok(Plan::Write {
                     data: new,
                     fresh_id,
+                    remember,
                 }) => {
                     data = new.clone();
                     ttl = pending.ttl;
                     let saved_as = if fresh_id {
                         fate = Fate::Moved(pending.fresh_id.clone());
+                        let remembered = stamp.and_then(|s| s.remember).map(Duration::from_millis);
+                        stamp = Some(super::stamp_for(
+                            None,
+                            pending.lifetimes,
+                            remember.or(remembered),
+                        ));
                         pending.fresh_id.clone()
                     } else {
                         fate = Fate::Written;
+                        stamp = Some(super::stamp_for(stamp, pending.lifetimes, remember));
                         id.clone()
                     };
                     Ok(Committed::Saved {
                         id: saved_as,
                         data: new,
+                        remember: stamp.and_then(|s| s.remember).map(Duration::from_millis),
                     })
                 }
             };
@@ -288,7 +311,8 @@ impl RedisStore {
                 return Ok(Round::Finished(results, None));
             }
             Fate::Written => {
-                let (value, millis) = self.encode(record.cookie, &data, ttl);
+                let stamp = stamp.unwrap_or_default();
+                let (value, millis) = self.encode(record.cookie, stamp, &data, ttl);
                 match self
                     .set_if_unchanged(&key, expected, &value, millis)
                     .await?
@@ -298,7 +322,8 @@ impl RedisStore {
                 }
             }
             Fate::Moved(fresh) => {
-                let (value, millis) = self.encode(record.cookie, &data, ttl);
+                let stamp = stamp.unwrap_or_default();
+                let (value, millis) = self.encode(record.cookie, stamp, &data, ttl);
                 let fresh = self.key(&fresh);
                 self.move_if_unchanged(&key, &fresh, expected, &value, millis)
                     .await?

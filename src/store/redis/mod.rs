@@ -50,7 +50,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value as Json};
 
-use super::{Commit, Committed, SessionStore, StoreError};
+use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
+use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
 use commands::Scripts;
@@ -124,48 +125,95 @@ impl RedisStore {
         format!("{}{}", self.shared.prefix, id.as_str())
     }
 
-    /// The stored value for `data` living `ttl` from now, and its TTL in ms.
+    /// The stored value for `data` with its `stamp`, and its TTL in ms:
+    /// the nearest of `ttl` (the session's default life) and the stamp's
+    /// deadlines.
     fn encode(
         &self,
         cookie: Option<Map<String, Json>>,
+        stamp: Stamp,
         data: &SessionData,
         ttl: Duration,
     ) -> (Vec<u8>, u64) {
         let now = SystemTime::now();
+        let ttl = stamp.ttl(unix_millis(now), ttl);
         let cookie = self.shared.cookie.for_write(cookie, now, ttl);
         let millis = record::ttl_millis(&cookie, now, ttl);
-        (record::encode(&cookie, data.map()), millis)
+        (record::encode(&cookie, Some(stamp), data.map()), millis)
+    }
+}
+
+/// Unix time in ms: the clock of the stamps in Redis records (shared by
+/// every instance).
+pub(super) fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A stamp for a session written now: `kept`, or a fresh one, remembered
+/// if asked.
+pub(super) fn stamp_for(
+    kept: Option<Stamp>,
+    lifetimes: Lifetimes,
+    remember: Option<Duration>,
+) -> Stamp {
+    let now = unix_millis(SystemTime::now());
+    let stamp = kept.unwrap_or_else(|| Stamp::new(now, lifetimes));
+    match remember {
+        Some(lifetime) => stamp.remembered(now, lifetime),
+        None => stamp,
     }
 }
 
 impl SessionStore for RedisStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
-        let Some(bytes) = self.get(&self.key(id)).await? else {
-            return Ok(None);
+    async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
+        let key = self.key(id);
+        let (bytes, ttl) = if with_expiry {
+            self.get_with_ttl(&key).await?
+        } else {
+            (self.get(&key).await?, None)
         };
-        match record::decode(&bytes) {
-            Some(record) => Ok(Some(Arc::new(SessionData::new(record.data)))),
-            None => {
-                tracing::warn!(
-                    "a Redis session record is not a JSON object; treated as no session"
-                );
-                Ok(None)
-            }
+        let Some(bytes) = bytes else {
+            return Ok(Loaded::Missing);
+        };
+        let Some(record) = record::decode(&bytes) else {
+            tracing::warn!("a Redis session record is not a JSON object; treated as no session");
+            return Ok(Loaded::Missing);
+        };
+        let now = unix_millis(SystemTime::now());
+        let stamp = record.stamp.unwrap_or_default();
+        if stamp.is_expired(now) {
+            // Redis lets it go at the same deadline; this makes sure.
+            self.delete(&key).await?;
+            return Ok(Loaded::Expired);
         }
+        Ok(Loaded::Live(Stored {
+            data: Arc::new(SessionData::new(record.data)),
+            times: Times {
+                expires_in: ttl.map(Duration::from_millis),
+                absolute_in: stamp.absolute_in(now),
+                idle: stamp.idle.map(Duration::from_millis),
+                remember: stamp.remember.map(Duration::from_millis),
+            },
+        }))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         let Some(current_id) = commit.current else {
-            return match ops::plan(None, commit.ops, commit.max_bytes)? {
+            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
-                Plan::Write { data, .. } => {
-                    let (value, millis) = self.encode(None, &data, commit.ttl);
+                Plan::Write { data, remember, .. } => {
+                    let stamp = stamp_for(None, commit.lifetimes, remember);
+                    let (value, millis) = self.encode(None, stamp, &data, commit.ttl);
                     self.set_new(&self.key(&commit.fresh_id), &value, millis)
                         .await?;
                     Ok(Committed::Saved {
                         id: commit.fresh_id,
                         data,
+                        remember: stamp.remember.map(Duration::from_millis),
                     })
                 }
             };

@@ -7,6 +7,10 @@
 //!   `expires`, `secure`, `httpOnly`, `domain`, `path`, `sameSite`, each left
 //!   out when unset) next to the data keys. `cookie` is reserved: upstream
 //!   patches may not touch it, and the data Cloakroom serves never holds it.
+//! - `__cloakroom`: the session's lifetime stamp (creation, absolute
+//!   deadline, idle timeout, "remember me"), when it has one. express-session
+//!   keeps unknown keys, so it survives an Express app's writes; it is not
+//!   session data and never reaches the upstream.
 //! - TTL: connect-redis's `getTTL`: until `cookie.expires` when it is set,
 //!   otherwise the store's ttl (connect-redis's default is one day). Written
 //!   with millisecond precision (`PX`) where connect-redis rounds up to
@@ -18,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::domain::session::lifetime::{Stamp, STAMP_KEY};
 use crate::domain::session::ops::RESERVED_KEY;
 
 use crate::util::date::{civil_from_days, days_from_civil};
@@ -44,6 +49,7 @@ pub struct RecordCookie {
 #[derive(Debug)]
 pub struct Record {
     pub cookie: Option<Map<String, Value>>,
+    pub stamp: Option<Stamp>,
     pub data: Map<String, Value>,
 }
 
@@ -55,17 +61,35 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         Some(Value::Object(cookie)) => Some(cookie),
         _ => None,
     };
-    Some(Record { cookie, data })
+    let stamp = data
+        .shift_remove(STAMP_KEY)
+        .and_then(|stamp| Stamp::from_json(&stamp));
+    Some(Record {
+        cookie,
+        stamp,
+        data,
+    })
 }
 
 /// The stored value: `cookie` first, as express-session writes it, then the
-/// data keys in their order. `data` never holds `cookie` (patches touching
-/// it are refused and decoding removes it).
-pub fn encode(cookie: &Map<String, Value>, data: &Map<String, Value>) -> Vec<u8> {
+/// stamp (if set), then the data keys in their order. `data` never holds
+/// `cookie` or the stamp's key (patches touching them are refused and
+/// decoding removes them).
+pub fn encode(
+    cookie: &Map<String, Value>,
+    stamp: Option<Stamp>,
+    data: &Map<String, Value>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"cookie\":");
     // Serialising maps of JSON values cannot fail.
     let _ = serde_json::to_writer(&mut out, cookie);
+    if let Some(stamp) = stamp.filter(Stamp::is_set) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(STAMP_KEY.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut out, &stamp.to_json());
+    }
     if !data.is_empty() {
         let body = serde_json::to_vec(data).unwrap_or_else(|_| b"{}".to_vec());
         // `body` is `{...}`: splice its members after the cookie.
@@ -236,7 +260,7 @@ mod tests {
         );
         let cookie = record.cookie.unwrap();
         assert_eq!(cookie["sameSite"], json!("strict"));
-        assert_eq!(encode(&cookie, &record.data), stored.to_vec());
+        assert_eq!(encode(&cookie, record.stamp, &record.data), stored.to_vec());
     }
 
     #[test]
@@ -252,7 +276,7 @@ mod tests {
     #[test]
     fn a_new_record_carries_express_sessions_cookie_object() {
         let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
-        let bytes = encode(&cookie, &Map::new());
+        let bytes = encode(&cookie, None, &Map::new());
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"cookie":{"originalMaxAge":60000,"expires":"2023-11-14T22:14:20.123Z","httpOnly":true,"path":"/","sameSite":"lax"}}"#

@@ -44,7 +44,7 @@ pub fn require(program: &str, test: &str) -> bool {
 /// Reports a missing prerequisite: a panic under CI=true, else a loud skip.
 pub fn missing(what: &str, test: &str) {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("{test}: {what}, and CI=true requires the Redis tests to run (apt-get install redis-server redis-tools openssl)");
+        panic!("{test}: {what}, and CI=true requires every test to run (.ci/run installs what they need)");
     }
     // Straight to the process's stderr: the test harness captures
     // `eprintln!` of passing tests, and this must be seen.

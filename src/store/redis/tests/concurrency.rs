@@ -32,6 +32,8 @@ async fn concurrent_patches_from_two_instances_all_survive() {
                     fresh_id: SessionId::generate(),
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
+                    rotate_on: None,
+                    lifetimes: Default::default(),
                 };
                 store.commit(commit).await.unwrap()
             })
@@ -40,7 +42,7 @@ async fn concurrent_patches_from_two_instances_all_survive() {
     for task in tasks {
         assert!(matches!(task.await.unwrap(), Committed::Saved { .. }));
     }
-    let data = h.store.load(&id).await.unwrap().unwrap();
+    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
     for n in 0..100 {
         assert_eq!(data.map()[&format!("k{n}")], json!(n), "k{n} lost");
     }
@@ -55,6 +57,8 @@ async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) 
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
     };
     store.commit(commit).await.unwrap()
 }
@@ -83,7 +87,7 @@ async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
         patch_on(&h.store, &id, json!({"c": 3})).await,
         Committed::Saved { .. }
     ));
-    let data = h.store.load(&id).await.unwrap().unwrap();
+    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
     assert_eq!(
         serde_json::Value::Object(data.map().clone()),
         json!({"a": 1, "b": 2, "c": 3})
@@ -96,6 +100,8 @@ async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
     };
     assert!(matches!(
         other.commit(commit).await.unwrap(),
@@ -105,7 +111,7 @@ async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
         patch_on(&h.store, &id, json!({"d": 4})).await,
         Committed::Vanished
     ));
-    assert!(h.store.load(&id).await.unwrap().is_none());
+    assert!(h.store.load(&id, true).await.unwrap().live().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +136,8 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
                     fresh_id: SessionId::generate(),
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
+                    rotate_on: None,
+                    lifetimes: Default::default(),
                 };
                 (n, store.commit(commit).await.unwrap())
             })
@@ -148,10 +156,10 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
     let new = moved_to.expect("the regenerate saved the session under a new id");
     assert_ne!(new, old);
     assert!(
-        h.store.load(&old).await.unwrap().is_none(),
+        h.store.load(&old, true).await.unwrap().live().is_none(),
         "the old id is gone"
     );
-    let data = h.store.load(&new).await.unwrap().unwrap();
+    let data = h.store.load(&new, true).await.unwrap().live().unwrap();
     let mut kept: Vec<usize> = data.map().keys().map(|k| k[1..].parse().unwrap()).collect();
     kept.sort_unstable();
     saved_before_move.sort_unstable();

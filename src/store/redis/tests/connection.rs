@@ -50,7 +50,7 @@ async fn a_dead_redis_is_unavailable_and_a_restarted_one_is_used_again() {
     server.kill();
     let started = std::time::Instant::now();
     assert!(matches!(
-        store.load(&id).await,
+        store.load(&id, true).await,
         Err(StoreError::Unavailable(_))
     ));
     let ops = [SessionOp::Destroy];
@@ -60,6 +60,8 @@ async fn a_dead_redis_is_unavailable_and_a_restarted_one_is_used_again() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
     };
     assert!(matches!(
         store.commit(commit).await,
@@ -73,12 +75,12 @@ async fn a_dead_redis_is_unavailable_and_a_restarted_one_is_used_again() {
     server.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match store.load(&id).await {
-            Ok(Some(data)) => {
-                assert_eq!(data.map()["user"], json!("ada"));
+        match store.load(&id, true).await {
+            Ok(Loaded::Live(stored)) => {
+                assert_eq!(stored.data.map()["user"], json!("ada"));
                 break;
             }
-            Ok(None) => panic!("the session was lost across the restart"),
+            Ok(_) => panic!("the session was lost across the restart"),
             Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -109,7 +111,12 @@ async fn the_password_comes_from_password_env_and_a_wrong_one_fails_start_up() {
         "",
     );
     let store = RedisStore::connect(&config).await.unwrap();
-    assert!(store.load(&SessionId::generate()).await.unwrap().is_none());
+    assert!(store
+        .load(&SessionId::generate(), true)
+        .await
+        .unwrap()
+        .live()
+        .is_none());
 
     let without = redis_config(&format!("url = \"{url}\""), "");
     let error = RedisStore::connect(&without)
@@ -235,6 +242,6 @@ async fn rediss_urls_speak_tls_and_verify_the_server() {
     std::env::set_var("SSL_CERT_FILE", &ca);
     let store = RedisStore::connect(&config).await.unwrap();
     let id = conformance::create(&store, json!({"user": "ada"}), Duration::from_secs(60)).await;
-    assert!(store.load(&id).await.unwrap().is_some());
+    assert!(store.load(&id, true).await.unwrap().live().is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }

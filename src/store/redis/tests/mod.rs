@@ -2,7 +2,6 @@
 //! Redis-specific checks, each against its own `redis-server` (or
 //! `REDIS_URL`): the record format, concurrent writers, connecting.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::test_server::{external_url, RedisCluster, RedisServer};
@@ -19,8 +18,8 @@ pub(crate) struct Harness {
 }
 
 impl SessionStore for Harness {
-    async fn load(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreError> {
-        self.store.load(id).await
+    async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
+        self.store.load(id, with_expiry).await
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {

@@ -58,7 +58,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    let data = h.store.load(&id).await.unwrap().unwrap();
+    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
     assert_eq!(
         serde_json::Value::Object(data.map().clone()),
         json!({"cart": [1]})
@@ -70,6 +70,8 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
         fresh_id: SessionId::generate(),
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
     };
     assert!(matches!(
         h.store.commit(commit).await.unwrap(),

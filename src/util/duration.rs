@@ -1,5 +1,5 @@
-//! Units in configuration values: durations written as `250ms`, `10s`,
-//! `5m`, `2h`, `1d`.
+//! Durations as people write them, in configuration values and in
+//! `Set-Session: remember=30d`: `250ms`, `10s`, `5m`, `2h`, `1d`.
 
 use std::time::Duration;
 

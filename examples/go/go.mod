@@ -1,0 +1,3 @@
+module cloakroom.example/app
+
+go 1.19
