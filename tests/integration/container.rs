@@ -303,3 +303,37 @@ async fn the_image_serves_sessions_reports_healthy_and_stops_cleanly_on_sigterm(
         "the secrets did not come from {secrets_env}: {log}"
     );
 }
+
+/// compose.yaml mounts docker/compose.toml over the image's configuration:
+/// `cloakroom check` accepts it, and it listens where the image exposes.
+#[test]
+fn the_compose_configuration_is_valid_and_listens_on_the_exposed_ports() {
+    let compose = repo_file("compose.yaml");
+    assert!(
+        compose.contains("./docker/compose.toml:/etc/cloakroom/proxy.toml:ro"),
+        "compose.yaml no longer mounts docker/compose.toml"
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/compose.toml");
+    let output = std::process::Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env("CLOAKROOM_SECRETS", "compose-test-secret-0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table: toml::Table = repo_file("docker/compose.toml").parse().unwrap();
+    let image: toml::Table = repo_file("docker/proxy.toml").parse().unwrap();
+    for (table_name, key) in [("server", "listen"), ("ops", "listen")] {
+        assert_eq!(
+            table[table_name][key], image[table_name][key],
+            "{table_name}.{key} differs from the image's"
+        );
+    }
+    assert_eq!(table["store"]["kind"].as_str(), Some("redis"));
+}
