@@ -606,3 +606,115 @@ async fn express_session_and_cloakroom_share_one_session_both_ways() {
         "the old cookie must be dead"
     );
 }
+
+#[tokio::test]
+async fn express_session_keeps_cloakrooms_deadlines_and_nothing_is_lost() {
+    let test = "express_session_keeps_cloakrooms_deadlines_and_nothing_is_lost";
+    if !have("node", test, true) || !have("npm", test, true) {
+        return;
+    }
+    let (redis_url, _redis_server) = match test_server::external_url() {
+        Some(url) => (url, None),
+        None => match test_server::RedisServer::start(test) {
+            Some(server) => (server.url(), Some(server)),
+            None => return,
+        },
+    };
+    let dir = repo().join("tests/fixtures/express_migration");
+    npm_ci(&dir);
+    let express = App::start(
+        "express",
+        Path::new("node"),
+        &["app.js"],
+        &dir,
+        &[
+            ("REDIS_URL", &redis_url),
+            ("SESSION_SECRET", MIGRATION_SECRET),
+        ],
+    );
+    let proxy = Proxy::start_with(&format!(
+        "[upstream]\nurl = \"{}\"\n\
+         [cookie]\nname = \"connect.sid\"\n\
+         [session]\nsecrets = [\"{MIGRATION_SECRET}\"]\n\
+         idle_timeout = \"1h\"\nabsolute_timeout = \"3s\"\n\
+         [store]\nkind = \"redis\"\nurl = \"{redis_url}\"\nprefix = \"sess:\"\n",
+        express.url()
+    ))
+    .await;
+    let legacy = |path: &str| format!("{}/legacy{path}", express.url());
+    let user = browser();
+
+    // Logged in through Cloakroom: the record carries the stamp.
+    let (cookies, _) = exchange(user.post(proxy.url("/login")).form(&[("username", "ada")])).await;
+    let id = session_id(&issued(&cookies));
+    let stored = record(&redis_url, &id)
+        .await
+        .expect("the session is in Redis");
+    let stamp = stored["__cloakroom"].clone();
+    assert!(stamp["absolute"].is_u64(), "{stored}");
+    assert_eq!(stamp["idle"], json!(3_600_000), "{stored}");
+
+    // express-session reads and writes it: the stamp survives its save, and
+    // the upstream never sees the stamp.
+    exchange(user.post(legacy("/cart")).form(&[("item", "tea")])).await;
+    let stored = record(&redis_url, &id).await.expect("still in Redis");
+    assert_eq!(
+        stored["__cloakroom"], stamp,
+        "express-session kept the stamp: {stored}"
+    );
+    assert_eq!(stored["cart"], json!({"tea": 1}));
+    let (_, raw) = exchange(user.get(proxy.url("/raw"))).await;
+    assert_eq!(
+        raw,
+        json!({"user": {"name": "ada"}, "cart": {"tea": 1}}),
+        "no stamp in X-Session"
+    );
+
+    // Nothing lost in either direction.
+    exchange(user.post(proxy.url("/cart")).form(&[("item", "tea")])).await;
+    exchange(user.post(legacy("/cart")).form(&[("item", "jam")])).await;
+    let (_, me) = exchange(user.get(proxy.url("/me"))).await;
+    assert_eq!(
+        me,
+        json!({"user": {"name": "ada"}, "cart": {"tea": 2, "jam": 1}})
+    );
+    let (_, me) = exchange(user.get(legacy("/me"))).await;
+    assert_eq!(
+        me,
+        json!({"user": {"name": "ada"}, "cart": {"tea": 2, "jam": 1}})
+    );
+
+    // An app's own session (no stamp) reads as before, and gets a stamp at
+    // Cloakroom's first write.
+    let app_user = browser();
+    let (cookies, _) = exchange(
+        app_user
+            .post(legacy("/login"))
+            .form(&[("username", "grace")]),
+    )
+    .await;
+    let app_id = session_id(&issued(&cookies));
+    assert!(record(&redis_url, &app_id)
+        .await
+        .unwrap()
+        .get("__cloakroom")
+        .is_none());
+    let (_, me) = exchange(app_user.get(proxy.url("/me"))).await;
+    assert_eq!(me["user"]["name"], "grace");
+    exchange(app_user.post(proxy.url("/cart")).form(&[("item", "tea")])).await;
+    assert!(record(&redis_url, &app_id).await.unwrap()["__cloakroom"]["absolute"].is_u64());
+
+    // Past the absolute deadline, although express-session's last save gave
+    // the key a day to live: Cloakroom treats it as none and deletes it, and
+    // the app then has no session either.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let (_, me) = exchange(user.get(proxy.url("/me"))).await;
+    assert_eq!(me, json!({"user": null, "cart": {}}));
+    assert_eq!(
+        record(&redis_url, &id).await,
+        None,
+        "deleted at its deadline"
+    );
+    let (_, me) = exchange(user.get(legacy("/me"))).await;
+    assert_eq!(me, json!({"user": null, "cart": {}}));
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{Commit, Committed, SessionStore, StoreError};
+use super::{Commit, Committed, Loaded, SessionStore, StoreError};
+use crate::domain::session::lifetime::Lifetimes;
 use crate::domain::session::ops::SessionOp;
 use crate::domain::session::SessionId;
 
@@ -172,6 +173,123 @@ pub async fn touch_extends_life_without_changing_data<S: SessionStore>(store: S)
     assert!(!store.touch(&SessionId::generate(), TTL).await.unwrap());
 }
 
+/// A session created under `lifetimes`; its id.
+async fn create_with<S: SessionStore>(
+    store: &S,
+    lifetimes: Lifetimes,
+    ops: &[SessionOp],
+) -> SessionId {
+    let commit = Commit {
+        current: None,
+        ops,
+        fresh_id: SessionId::generate(),
+        ttl: TTL,
+        max_bytes: MAX,
+        rotate_on: None,
+        lifetimes,
+    };
+    match store.commit(commit).await.unwrap() {
+        Committed::Saved { id, .. } => id,
+        other => panic!("create gave {other:?}"),
+    }
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+pub async fn an_idle_session_dies_and_touching_keeps_it_alive<S: SessionStore>(store: S) {
+    let lifetimes = Lifetimes {
+        idle: Some(ms(400)),
+        absolute: None,
+    };
+    let ops = [patch(json!({"user": "ada"}))];
+    let idle = create_with(&store, lifetimes, &ops).await;
+    let busy = create_with(&store, lifetimes, &ops).await;
+    let Loaded::Live(stored) = store.load(&busy, true).await.unwrap() else {
+        panic!("a new session is live");
+    };
+    assert_eq!(stored.times.idle, Some(ms(400)));
+    let left = stored.times.expires_in.unwrap();
+    assert!(
+        left <= ms(400) && left > ms(200),
+        "the store expiry follows the idle timeout: {left:?}"
+    );
+    for _ in 0..4 {
+        tokio::time::sleep(ms(250)).await;
+        assert!(store.touch(&busy, ms(400)).await.unwrap());
+    }
+    assert!(
+        data_of(&store, &busy).await.is_some(),
+        "kept alive by touches"
+    );
+    assert_eq!(
+        data_of(&store, &idle).await,
+        None,
+        "unused for longer than the idle timeout"
+    );
+}
+
+pub async fn a_busy_session_dies_at_its_absolute_deadline<S: SessionStore>(store: S) {
+    let lifetimes = Lifetimes {
+        idle: Some(ms(5_000)),
+        absolute: Some(ms(600)),
+    };
+    let id = create_with(&store, lifetimes, &[patch(json!({"user": "ada"}))]).await;
+    let Loaded::Live(stored) = store.load(&id, true).await.unwrap() else {
+        panic!("a new session is live");
+    };
+    assert!(stored.times.absolute_in.unwrap() <= ms(600));
+    assert!(
+        stored.times.expires_in.unwrap() <= ms(600),
+        "the nearest deadline"
+    );
+    // Touched with more than what is left: the absolute deadline holds.
+    for _ in 0..3 {
+        tokio::time::sleep(ms(150)).await;
+        assert!(store.touch(&id, ms(5_000)).await.unwrap());
+        commit(&store, Some(&id), &[patch(json!({"seen": true}))])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(ms(300)).await;
+    assert!(
+        matches!(
+            store.load(&id, true).await.unwrap(),
+            Loaded::Expired | Loaded::Missing
+        ),
+        "past its absolute deadline"
+    );
+    let after = commit(&store, Some(&id), &[patch(json!({"again": 1}))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(after, Committed::Vanished),
+        "never brought back: {after:?}"
+    );
+    assert_eq!(data_of(&store, &id).await, None);
+}
+
+pub async fn remember_me_lengthens_one_session<S: SessionStore>(store: S) {
+    let lifetimes = Lifetimes {
+        idle: Some(ms(300)),
+        absolute: Some(ms(400)),
+    };
+    let ops = [
+        patch(json!({"user": "ada"})),
+        SessionOp::Remember(ms(5_000)),
+    ];
+    let remembered = create_with(&store, lifetimes, &ops).await;
+    let plain = create_with(&store, lifetimes, &ops[..1]).await;
+    tokio::time::sleep(ms(600)).await;
+    assert_eq!(data_of(&store, &plain).await, None);
+    let Loaded::Live(stored) = store.load(&remembered, true).await.unwrap() else {
+        panic!("the remembered session outlives the configured timeouts");
+    };
+    assert_eq!(stored.times.remember, Some(ms(5_000)));
+    assert_eq!(stored.times.idle, Some(ms(5_000)));
+}
+
 pub async fn concurrent_patches_on_distinct_keys_all_survive<S: SessionStore>(store: S) {
     let store = Arc::new(store);
     let id = create(&*store, json!({}), TTL).await;
@@ -224,6 +342,9 @@ macro_rules! suite {
             $crate::store::conformance::suite!(@tests $make, $timed;
                 sessions_expire_at_their_ttl,
                 touch_extends_life_without_changing_data,
+                an_idle_session_dies_and_touching_keeps_it_alive,
+                a_busy_session_dies_at_its_absolute_deadline,
+                remember_me_lengthens_one_session,
             );
         }
     };

@@ -399,7 +399,9 @@ impl SessionStore for MemoryStore {
         let mut map = lock(self.inner.shard(id.as_str()));
         match map.get_mut(id.as_str()) {
             Some(entry) if entry.is_live(now) => {
-                entry.expires = now + ttl;
+                // Never past the session's absolute deadline.
+                let left = entry.stamp.ttl(self.inner.millis(now), ttl);
+                entry.expires = now + ttl.min(left);
                 Ok(true)
             }
             _ => Ok(false),

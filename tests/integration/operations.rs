@@ -8,15 +8,16 @@ use tokio::sync::oneshot;
 
 use crate::support::*;
 
-/// The proxy with an operations listener; stopped on drop.
-struct Operated {
-    proxy: SocketAddr,
+/// The proxy with an operations listener; stopped on drop. `proxy` is its
+/// address.
+pub struct Operated {
+    pub proxy: SocketAddr,
     ops: SocketAddr,
     _stop: oneshot::Sender<()>,
 }
 
 impl Operated {
-    async fn start(toml: &str) -> Self {
+    pub async fn start(toml: &str) -> Self {
         let config = config(toml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,11 +44,11 @@ impl Operated {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy)
     }
 
-    async fn ops(&self, path: &str) -> (u16, String) {
+    pub async fn ops(&self, path: &str) -> (u16, String) {
         let response = bare()
             .get(format!("http://{}{path}", self.ops))
             .send()
@@ -57,7 +58,7 @@ impl Operated {
     }
 
     /// The value of one sample line of `/metrics` (`name{labels}`).
-    async fn metric(&self, sample: &str) -> f64 {
+    pub async fn metric(&self, sample: &str) -> f64 {
         let (status, text) = self.ops("/metrics").await;
         assert_eq!(status, 200);
         text.lines()
