@@ -1,27 +1,71 @@
-# Build: docker build -t cloakroom .
-# Run:   docker run -p 8080:8080 -e CLOAKROOM_SECRETS="$(cloakroom secret)" \
-#          -v "$PWD/proxy.toml:/etc/cloakroom/proxy.toml:ro" cloakroom
-# The mounted proxy.toml must listen on 0.0.0.0:8080 inside the container.
+# Cloakroom's container image: the release binary on a distroless base
+# (glibc, CA certificates, no shell), run as a non-root user.
+#
+#   docker build -t cloakroom .
+#   docker run -p 8080:8080 -e CLOAKROOM_SECRETS="$(docker run --rm cloakroom secret)" \
+#       -v "$PWD/proxy.toml:/etc/cloakroom/proxy.toml:ro" cloakroom
+#
+# The image starts on docker/proxy.toml (/etc/cloakroom/proxy.toml): it
+# listens on 0.0.0.0:8080, serves /healthz, /readyz and /metrics on
+# 0.0.0.0:9090, forwards to http://app:3000 and reads its secrets from
+# CLOAKROOM_SECRETS. Mount your own file over it to name your app.
+#
+# The base images are build arguments, so local ones can stand in for them
+# (docker/check.sh does that, without a registry):
+#   BUILD_IMAGE    any Debian bookworm image with cargo, rustc and gcc
+#   RUNTIME_IMAGE  glibc, libgcc_s and the CA certificates (rediss:// and
+#                  https:// upstreams verify against them); no shell needed
+#
+# `--target demo` builds the demo app of examples/demo.rs alone (it listens
+# on DEMO_APP_LISTEN, 0.0.0.0:3000), for compose.yaml.
+ARG BUILD_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
 
-FROM rust:1-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
+# The line tables (Cargo.toml's debug = "line-tables-only") would make the
+# binary four times larger; the image keeps the symbols only, so a backtrace
+# still names its functions. --build-arg RELEASE_STRIP=none keeps them.
+ARG RELEASE_STRIP=debuginfo
+ENV CARGO_PROFILE_RELEASE_STRIP=${RELEASE_STRIP}
 WORKDIR /src
+# The dependencies first, in their own layer, built against empty sources:
+# a change to Cloakroom's code does not build them again.
 COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin cloakroom \
+    && rm -r src
 COPY proxy.toml ./
-COPY tests ./tests
-COPY examples ./examples
-RUN cargo build --release --locked --bin cloakroom
+COPY src ./src
+# The copied sources can be older than the empty ones built above: touched,
+# cargo sees that they changed.
+RUN touch src/lib.rs src/main.rs \
+    && cargo build --release --locked --bin cloakroom
 
-FROM debian:bookworm-slim
-# The system's root certificates: rediss:// (the Redis store over TLS)
-# verifies against them.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --no-create-home --shell /usr/sbin/nologin cloakroom
+FROM build AS build-demo
+COPY examples/demo.rs ./examples/demo.rs
+RUN touch examples/demo.rs \
+    && cargo build --release --locked --example demo
+
+FROM ${RUNTIME_IMAGE} AS demo
+COPY --from=build-demo /src/target/release/examples/demo /usr/local/bin/cloakroom-demo
+ENV DEMO_APP_LISTEN=0.0.0.0:3000
+USER 65532:65532
+EXPOSE 3000
+ENTRYPOINT ["/usr/local/bin/cloakroom-demo", "--app-only"]
+
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/cloakroom /usr/local/bin/cloakroom
-COPY proxy.toml /etc/cloakroom/proxy.toml
-USER cloakroom
-EXPOSE 8080
+COPY docker/proxy.toml /etc/cloakroom/proxy.toml
+# distroless's nonroot user; numeric, so it needs no /etc/passwd entry.
+USER 65532:65532
+# 8080: the proxy; 9090: the ops listener (health, readiness, metrics).
+EXPOSE 8080 9090
+# Cloakroom is PID 1: SIGTERM stops accepting, drains in-flight requests
+# and exits 0 within server.shutdown_grace (8 s, below docker stop's 10 s).
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/cloakroom", "health", "--config", "/etc/cloakroom/proxy.toml"]
 ENTRYPOINT ["/usr/local/bin/cloakroom"]
 CMD ["--config", "/etc/cloakroom/proxy.toml"]

@@ -33,6 +33,15 @@
 //! curl -i -c jar -b jar -X POST http://127.0.0.1:8080/logout      # 303, the cookie is cleared
 //! curl -i -b jar http://127.0.0.1:8080/account                    # 401: signed out again
 //! ```
+//!
+//! `--app-only` starts the app alone, without Cloakroom, on the address in
+//! `DEMO_APP_LISTEN` (default: where `proxy.toml`'s upstream points,
+//! 127.0.0.1:3000), until SIGTERM or Ctrl-C. The container image's `demo`
+//! target and `compose.yaml` run it so, with Cloakroom in another container:
+//!
+//! ```text
+//! DEMO_APP_LISTEN=0.0.0.0:3000 cargo run --release --example demo -- --app-only
+//! ```
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -61,6 +70,10 @@ const SET_SESSION: HeaderName = HeaderName::from_static("set-session");
 const IDENTITY_KEY: &str = "user";
 /// Where the app listens when the upstream URL names no usable address.
 const FALLBACK_APP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000);
+/// The argument that starts the app alone, without Cloakroom.
+const APP_ONLY: &str = "--app-only";
+/// With `--app-only`: the address the app listens on.
+const APP_LISTEN_ENV: &str = "DEMO_APP_LISTEN";
 /// The largest login form body the app reads.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 const MAX_USERNAME_CHARS: usize = 64;
@@ -76,8 +89,24 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
+    let app_only = app_only(std::env::args().skip(1))?;
     let config = cloakroom::config::Config::from_toml_str(include_str!("../proxy.toml"))
         .context("the example proxy.toml is invalid")?;
+    if app_only {
+        let app_addr = match std::env::var(APP_LISTEN_ENV) {
+            Ok(text) => listen_addr(&text)?,
+            Err(_) => app_addr(&config.upstream.url),
+        };
+        let app_listener = TcpListener::bind(app_addr)
+            .await
+            .with_context(|| format!("cannot listen on {app_addr} for the demo app"))?;
+        println!("Cloakroom demo app alone on http://{app_addr}/ (put Cloakroom in front of it)");
+        tokio::select! {
+            () = serve_app(app_listener) => {},
+            () = terminated() => {},
+        }
+        return Ok(());
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -96,6 +125,24 @@ async fn main() -> anyhow::Result<()> {
     );
     cloakroom::run(config, proxy_listener, ctrl_c()).await?;
     Ok(())
+}
+
+/// Whether the arguments ask for the app alone; anything else is refused.
+fn app_only(mut args: impl Iterator<Item = String>) -> anyhow::Result<bool> {
+    match (args.next(), args.next()) {
+        (None, _) => Ok(false),
+        (Some(arg), None) if arg == APP_ONLY => Ok(true),
+        (Some(arg), _) => anyhow::bail!(
+            "unexpected argument {arg:?}; usage: demo [{APP_ONLY}] (the app alone, on ${APP_LISTEN_ENV})"
+        ),
+    }
+}
+
+/// `DEMO_APP_LISTEN`'s value: an IP address and a port.
+fn listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    text.trim().parse().with_context(|| {
+        format!("{APP_LISTEN_ENV}={text:?} is not an address and port such as 0.0.0.0:3000")
+    })
 }
 
 /// The address the proxy will connect to: host and port of `[upstream] url`.
@@ -124,6 +171,29 @@ async fn ctrl_c() {
         tracing::error!(%err, "cannot listen for Ctrl-C; stop the demo another way");
         std::future::pending::<()>().await;
     }
+}
+
+/// Completes on SIGTERM (`docker stop`: the app alone is a container's
+/// PID 1, which ignores signals it has no handler for) or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    () = ctrl_c() => {},
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -553,6 +623,26 @@ mod tests {
             escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn only_app_only_is_an_argument() {
+        let args = |list: &[&str]| app_only(list.iter().map(|a| (*a).to_owned()));
+        assert!(!args(&[]).unwrap());
+        assert!(args(&["--app-only"]).unwrap());
+        assert!(args(&["--app"]).is_err());
+        assert!(args(&["--app-only", "0.0.0.0:3000"]).is_err());
+    }
+
+    #[test]
+    fn the_app_alone_listens_on_an_address_and_port() {
+        assert_eq!(
+            listen_addr("0.0.0.0:3000").unwrap().to_string(),
+            "0.0.0.0:3000"
+        );
+        assert_eq!(listen_addr("[::]:80").unwrap().to_string(), "[::]:80");
+        let error = listen_addr("app:3000").unwrap_err().to_string();
+        assert!(error.contains("DEMO_APP_LISTEN"), "{error}");
     }
 
     #[test]

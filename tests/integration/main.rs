@@ -16,6 +16,7 @@ mod test_server;
 mod admin;
 mod binary;
 mod cache_safety;
+mod container;
 mod cookies;
 mod cross_origin;
 mod failures;
