@@ -29,7 +29,7 @@ use super::context::Current;
 use super::error::ProxyError;
 use super::Proxy;
 use crate::domain::session::identity::{
-    identity_of, index_changes, Identity, IndexChange, LimitPolicy,
+    identity_of, identity_value, index_changes, Identity, IndexChange, LimitPolicy,
 };
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
@@ -175,6 +175,17 @@ impl Proxy {
         committed: &Committed,
         current: Option<&Current>,
     ) -> Vec<IndexChange> {
+        // A write that kept the id and the identity (most writes) changes
+        // nothing: told by comparing the values, without making identities.
+        if let (Committed::Saved { id, data, .. }, Some(current)) = (committed, current) {
+            let pointer = &self.users.identity_pointer;
+            if *id == current.id
+                && identity_value(data.map(), pointer)
+                    == identity_value(current.data.map(), pointer)
+            {
+                return Vec::new();
+            }
+        }
         let after = match committed {
             Committed::Saved { id, data, .. } => Some((id, self.identity(data))),
             Committed::Destroyed => None,

@@ -56,20 +56,29 @@ pub enum LimitPolicy {
     Refuse,
 }
 
-/// The identity at `pointer` (an RFC 6901 JSON pointer) in session data.
-pub fn identity_of(data: &Map<String, Value>, pointer: &str) -> Option<Identity> {
+/// The value at `pointer` (an RFC 6901 JSON pointer) in session data, as
+/// it is: comparing two is cheaper than making their identities.
+pub fn identity_value<'a>(data: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
     let rest = pointer.strip_prefix('/')?;
     let (first, tail) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, ""),
     };
-    let first = first.replace("~1", "/").replace("~0", "~");
-    let value = data.get(&first)?;
-    let value = if tail.is_empty() {
-        value
+    let value = if first.contains('~') {
+        data.get(&first.replace("~1", "/").replace("~0", "~"))?
     } else {
-        value.pointer(tail)?
+        data.get(first)?
     };
+    if tail.is_empty() {
+        Some(value)
+    } else {
+        value.pointer(tail)
+    }
+}
+
+/// The identity at `pointer` (an RFC 6901 JSON pointer) in session data.
+pub fn identity_of(data: &Map<String, Value>, pointer: &str) -> Option<Identity> {
+    let value = identity_value(data, pointer)?;
     let text = match value {
         Value::Null => return None,
         Value::String(text) => text.clone(),
