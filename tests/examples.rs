@@ -477,23 +477,23 @@ async fn record(redis_url: &str, id: &str) -> Option<Value> {
     stored.map(|text| serde_json::from_str(&text).unwrap())
 }
 
-/// An Express app with express-session + connect-redis serves `/legacy/*`
-/// (reached directly); Cloakroom, on the same Redis with the same secret
-/// and cookie name, serves the migrated routes of the same app (`/me`,
-/// `/cart`, `/login`, `/logout`, which read X-Session). One cookie jar goes
-/// to both, as a browser would behind a router that splits by path.
-#[tokio::test]
-async fn express_session_and_cloakroom_share_one_session_both_ways() {
-    let test = "express_session_and_cloakroom_share_one_session_both_ways";
+/// The migration fixture (express-session + connect-redis) on a Redis of
+/// its own, and Cloakroom on the same Redis with the guide's settings plus
+/// `session_extra` (`[session]` keys). `None` when node, npm or Redis
+/// cannot be had (skipped loudly, or failed under CI=true).
+async fn migration(
+    test: &str,
+    session_extra: &str,
+) -> Option<(App, Proxy, String, Option<test_server::RedisServer>)> {
     if !have("node", test, true) || !have("npm", test, true) {
-        return;
+        return None;
     }
-    let (redis_url, _redis_server) = match test_server::external_url() {
+    let (redis_url, redis_server) = match test_server::external_url() {
         Some(url) => (url, None),
-        None => match test_server::RedisServer::start(test) {
-            Some(server) => (server.url(), Some(server)),
-            None => return,
-        },
+        None => {
+            let server = test_server::RedisServer::start(test)?;
+            (server.url(), Some(server))
+        }
     };
     let dir = repo().join("tests/fixtures/express_migration");
     npm_ci(&dir);
@@ -511,11 +511,25 @@ async fn express_session_and_cloakroom_share_one_session_both_ways() {
     let proxy = Proxy::start_with(&format!(
         "[upstream]\nurl = \"{}\"\n\
          [cookie]\nname = \"connect.sid\"\n\
-         [session]\nsecrets = [\"{MIGRATION_SECRET}\"]\n\
+         [session]\nsecrets = [\"{MIGRATION_SECRET}\"]\n{session_extra}\
          [store]\nkind = \"redis\"\nurl = \"{redis_url}\"\nprefix = \"sess:\"\n",
         express.url()
     ))
     .await;
+    Some((express, proxy, redis_url, redis_server))
+}
+
+/// An Express app with express-session + connect-redis serves `/legacy/*`
+/// (reached directly); Cloakroom, on the same Redis with the same secret
+/// and cookie name, serves the migrated routes of the same app (`/me`,
+/// `/cart`, `/login`, `/logout`, which read X-Session). One cookie jar goes
+/// to both, as a browser would behind a router that splits by path.
+#[tokio::test]
+async fn express_session_and_cloakroom_share_one_session_both_ways() {
+    let test = "express_session_and_cloakroom_share_one_session_both_ways";
+    let Some((express, proxy, redis_url, _redis_server)) = migration(test, "").await else {
+        return;
+    };
     let legacy = |path: &str| format!("{}/legacy{path}", express.url());
     let user = browser();
 
@@ -610,37 +624,10 @@ async fn express_session_and_cloakroom_share_one_session_both_ways() {
 #[tokio::test]
 async fn express_session_keeps_cloakrooms_deadlines_and_nothing_is_lost() {
     let test = "express_session_keeps_cloakrooms_deadlines_and_nothing_is_lost";
-    if !have("node", test, true) || !have("npm", test, true) {
+    let deadlines = "idle_timeout = \"1h\"\nabsolute_timeout = \"3s\"\n";
+    let Some((express, proxy, redis_url, _redis_server)) = migration(test, deadlines).await else {
         return;
-    }
-    let (redis_url, _redis_server) = match test_server::external_url() {
-        Some(url) => (url, None),
-        None => match test_server::RedisServer::start(test) {
-            Some(server) => (server.url(), Some(server)),
-            None => return,
-        },
     };
-    let dir = repo().join("tests/fixtures/express_migration");
-    npm_ci(&dir);
-    let express = App::start(
-        "express",
-        Path::new("node"),
-        &["app.js"],
-        &dir,
-        &[
-            ("REDIS_URL", &redis_url),
-            ("SESSION_SECRET", MIGRATION_SECRET),
-        ],
-    );
-    let proxy = Proxy::start_with(&format!(
-        "[upstream]\nurl = \"{}\"\n\
-         [cookie]\nname = \"connect.sid\"\n\
-         [session]\nsecrets = [\"{MIGRATION_SECRET}\"]\n\
-         idle_timeout = \"1h\"\nabsolute_timeout = \"3s\"\n\
-         [store]\nkind = \"redis\"\nurl = \"{redis_url}\"\nprefix = \"sess:\"\n",
-        express.url()
-    ))
-    .await;
     let legacy = |path: &str| format!("{}/legacy{path}", express.url());
     let user = browser();
 
