@@ -47,6 +47,7 @@ pub(crate) mod peer;
 pub(crate) mod redirect;
 mod reload;
 pub(crate) mod send_stall;
+mod side_listener;
 pub(crate) mod watchdog;
 pub(crate) mod workers;
 

@@ -5,7 +5,6 @@
 //! behind a bearer token ([`super::admin`]). A listener of its own, never in the proxied path space; plain
 //! HTTP/1.1 through hyper, on the main runtime, a few connections at once.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use super::accept::Slots;
 use super::admin;
@@ -47,36 +43,17 @@ pub(super) async fn serve(listener: TcpListener, ops: Arc<Ops>) {
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "operations listener (/healthz, /readyz, /metrics)");
     }
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "operations listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let ops = ops.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |request| {
-                let ops = ops.clone();
-                async move { Ok::<_, Infallible>(ops.answer(request).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "operations connection ended with an error");
-            }
-        });
-    }
+    super::side_listener::serve(
+        listener,
+        "operations",
+        MAX_CONNECTIONS,
+        HEADER_READ_TIMEOUT,
+        move |request| {
+            let ops = ops.clone();
+            async move { ops.answer(request).await }
+        },
+    )
+    .await;
 }
 
 impl Ops {

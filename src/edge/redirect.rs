@@ -3,8 +3,6 @@
 //! path over HTTPS, and proxies nothing. 308 keeps the method and body, so a
 //! form posted to `http://` is not turned into a GET.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,10 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Serves redirects on `listener` forever; the caller aborts the task.
 /// `https_port` is the TLS listener's port, left out of `Location` when 443.
@@ -30,33 +25,14 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "redirecting plain HTTP to HTTPS");
     }
-    let limit = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed on the redirect listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            let service = service_fn(move |request| async move {
-                Ok::<_, Infallible>(redirect(&request, https_port))
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "redirect connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+    super::side_listener::serve(
+        listener,
+        "redirect",
+        max_connections,
+        header_read_timeout,
+        move |request| std::future::ready(redirect(&request, https_port)),
+    )
+    .await;
 }
 
 fn redirect(request: &Request<Incoming>, https_port: u16) -> Response<Full<Bytes>> {
