@@ -28,7 +28,8 @@
 //! - [`workers`]: the thread-per-core runtimes; [`redirect`]: the
 //!   plain-HTTP listener that only redirects to HTTPS; [`ops`]: the
 //!   operations listener (`/healthz`, `/readyz`, `/metrics`) and
-//!   [`admin`], the admin API on it;
+//!   [`admin`], the admin API on it; both small listeners run on
+//!   [`side_listener`];
 //! - [`live`]: the proxy in force; [`reload`]: rebuilding it from the
 //!   configuration file on SIGHUP or when the file changes;
 //!   [`error`]: what stops the proxy from starting or serving.
