@@ -27,6 +27,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -76,8 +77,15 @@ fn repo() -> &'static Path {
 }
 
 /// `npm ci` in `dir` unless its `node_modules` is complete (npm writes
-/// `node_modules/.package-lock.json` when an install finishes).
+/// `node_modules/.package-lock.json` when an install finishes). Tests run
+/// in parallel threads, and two `npm ci` in one directory at once break
+/// each other (one removes what the other writes), so installs take turns
+/// and the second one finds the first one's finished tree.
 fn npm_ci(dir: &Path) {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _turn = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if dir.join("node_modules/.package-lock.json").is_file() {
         return;
     }
