@@ -3,6 +3,7 @@
 //! `cloakroom health` asks a running proxy's `/healthz`.
 //! Without `--config` the example `proxy.toml` embedded in the binary is used.
 
+mod access_line;
 pub mod logging;
 
 use std::path::PathBuf;

@@ -115,14 +115,47 @@ impl Signer {
 
     /// A short keyed hash of an id: identifies a session in logs without
     /// revealing the id.
-    pub fn log_tag(&self, id: &SessionId) -> String {
+    pub fn log_tag(&self, id: &SessionId) -> LogTag {
         // SipHash-2-4, a keyed pseudo-random function made for short
         // inputs: a tag is written on every access line, where HMAC-SHA256
         // cost more than formatting the rest of the line.
         #[allow(deprecated)]
         let mut hasher = std::hash::SipHasher::new_with_keys(self.log_key.0, self.log_key.1);
         std::hash::Hasher::write(&mut hasher, id.as_str().as_bytes());
-        format!("{:016x}", std::hash::Hasher::finish(&hasher))
+        LogTag::new(std::hash::Hasher::finish(&hasher))
+    }
+}
+
+/// A session's tag in logs: 16 lowercase hex digits, kept on the stack
+/// (one is made for every access line).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LogTag([u8; 16]);
+
+impl LogTag {
+    fn new(hash: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (index, digit) in text.iter_mut().enumerate() {
+            *digit = HEX[(hash >> (60 - 4 * index)) as usize & 0xf];
+        }
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for LogTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for LogTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -216,8 +249,16 @@ mod tests {
         let s = signer(&["k"]);
         let id = SessionId::generate();
         assert_eq!(s.log_tag(&id), s.log_tag(&id));
-        assert_eq!(s.log_tag(&id).len(), 16);
-        assert!(!id.as_str().contains(&s.log_tag(&id)));
+        let tag = s.log_tag(&id);
+        assert_eq!(tag.as_str().len(), 16);
+        assert!(tag.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!id.as_str().contains(tag.as_str()));
+        assert_ne!(tag, signer(&["other"]).log_tag(&id));
+        // The hash's digits, most significant first.
+        assert_eq!(
+            LogTag::new(0x0123_4567_89ab_cdef).as_str(),
+            "0123456789abcdef"
+        );
     }
 
     #[test]
@@ -231,7 +272,7 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(handle, id.as_str());
-        assert!(!handle.contains(&s.log_tag(&id)));
+        assert!(!handle.contains(s.log_tag(&id).as_str()));
         assert_ne!(handle, signer(&["other"]).handle(&id));
     }
 }
