@@ -10,6 +10,7 @@
 #   DURATION=3 REPS=1 bench/run.sh     # a quick look
 #   SCENARIOS=all bench/run.sh         # the TLS scenarios as well
 #   SCENARIOS="tls-handshake h2-session-read" DURATION=5 REPS=1 bench/run.sh
+#   SESSIONS=1000000 bench/run.sh      # a scale run: cookies rotate over 1M sessions
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -22,6 +23,10 @@ WARMUP=${WARMUP:-2}             # seconds of unmeasured load per cell first
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 STREAMS=${STREAMS:-10}          # h2load concurrent streams per connection (-m)
+# The session scenarios' cookies rotate over this many sessions per
+# Cloakroom target, made through it with GET /login before measuring (1: one
+# hot cookie on every request, as this benchmark did before).
+SESSIONS=${SESSIONS:-1000}
 read -r -a TARGETS <<<"${TARGETS:-direct nginx cloakroom cloakroom-redis}"
 PLAIN_SCENARIOS=(anonymous session-read session-write)
 # Run against nginx-tls and cloakroom-tls (the TLS twins of the nginx and
@@ -50,6 +55,8 @@ ACCESS_LOG=${ACCESS_LOG:-/dev/null}
 # by the default touch_interval): the cost of idle timeouts.
 CLOAKROOM_IDLE_ADDR=127.0.0.1:3908
 REDIS_ADDR=""               # redis-server, on a free port found at start
+REDIS_RSS_BEFORE=""         # its RSS (kB) before and after the sessions were made
+REDIS_RSS_REST=""
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=$REPO_DIR/bench
@@ -65,10 +72,14 @@ TLS_DIR=$RUN_DIR/tls
 TLS_CERT=$TLS_DIR/cert.pem
 TLS_KEY=$TLS_DIR/key.pem
 NO_RESUME_SO=$RUN_DIR/no_resume.so
+BASE_CONFIG=$RUN_DIR/proxy.bench.toml
 
 declare -A PID=()           # what this script started: name -> PID
 NGINX_WORKERS=()            # nginx's workers, to clean up if the master won't
 declare -A SESSION_COOKIE=() # Cloakroom target -> the cookie of its bench session
+declare -A SESSION_FILE=()  # Cloakroom target -> the file of its sessions' cookies
+declare -A RSS_BEFORE=()    # Cloakroom target -> its RSS (kB) before the sessions were made
+declare -A RSS_REST=()      # Cloakroom target -> its RSS (kB) with them, before the load
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
 CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
@@ -241,11 +252,21 @@ start_cloakroom_tls() {
     wait_for_port cloakroom-tls "$CLOAKROOM_TLS_ADDR"
 }
 
+# bench/proxy.bench.toml with room for SESSIONS sessions (and a margin) in
+# the memory store: the config every plain-HTTP Cloakroom target starts from.
+make_base_config() {
+    local room=$((SESSIONS + SESSIONS / 10 + 1000))
+    ((room > 100000)) || room=100000
+    sed -e "s|^max_sessions = .*|max_sessions = $room|" \
+        "$BENCH_DIR/proxy.bench.toml" >"$BASE_CONFIG"
+    grep -q "^max_sessions = $room\$" "$BASE_CONFIG" || die "could not set max_sessions in $BASE_CONFIG"
+}
+
 start_cloakroom() {
     require_free_port "$CLOAKROOM_ADDR"
     # Only the secret in the bench config, whatever this shell exports.
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
-        --config "$BENCH_DIR/proxy.bench.toml" >"$RUN_DIR/cloakroom.log" 2>&1 &
+        --config "$BASE_CONFIG" >"$RUN_DIR/cloakroom.log" 2>&1 &
     PID[cloakroom]=$!
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
 }
@@ -259,7 +280,7 @@ start_cloakroom_observed() {
     require_free_port "$CLOAKROOM_OBSERVED_OPS"
     local config=$RUN_DIR/proxy.observed.toml
     sed -e "s|^listen = .*|listen = \"$CLOAKROOM_OBSERVED_ADDR\"|" \
-        "$BENCH_DIR/proxy.bench.toml" >"$config"
+        "$BASE_CONFIG" >"$config"
     printf '[ops]\nlisten = "%s"\n[log]\nformat = "json"\naccess = true\n' \
         "$CLOAKROOM_OBSERVED_OPS" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn,cloakroom::access=info "$TARGET_DIR/release/cloakroom" \
@@ -275,7 +296,7 @@ start_cloakroom_idle() {
     local config=$RUN_DIR/proxy.idle.toml
     sed -e "s|^listen = .*|listen = \"$CLOAKROOM_IDLE_ADDR\"|" \
         -e "s|^ttl = .*|&\nidle_timeout = \"30m\"|" \
-        "$BENCH_DIR/proxy.bench.toml" >"$config"
+        "$BASE_CONFIG" >"$config"
     grep -q '^idle_timeout' "$config" || die "could not set idle_timeout in $config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$config" >"$RUN_DIR/cloakroom-idle.log" 2>&1 &
@@ -311,7 +332,7 @@ start_cloakroom_redis() {
         /^\[/ { in_store = ($0 == "[store]") }
         in_store { next }
         /^listen = / { print "listen = \"" listen "\""; next }
-        { print }' "$BENCH_DIR/proxy.bench.toml" >"$config"
+        { print }' "$BASE_CONFIG" >"$config"
     printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "$REDIS_ADDR" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$config" >"$RUN_DIR/cloakroom-redis.log" 2>&1 &
@@ -430,20 +451,29 @@ target_url() { # target scenario
 
 scenario_cookie() { # target scenario
     [[ $2 == anonymous || $2 == tls-handshake ]] && return 0
-    # Each Cloakroom knows only the session logged in through it; the other
-    # targets pass the memory store's cookie along (nginx-tls: the one
-    # logged in through cloakroom-tls).
+    echo "${SESSION_COOKIE[$(session_owner "$1")]}"
+}
+
+# Whose sessions a target's session scenarios use: each Cloakroom knows only
+# the sessions made through it; the other targets pass the memory store's
+# cookies along (nginx-tls: cloakroom-tls's).
+session_owner() { # target
     case $1 in
-    cloakroom-redis) echo "${SESSION_COOKIE[cloakroom-redis]}" ;;
-    cloakroom-observed) echo "${SESSION_COOKIE[cloakroom-observed]}" ;;
-    cloakroom-idle) echo "${SESSION_COOKIE[cloakroom-idle]}" ;;
-    *-tls) echo "${SESSION_COOKIE[cloakroom-tls]}" ;;
-    *) echo "${SESSION_COOKIE[cloakroom]}" ;;
+    cloakroom-redis | cloakroom-observed | cloakroom-idle | cloakroom-tls) echo "$1" ;;
+    nginx-tls) echo cloakroom-tls ;;
+    *) echo cloakroom ;;
     esac
 }
 
+# The file of cookies a scenario rotates over, or nothing (one cookie).
+scenario_cookie_file() { # target scenario
+    [[ $2 == session-read || $2 == session-write ]] || return 0
+    echo "${SESSION_FILE[$(session_owner "$1")]:-}"
+}
+
 run_wrk() { # target scenario seconds output-file
-    BENCH_COOKIE=$(scenario_cookie "$1" "$2") wrk -t "$THREADS" -c "$CONNECTIONS" \
+    BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_COOKIES=$(scenario_cookie_file "$1" "$2") \
+        wrk -t "$THREADS" -c "$CONNECTIONS" \
         -d "${3}s" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
 }
 
@@ -605,40 +635,84 @@ check_tls() {
     TLS_CHECK=${joined%; }
 }
 
-# Logs in through each Cloakroom target once; its session-read and
-# session-write scenarios then send that cookie (the direct and nginx rows
-# send the memory store's one, or a placeholder).
+rss_kb() { # PID -> its resident set size in kB
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+peak_rss_kb() { # PID -> the largest its resident set has been, in kB
+    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
+}
+
+# SESSIONS logins through a target with wrk and bench/login.lua; their
+# cookies, one per line, into the file given. wrk runs until the threads'
+# files hold them all (its threads stop at their share; wrk itself waits
+# for its -d, so it is interrupted then).
+make_sessions() { # target file
+    local target=$1 file=$2 out=$RUN_DIR/login-$1.txt wrk_pid made=0
+    BENCH_SESSIONS=$SESSIONS BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
+        wrk -t "$THREADS" -c "$CONNECTIONS" -d 3600s -s "$BENCH_DIR/login.lua" \
+        "$(target_url "$target" anonymous)login" >"$out" 2>&1 &
+    wrk_pid=$!
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+        # No file yet: none made.
+        made=$( (cat "$file".* 2>/dev/null || true) | wc -l)
+        ((made < SESSIONS)) || break
+        sleep 0.2
+    done
+    kill -INT "$wrk_pid" 2>/dev/null || true
+    wait "$wrk_pid" 2>/dev/null || true
+    awk -v n="$SESSIONS" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
+    rm -f "$file".*
+    made=$(wc -l <"$file")
+    ((made == SESSIONS)) || die "made $made of $SESSIONS sessions through $target; see $out"
+}
+
+# Makes SESSIONS sessions through each Cloakroom target (GET /login); its
+# session-read and session-write scenarios then rotate over their cookies
+# (the direct and nginx rows send the memory store's ones, or a
+# placeholder). Checks one cookie per target, and records each target's
+# RSS before and after.
 obtain_session_cookie() {
     # Shaped like a real signed cookie, for runs without Cloakroom.
     local placeholder="sid=s%3ANO-CLOAKROOM-SESSION-xxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-    SESSION_COOKIE[cloakroom]=$placeholder
-    SESSION_COOKIE[cloakroom-redis]=$placeholder
-    SESSION_COOKIE[cloakroom-tls]=$placeholder
-    SESSION_COOKIE[cloakroom-observed]=$placeholder
-    SESSION_COOKIE[cloakroom-idle]=$placeholder
-    local target addr cookie user checks=()
+    local target
+    for target in "${CLOAKROOM_TARGETS[@]}"; do SESSION_COOKIE[$target]=$placeholder; done
+    local addr file user checks=()
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         wants_target "$target" || continue
         addr=$(target_url "$target" anonymous)
         addr=${addr%/}
-        cookie=$(curl_target -D - -o /dev/null "$addr/login" | tr -d '\r' |
-            awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }') || true
-        if [[ -z $cookie ]]; then
+        file=$RUN_DIR/cookies-$target.txt
+        # The connections' buffers first, so that the growth after is the
+        # sessions'.
+        [[ $target == *-tls ]] || run_wrk "$target" anonymous 1 "$RUN_DIR/prewarm-$target.txt"
+        RSS_BEFORE[$target]=$(rss_kb "${PID[$target]}")
+        if [[ $target == *-tls || $SESSIONS == 1 ]]; then
+            # h2load sends one cookie: one session is enough.
+            curl_target -D - -o /dev/null "$addr/login" | tr -d '\r' |
+                awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }' >"$file" || true
+        else
+            log "$target: making $SESSIONS sessions with GET /login"
+            make_sessions "$target" "$file"
+            SESSION_FILE[$target]=$file
+        fi
+        RSS_REST[$target]=$(rss_kb "${PID[$target]}")
+        if [[ ! -s $file ]]; then
             checks+=("$target FAILED: GET /login set no sid cookie, so its session rows are anonymous traffic")
             continue
         fi
-        SESSION_COOKIE[$target]=$cookie
-        user=$(curl_target -H "Cookie: $cookie" "$addr/whoami") || true
+        SESSION_COOKIE[$target]=$(head -n 1 "$file")
+        user=$(curl_target -H "Cookie: $(tail -n 1 "$file")" "$addr/whoami") || true
         if [[ $user == bench ]]; then
             checks+=("$target ok")
         else
-            checks+=("$target FAILED: with the /login cookie, the upstream saw X-User '$user', expected 'bench'")
+            checks+=("$target FAILED: with a /login cookie, the upstream saw X-User '$user', expected 'bench'")
         fi
     done
     ((${#checks[@]} > 0)) || return 0
     local joined
     joined=$(printf '%s, ' "${checks[@]}")
-    SESSION_CHECK="${joined%, } (ok: the cookie from /login is recognised and X-User reaches the upstream)"
+    SESSION_CHECK="${joined%, } (ok: a cookie from /login is recognised and X-User reaches the upstream)"
     [[ $SESSION_CHECK != *FAILED* ]] || log "warning: session check: $SESSION_CHECK"
 }
 
@@ -731,6 +805,7 @@ render_report() {
 - machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
+- sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target, made through it with GET /login before measuring (h2-session-read sends one)
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
@@ -765,7 +840,41 @@ EOF
     if ((${#tls[@]} > 0)) && wants_target nginx-tls && wants_target cloakroom-tls; then
         ratio_table cloakroom-tls nginx-tls "${tls[@]}"
     fi
+    memory_table
     return 0
+}
+
+# Each Cloakroom's resident memory: before its sessions were made, with
+# them at rest, and at its peak (under load, by the end of the run); and
+# the growth per session. The Redis store's sessions live in redis-server,
+# whose memory is shown beside it.
+memory_table() {
+    local target rows=""
+    for target in "${CLOAKROOM_TARGETS[@]}"; do
+        [[ -n ${RSS_REST[$target]:-} && $target != *-tls ]] || continue
+        rows+=$(memory_row "$target" "${PID[$target]}" "${RSS_BEFORE[$target]}" "${RSS_REST[$target]}")$'\n'
+        if [[ $target == cloakroom-redis && -n $REDIS_RSS_BEFORE ]]; then
+            rows+=$(memory_row "redis-server (cloakroom-redis's store)" "${PID[redis]}" "$REDIS_RSS_BEFORE" "$REDIS_RSS_REST")$'\n'
+        fi
+    done
+    [[ -n $rows ]] || return 0
+    cat <<EOF
+
+Memory, with $SESSIONS session(s) of {"user":{"name":"bench"}} per target ("before": after 1 s of anonymous load, so connection buffers are counted there; bytes per session mean something from about 100k sessions on):
+
+| process | RSS before (MB) | RSS with the sessions, at rest (MB) | peak RSS (MB) | bytes per session |
+|---|---:|---:|---:|---:|
+EOF
+    printf '%s' "$rows"
+}
+
+memory_row() { # name PID before-kB rest-kB
+    local peak
+    peak=$(peak_rss_kb "$2" 2>/dev/null || echo "")
+    awk -v name="$1" -v before="$3" -v rest="$4" -v peak="$peak" -v n="$SESSIONS" 'BEGIN {
+        printf "| %s | %.1f | %.1f | %s | %.0f |", name, before / 1024, rest / 1024,
+            peak == "" ? "n/a" : sprintf("%.1f", peak / 1024), (rest - before) * 1024 / n
+    }'
 }
 
 report_proxy_log() {
@@ -792,8 +901,10 @@ main() {
     # Only TLS scenarios: the plain-HTTP targets are not started at all.
     wants_plain || TARGETS=()
 
+    [[ $SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SESSIONS must be a positive number, not '$SESSIONS'"
     install_missing_tools
     build_binaries
+    make_base_config
     if wants_tls; then make_tls_files; fi
     start_upstream
     if wants_target nginx; then start_nginx; fi
@@ -808,7 +919,9 @@ main() {
     if wants_target cloakroom-idle; then start_cloakroom_idle; fi
     check_targets_answer
     if wants_tls; then check_tls; fi
+    if [[ -n ${PID[redis]:-} ]]; then REDIS_RSS_BEFORE=$(rss_kb "${PID[redis]}"); fi
     obtain_session_cookie
+    if [[ -n ${PID[redis]:-} ]]; then REDIS_RSS_REST=$(rss_kb "${PID[redis]}"); fi
     run_matrix
     render_report | tee "$RESULTS_DIR/latest.md"
     report_proxy_log
