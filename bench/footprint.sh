@@ -128,7 +128,10 @@ create_sessions() {
     local succeeded
     succeeded=$(awk '/^requests: / { for (i = 1; i < NF; i++) if ($(i + 1) == "succeeded,") print $i }' \
         "$RUN_DIR/h2load.txt")
-    [[ $succeeded == "$SESSIONS" ]] || die "only ${succeeded:-0} of $SESSIONS requests succeeded; see $RUN_DIR/h2load.txt"
+    if [[ $succeeded != "$SESSIONS" ]]; then
+        grep -E '^(requests|status codes): ' "$RUN_DIR/h2load.txt" >&2 || true
+        die "only ${succeeded:-0} of $SESSIONS requests succeeded; see $RUN_DIR/h2load.txt"
+    fi
     kill -0 "${PID[cloakroom]}" 2>/dev/null || die "cloakroom exited; see $RUN_DIR/cloakroom.log"
 }
 

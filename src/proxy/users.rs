@@ -50,14 +50,14 @@ pub(super) struct Visitor<'a> {
 impl Visitor<'_> {
     /// The client's address: the last `X-Forwarded-For` entry of a trusted
     /// proxy (the address that proxy saw), else the peer's.
-    fn address(&self) -> String {
+    fn address(&self) -> IpAddr {
         let forwarded = self
             .forwarded_for
             .filter(|_| self.client.trusted)
             .and_then(|value| value.to_str().ok())
             .and_then(|list| list.rsplit(',').next())
             .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        forwarded.unwrap_or(self.client.addr).to_string()
+        forwarded.unwrap_or(self.client.addr)
     }
 
     /// The index entry of a session this visitor signs in now.
@@ -334,7 +334,7 @@ impl Proxy {
                 created: session.member.created,
                 last_seen: self.last_seen(&session.id, expires).await,
                 expires,
-                ip: session.member.ip,
+                ip: session.member.ip.to_string(),
                 user_agent: session.member.ua,
             });
         }
@@ -401,6 +401,7 @@ mod tests {
             forwarded_for: forwarded_for.as_ref(),
         }
         .address()
+        .to_string()
     }
 
     #[test]
