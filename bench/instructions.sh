@@ -40,6 +40,15 @@ wait_port() {
     exit 1
 }
 
+# Another process on these ports would be measured in place of ours (and
+# disturbed): refuse, as bench/run.sh does.
+for addr in "$UPSTREAM" "$PROXY"; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
+        echo "something already listens on $addr; stop it first" >&2
+        exit 1
+    fi
+done
+
 cargo build --release --quiet --bin cloakroom --example bench_upstream
 ./target/release/examples/bench_upstream "$UPSTREAM" >"$work/upstream.log" 2>&1 &
 pids+=($!)

@@ -5,6 +5,9 @@
 //!
 //! - `GET /login` answers 200 with `Set-Session: {"user":{"name":"bench"}}`,
 //!   which makes Cloakroom create a session and set its cookie;
+//! - `GET /login-alice` answers 200 with `Set-Session: {"user":"alice"}`:
+//!   every cookie-less request to it makes one more signed-in session of the
+//!   same user (`bench/footprint.sh` measures what they cost in memory);
 //! - `GET /write` answers 200 with `Set-Session: {"n": <counter>}`, a new
 //!   session value on every request (the session-write scenario);
 //! - `GET /whoami` answers 200 with the request's `X-User` header as the body
@@ -18,6 +21,7 @@
 //! ```text
 //! curl -i http://127.0.0.1:3900/
 //! curl -i http://127.0.0.1:3900/login
+//! curl -i http://127.0.0.1:3900/login-alice
 //! curl -i http://127.0.0.1:3900/write
 //! curl -i -H 'X-User: someone' http://127.0.0.1:3900/whoami
 //! ```
@@ -41,6 +45,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:3900";
 const SET_SESSION: &str = "set-session";
 const X_USER: &str = "x-user";
 const LOGIN_SESSION: &str = r#"{"user":{"name":"bench"}}"#;
+const ALICE_SESSION: &str = r#"{"user":"alice"}"#;
 const HELLO: &[u8] = b"hello";
 
 #[tokio::main]
@@ -87,6 +92,7 @@ fn answer(
     let hello = Bytes::from_static(HELLO);
     let (set_session, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/login") => (Some(HeaderValue::from_static(LOGIN_SESSION)), hello),
+        (&Method::GET, "/login-alice") => (Some(HeaderValue::from_static(ALICE_SESSION)), hello),
         (&Method::GET, "/write") => {
             let n = writes.fetch_add(1, Ordering::Relaxed);
             (

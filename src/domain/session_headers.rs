@@ -11,6 +11,8 @@
 //! byte budget is not sent; `X-Session-Omitted: too-large` says so instead.
 //! A truncated or invalid header is never sent.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -50,28 +52,17 @@ impl Pointer {
         Some(Self(tokens))
     }
 
-    /// The value the pointer designates inside the session data.
-    fn resolve<'a>(&self, map: &'a Map<String, Value>) -> Option<&'a Value> {
-        let (first, rest) = self.0.split_first()?;
-        let mut value = map.get(first)?;
-        for token in rest {
-            value = match value {
-                Value::Object(object) => object.get(token)?,
-                Value::Array(items) => items.get(array_index(token)?)?,
-                _ => return None,
-            };
-        }
-        Some(value)
+    /// The value the pointer designates inside the session data (read
+    /// from its JSON text when its map is not built).
+    fn value_in<'d>(&self, data: &'d SessionData) -> Option<Cow<'d, Value>> {
+        data.lookup(&self.0)
     }
-}
 
-/// An array index token: digits without a leading zero (RFC 6901 §4).
-fn array_index(token: &str) -> Option<usize> {
-    let canonical = token == "0" || (!token.starts_with('0') && !token.is_empty());
-    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    /// The value the pointer designates inside a map.
+    #[cfg(test)]
+    fn resolve<'a>(&self, map: &'a Map<String, Value>) -> Option<&'a Value> {
+        crate::domain::session::lookup::in_map(map, &self.0)
     }
-    token.parse().ok()
 }
 
 /// Which headers had to be left out for the budget, for the log.
@@ -124,10 +115,10 @@ impl SessionHeaders {
             }
         }
         for (name, pointer) in &self.fields {
-            let Some(value) = pointer.resolve(data.map()) else {
+            let Some(value) = pointer.value_in(data) else {
                 continue;
             };
-            match encode_field(value).filter(|v| v.len() <= self.budget) {
+            match encode_field(&value).filter(|v| v.len() <= self.budget) {
                 Some(value) => {
                     headers.insert(name.clone(), value);
                 }

@@ -9,8 +9,10 @@
 //!   will, to learn which identity they give the session.
 //! - After it: the user index follows what the commit did
 //!   ([`index_changes`]); a session that joins a user's index makes the
-//!   index be read (dropping stale members) and, under `"evict-oldest"`,
-//!   the user's oldest sessions past the limit destroyed. The index is not
+//!   index be read (dropping stale members; on the memory store only when
+//!   there is a limit to enforce, its sweep drops them otherwise) and,
+//!   under `"evict-oldest"`, the user's oldest sessions past the limit
+//!   destroyed. The index is not
 //!   written atomically with the session: a failure is logged and healed
 //!   by the next read.
 //! - The admin operations: list a user's sessions by revoke handle, revoke
@@ -48,14 +50,14 @@ pub(super) struct Visitor<'a> {
 impl Visitor<'_> {
     /// The client's address: the last `X-Forwarded-For` entry of a trusted
     /// proxy (the address that proxy saw), else the peer's.
-    fn address(&self) -> String {
+    fn address(&self) -> IpAddr {
         let forwarded = self
             .forwarded_for
             .filter(|_| self.client.trusted)
             .and_then(|value| value.to_str().ok())
             .and_then(|list| list.rsplit(',').next())
             .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        forwarded.unwrap_or(self.client.addr).to_string()
+        forwarded.unwrap_or(self.client.addr)
     }
 
     /// The index entry of a session this visitor signs in now.
@@ -244,15 +246,26 @@ impl Proxy {
     /// Reads the user's index (dropping stale members, which bounds it)
     /// and, under `evict-oldest`, destroys the oldest sessions past the
     /// limit, never `keep` (the login that just happened).
+    ///
+    /// Without a limit to enforce, the memory store's index is not read:
+    /// its sweep drops stale members by itself, and a read costs O(the
+    /// user's sessions), which at every login made N logins of one user
+    /// cost O(N²). Redis's index has no sweep: there the read is what
+    /// bounds it.
     async fn evict_over_limit(
         &self,
         identity: &Identity,
         keep: &SessionId,
     ) -> Result<(), StoreError> {
+        let limit = match (self.users.max_sessions, self.users.on_limit) {
+            (Some(limit), LimitPolicy::EvictOldest) => Some(limit),
+            _ => None,
+        };
+        if limit.is_none() && matches!(self.store, AnyStore::Memory(_)) {
+            return Ok(());
+        }
         let sessions = self.store.index_list(identity).await?;
-        let (Some(limit), LimitPolicy::EvictOldest) =
-            (self.users.max_sessions, self.users.on_limit)
-        else {
+        let Some(limit) = limit else {
             return Ok(());
         };
         let excess = sessions.len().saturating_sub(limit);
@@ -321,7 +334,7 @@ impl Proxy {
                 created: session.member.created,
                 last_seen: self.last_seen(&session.id, expires).await,
                 expires,
-                ip: session.member.ip,
+                ip: session.member.ip.to_string(),
                 user_agent: session.member.ua,
             });
         }
@@ -388,6 +401,7 @@ mod tests {
             forwarded_for: forwarded_for.as_ref(),
         }
         .address()
+        .to_string()
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! vanished is harmless, since every read checks each member against the
 //! store and drops it.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -31,14 +32,15 @@ const MAX_USER_AGENT_BYTES: usize = 256;
 pub struct Member {
     /// Unix time in milliseconds.
     pub created: u64,
-    pub ip: String,
+    /// As JSON, its text (`"192.0.2.1"`, `"2001:db8::1"`).
+    pub ip: IpAddr,
     pub ua: String,
 }
 
 impl Member {
     /// A member created now. The user agent is cut to a bounded length (at
     /// a character boundary).
-    pub fn now(ip: String, user_agent: &str) -> Self {
+    pub fn now(ip: IpAddr, user_agent: &str) -> Self {
         let mut cut = user_agent.len().min(MAX_USER_AGENT_BYTES);
         while !user_agent.is_char_boundary(cut) {
             cut -= 1;
@@ -174,7 +176,7 @@ mod tests {
     fn members_round_trip_and_foreign_values_are_refused() {
         let member = Member {
             created: 1_700_000_000_123,
-            ip: "192.0.2.1".into(),
+            ip: "192.0.2.1".parse().unwrap(),
             ua: "curl/8".into(),
         };
         assert_eq!(
@@ -194,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_long_user_agent_is_cut_at_a_character_boundary() {
-        let member = Member::now("::1".into(), &"é".repeat(200));
+        let member = Member::now("::1".parse().unwrap(), &"é".repeat(200));
         assert!(member.ua.len() <= MAX_USER_AGENT_BYTES);
         assert!(member.ua.chars().all(|c| c == 'é'));
         assert!(member.created > 1_700_000_000_000);

@@ -7,11 +7,12 @@
 pub mod ascii_json;
 pub mod identity;
 pub mod lifetime;
+pub mod lookup;
 pub mod ops;
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -21,6 +22,9 @@ use serde_json::{Map, Value};
 /// Longest session id accepted from a cookie. Ours are 43 characters;
 /// express-session's default ids are 32.
 const MAX_ID_LEN: usize = 128;
+
+/// Random bytes in an id the proxy makes.
+pub const ID_BYTES: usize = 32;
 
 /// A session id: URL-safe base64 characters (and `.`, which custom
 /// express-session id generators use) only, so it can never break a header,
@@ -33,9 +37,27 @@ impl SessionId {
     /// and periodically reseeded from the operating system). Why not a
     /// system call per id: every session write needs a candidate id.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; ID_BYTES];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        Self::from_bytes(&bytes)
+    }
+
+    /// The id whose bytes are `bytes`: what [`Self::generate`] makes of
+    /// its random bytes.
+    pub fn from_bytes(bytes: &[u8; ID_BYTES]) -> Self {
         Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
+    }
+
+    /// The bytes of an id made by [`Self::generate`] (or
+    /// [`Self::from_bytes`]); `None` for any other id, such as
+    /// express-session's. One id has one text: base64 whose unused bits
+    /// are not zero is refused, so two texts never give the same bytes.
+    pub fn to_bytes(&self) -> Option<[u8; ID_BYTES]> {
+        let mut bytes = [0u8; ID_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(self.0.as_bytes(), &mut bytes) {
+            Ok(ID_BYTES) => Some(bytes),
+            _ => None,
+        }
     }
 
     /// Accepts an id in the shape the proxy (or express-session) issues.
@@ -67,17 +89,37 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// The data of one session, with its header-safe JSON rendering computed once
-/// when the data is built, so reading a session never re-serialises it.
+/// The data of one session: its header-safe JSON rendering, computed once
+/// when the data is built so reading a session never re-serialises it, and
+/// its map.
+///
+/// The map is optional until asked for: data read back from a store that
+/// keeps the rendering alone ([`Self::from_ascii_json`], the memory store)
+/// is parsed on the first call to [`Self::map`], so a request that only
+/// passes `X-Session` on never builds it, and [`Self::is_logged_in`] and
+/// [`Self::lookup`] read the one value they need from the text.
 pub struct SessionData {
-    map: Map<String, Value>,
     json: Bytes,
+    map: OnceLock<Map<String, Value>>,
 }
 
 impl SessionData {
     pub fn new(map: Map<String, Value>) -> Self {
         let json = Bytes::from(ascii_json::object_to_ascii(&map));
-        Self { map, json }
+        Self {
+            json,
+            map: OnceLock::from(map),
+        }
+    }
+
+    /// The data whose rendering is `json`, which must be what
+    /// [`Self::ascii_json`] gave for some data (the memory store keeps
+    /// nothing else). The map is parsed when first asked for.
+    pub fn from_ascii_json(json: Bytes) -> Self {
+        Self {
+            json,
+            map: OnceLock::new(),
+        }
     }
 
     pub fn empty() -> Arc<Self> {
@@ -85,7 +127,11 @@ impl SessionData {
     }
 
     pub fn map(&self) -> &Map<String, Value> {
-        &self.map
+        self.map.get_or_init(|| {
+            // A rendering of a map always parses back to it; the fallback
+            // is for text that broke [`Self::from_ascii_json`]'s contract.
+            serde_json::from_slice(&self.json).unwrap_or_default()
+        })
     }
 
     /// Compact JSON of the whole session, printable ASCII only.
@@ -94,19 +140,34 @@ impl SessionData {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        // The rendering of an empty map, and of nothing else.
+        self.json.as_ref() == b"{}"
     }
 
     /// Logged in means the identity key is present and not null.
     pub fn is_logged_in(&self, identity_key: &str) -> bool {
-        self.map.get(identity_key).is_some_and(|v| !v.is_null())
+        match self.map.get() {
+            Some(map) => map.get(identity_key).is_some_and(|v| !v.is_null()),
+            None => lookup::is_present(&self.json, identity_key),
+        }
+    }
+
+    /// The value at a JSON pointer given as its unescaped tokens (RFC
+    /// 6901; an array index is digits without a leading zero). Taken from
+    /// the map when it is built, else read from the rendering without
+    /// building it.
+    pub fn lookup(&self, tokens: &[String]) -> Option<Cow<'_, Value>> {
+        match self.map.get() {
+            Some(map) => lookup::in_map(map, tokens).map(Cow::Borrowed),
+            None => lookup::in_json(&self.json, tokens).map(Cow::Owned),
+        }
     }
 }
 
 /// Redacted: session data must never reach a log.
 impl fmt::Debug for SessionData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionData(<{} keys>)", self.map.len())
+        write!(f, "SessionData(<{} bytes>)", self.json.len())
     }
 }
 

@@ -6,17 +6,29 @@
 //! admin calls, not per request. Lock order: the index, then a shard;
 //! nothing takes the index while holding a shard, so the two cannot
 //! deadlock.
+//!
+//! Compact ([`members`](super::members)): a member is 48 bytes, its user
+//! agent held once for all members ([`agents`](super::agents)). An id that
+//! does not decode to a key names no session of this store, so it is not
+//! indexed.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use super::agents::Agents;
+use super::key::{Key, Prefix};
+use super::members::{self, Members};
 use super::{lock, Inner, MemoryStore};
 use crate::domain::session::identity::Identity;
 use crate::domain::session::SessionId;
 use crate::store::users::{IndexedSession, Member};
 
-type ByUser = HashMap<Identity, HashMap<SessionId, Member>>;
+#[derive(Default)]
+struct ByUser {
+    users: HashMap<Identity, Members>,
+    agents: Agents,
+}
 
 /// The index. Bounded by the store: a member is dropped once its session
 /// is gone (read or sweep), and the store holds at most `max_sessions`.
@@ -31,23 +43,69 @@ impl Users {
     }
 }
 
+impl ByUser {
+    fn compact(&mut self, key: &Key, member: &Member) -> members::Member {
+        members::Member {
+            session: key.prefix(),
+            created: member.created,
+            ip: member.ip,
+            agent: self.agents.hold(&member.ua),
+        }
+    }
+
+    /// Adds `member` to `identity`'s members, in place of its session's.
+    fn add(&mut self, identity: &Identity, member: members::Member) {
+        let sessions = self.users.entry(identity.clone()).or_default();
+        if let Some(dropped) = sessions.insert(member) {
+            self.agents.release(dropped.agent);
+        }
+    }
+
+    /// Removes `identity`'s members for which `gone` holds; how many.
+    fn drop_where(&mut self, identity: &Identity, gone: impl Fn(&Prefix) -> bool) -> usize {
+        let Some(sessions) = self.users.get_mut(identity) else {
+            return 0;
+        };
+        let agents = &mut self.agents;
+        let removed = sessions.retain(|member| {
+            let keep = !gone(&member.session);
+            if !keep {
+                agents.release(member.agent);
+            }
+            keep
+        });
+        if sessions.is_empty() {
+            self.users.remove(identity);
+        }
+        removed
+    }
+}
+
 impl Inner {
-    /// The live session `id`'s expiry, if it is live.
-    fn expiry_of(&self, id: &SessionId, now: tokio::time::Instant) -> Option<SystemTime> {
-        let map = lock(self.shard(id.as_str()));
-        let entry = map.get(id.as_str()).filter(|entry| entry.is_live(now))?;
-        Some(SystemTime::now() + entry.expires.saturating_duration_since(now))
+    /// The live session named by `prefix`: its key and its time left.
+    fn live_session(&self, prefix: &Prefix, now: tokio::time::Instant) -> Option<(Key, Duration)> {
+        let nanos = self.nanos(now);
+        let shard = lock(self.shard_of(prefix.hash()));
+        let entry = shard
+            .by_prefix(prefix)
+            .filter(|entry| entry.is_live(nanos))?;
+        Some((*entry.key(), Duration::from_nanos(entry.expires() - nanos)))
     }
 
     /// Drops every member whose session is gone; returns how many.
     pub(super) fn sweep_users(&self) -> usize {
         let now = self.clock.now();
         let mut by_user = self.users.lock();
+        let ByUser { users, agents } = &mut *by_user;
         let mut removed = 0;
-        by_user.retain(|_, sessions| {
-            let before = sessions.len();
-            sessions.retain(|id, _| self.expiry_of(id, now).is_some());
-            removed += before - sessions.len();
+        users.retain(|_, sessions| {
+            removed += sessions.retain(|member| {
+                let live = self.live_session(&member.session, now).is_some();
+                if !live {
+                    agents.release(member.agent);
+                }
+                live
+            });
             !sessions.is_empty()
         });
         removed
@@ -56,12 +114,10 @@ impl Inner {
 
 impl MemoryStore {
     pub(crate) fn index_add(&self, identity: &Identity, id: &SessionId, member: &Member) {
-        self.inner
-            .users
-            .lock()
-            .entry(identity.clone())
-            .or_default()
-            .insert(id.clone(), member.clone());
+        let Some(key) = Key::of(id) else { return };
+        let mut by_user = self.inner.users.lock();
+        let member = by_user.compact(&key, member);
+        by_user.add(identity, member);
     }
 
     pub(crate) fn index_move(
@@ -71,19 +127,33 @@ impl MemoryStore {
         member: &Member,
     ) {
         let mut by_user = self.inner.users.lock();
-        let sessions = by_user.entry(identity.clone()).or_default();
-        let kept = sessions.remove(old.as_str());
-        sessions.insert(new.clone(), kept.unwrap_or_else(|| member.clone()));
+        let kept = Key::of(old).and_then(|old| {
+            let sessions = by_user.users.get_mut(identity)?;
+            sessions.remove(&old.prefix())
+        });
+        let Some(new) = Key::of(new) else {
+            if let Some(kept) = kept {
+                by_user.agents.release(kept.agent);
+            }
+            return;
+        };
+        let moved = match kept {
+            Some(kept) => members::Member {
+                session: new.prefix(),
+                ..kept
+            },
+            None => by_user.compact(&new, member),
+        };
+        by_user.add(identity, moved);
     }
 
     pub(crate) fn index_remove(&self, identity: &Identity, id: &SessionId) {
-        let mut by_user = self.inner.users.lock();
-        if let Some(sessions) = by_user.get_mut(identity) {
-            sessions.remove(id.as_str());
-            if sessions.is_empty() {
-                by_user.remove(identity);
-            }
-        }
+        let Some(key) = Key::of(id) else { return };
+        let prefix = key.prefix();
+        self.inner
+            .users
+            .lock()
+            .drop_where(identity, |session| *session == prefix);
     }
 
     /// `identity`'s live sessions (in no order); stale members dropped.
@@ -91,41 +161,61 @@ impl MemoryStore {
         let inner = &self.inner;
         let now = inner.clock.now();
         let mut by_user = inner.users.lock();
-        let Some(sessions) = by_user.get_mut(identity) else {
+        let ByUser { users, agents } = &mut *by_user;
+        let Some(sessions) = users.get_mut(identity) else {
             return Vec::new();
         };
         let mut live = Vec::with_capacity(sessions.len());
-        sessions.retain(|id, member| match inner.expiry_of(id, now) {
-            Some(expires) => {
+        sessions.retain(|member| match inner.live_session(&member.session, now) {
+            Some((key, left)) => {
                 live.push(IndexedSession {
-                    id: id.clone(),
-                    member: member.clone(),
-                    expires: Some(expires),
+                    id: key.id(),
+                    member: Member {
+                        created: member.created,
+                        ip: member.ip,
+                        ua: agents.text(member.agent).to_owned(),
+                    },
+                    expires: Some(SystemTime::now() + left),
                 });
                 true
             }
-            None => false,
+            None => {
+                agents.release(member.agent);
+                false
+            }
         });
         if sessions.is_empty() {
-            by_user.remove(identity);
+            users.remove(identity);
         }
         live
     }
 
     /// Live sessions (expired ones not yet swept left out).
     pub fn live_len(&self) -> usize {
-        let now = self.inner.clock.now();
+        let now = self.inner.nanos(self.inner.clock.now());
         self.inner
             .shards
             .iter()
-            .map(|shard| lock(shard).values().filter(|e| e.is_live(now)).count())
+            .map(|shard| {
+                lock(shard)
+                    .entries()
+                    .iter()
+                    .filter(|e| e.is_live(now))
+                    .count()
+            })
             .sum()
     }
 
     /// Members held in the index, for tests of its bound.
     #[cfg(test)]
     pub(crate) fn index_len(&self) -> usize {
-        self.inner.users.lock().values().map(HashMap::len).sum()
+        self.inner
+            .users
+            .lock()
+            .users
+            .values()
+            .map(Members::len)
+            .sum()
     }
 }
 
@@ -143,7 +233,7 @@ mod tests {
     fn member(created: u64) -> Member {
         Member {
             created,
-            ip: "::1".into(),
+            ip: "::1".parse().unwrap(),
             ua: "test".into(),
         }
     }
@@ -180,8 +270,10 @@ mod tests {
         let moved = SessionId::generate();
         store.index_move(&ada, (&long, &moved), &member(9));
         assert_eq!(store.index_len(), 1);
+        let moved_to = Key::of(&moved).unwrap().prefix();
         let by_user = store.inner.users.lock();
-        assert_eq!(by_user[&ada][moved.as_str()].created, 2);
+        let kept = by_user.users[&ada].iter().find(|m| m.session == moved_to);
+        assert_eq!(kept.map(|m| m.created), Some(2));
         drop(by_user);
         store.index_remove(&ada, &moved);
         assert_eq!(store.index_len(), 0);

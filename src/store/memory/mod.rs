@@ -1,12 +1,12 @@
 //! The in-process session store: the default, and the reference for the
 //! store semantics.
 //!
-//! Sessions live in a fixed number of shards, each a `HashMap` behind its own
-//! `std::sync::Mutex`. Why a blocking mutex: every critical section is a map
-//! operation plus, on commit, one merge patch; nothing awaits while a lock is
-//! held, and sharding keeps two requests on different sessions off each
-//! other's lock. Why shards at all: with one lock every request on every
-//! core would queue on it.
+//! Sessions live in a fixed number of shards, each a [`Shard`] behind its
+//! own `std::sync::Mutex`. Why a blocking mutex: every critical section is
+//! a table operation plus, on commit, one merge patch; nothing awaits while
+//! a lock is held, and sharding keeps two requests on different sessions
+//! off each other's lock. Why shards at all: with one lock every request
+//! on every core would queue on it.
 //!
 //! Bounded: at `max_sessions` a new session evicts an old one (expired first,
 //! then empty, then closest to expiry, among a small sample — the way Redis
@@ -16,76 +16,44 @@
 //! One clock decides expiry, for reads and writes alike ([`Clock`]): the
 //! coarse clock in production (no clock read per request), tokio's clock
 //! in tests, so that expiry follows paused time.
+//!
+//! Compact, since a busy site keeps millions of sessions here: a session
+//! is filed under its id's 32 bytes ([`key`]) in a packed [`Entry`] of 56
+//! bytes plus its JSON, the one form of its data kept ([`entry`]); a
+//! shard's table is a dense vector with a table of positions ([`slab`]);
+//! the user index keeps 48 bytes per member ([`index`]). One million
+//! signed-in sessions of `{"user":"alice"}` take about 160 bytes each,
+//! index and allocator slack included (`bench/footprint.sh`).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod agents;
+mod entry;
 mod index;
+mod key;
+mod members;
+mod shard;
+mod slab;
 
+use self::entry::{Entry, Nanos};
+use self::key::Key;
+use self::shard::Shard;
 use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
 use crate::util::coarse_clock;
 
-/// How many entries eviction looks at to choose a victim.
-const EVICTION_SAMPLE: usize = 16;
 /// Upper bound on shards; fewer for small stores so the limit stays exact.
 const MAX_SHARDS: usize = 64;
 /// Sessions per shard below which another shard is not worth it.
 const SESSIONS_PER_SHARD: usize = 1024;
-
-struct Entry {
-    data: Arc<SessionData>,
-    expires: Instant,
-    /// Its lifetime facts, in ms since the store's epoch.
-    stamp: Stamp,
-}
-
-impl Entry {
-    fn is_live(&self, now: Instant) -> bool {
-        self.expires > now
-    }
-}
-
-type Shard = HashMap<SessionId, Entry, BuildHasherDefault<IdHasher>>;
-
-/// Hashes a session id by its first eight bytes. Safe from hash flooding
-/// without a keyed hash: every id in the store, and every id looked up,
-/// was made by the proxy from 256 random bits (a client's id is used only
-/// once its signature verified), so no one can choose ids that collide.
-/// One multiplication instead of SipHash over the whole id, on every
-/// request with a session.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let head = bytes.len().min(8);
-        word[..head].copy_from_slice(&bytes[..head]);
-        // The product carries every input bit into its top half (the
-        // map's probe tags and the shard come from there); folding the top
-        // half down does the same for the low bits (the map's buckets),
-        // which alone would depend on the first byte or two only.
-        let mixed = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = mixed ^ (mixed >> 32);
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        // `str`'s hash ends with a 0xff marker; it adds nothing here.
-        self.0 ^= u64::from(byte);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Largest `max_sessions`: a shard's positions are 32-bit.
+const MAX_SESSIONS: usize = u32::MAX as usize;
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
@@ -93,7 +61,7 @@ struct Inner {
     evictions: AtomicU64,
     /// Read for every expiry decision.
     clock: Clock,
-    /// Where the stamps' milliseconds count from.
+    /// Where expiries' nanoseconds and the stamps' milliseconds count from.
     epoch: Instant,
     /// The session key whose presence means signed in: eviction spares
     /// such sessions while anonymous ones remain.
@@ -128,9 +96,10 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_sessions` (at least 1). When called
-    /// inside a tokio runtime it starts a sweeper that runs every
-    /// `sweep_interval` and stops when the last clone of the store is dropped.
+    /// A store holding at most `max_sessions` (at least 1, at most
+    /// `u32::MAX`). When called inside a tokio runtime it starts a sweeper
+    /// that runs every `sweep_interval` and stops when the last clone of
+    /// the store is dropped.
     pub fn new(max_sessions: usize, sweep_interval: Duration) -> Self {
         Self::with_clock(max_sessions, sweep_interval, Clock::Coarse)
     }
@@ -148,7 +117,7 @@ impl MemoryStore {
         clock: Clock,
         identity_key: &str,
     ) -> Self {
-        let max_sessions = max_sessions.max(1);
+        let max_sessions = max_sessions.clamp(1, MAX_SESSIONS);
         let shard_count = (max_sessions / SESSIONS_PER_SHARD)
             .clamp(1, MAX_SHARDS)
             .next_power_of_two()
@@ -183,7 +152,23 @@ impl MemoryStore {
     }
 }
 
+/// Saturating nanoseconds of a duration.
+fn nanos(duration: Duration) -> Nanos {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The error for a fresh id that [`SessionId::generate`] did not make:
+/// the proxy only ever passes generated ones.
+fn not_generated() -> StoreError {
+    StoreError::Unavailable("the memory store takes only ids made by SessionId::generate".into())
+}
+
 impl Inner {
+    /// `now` in expiry nanoseconds.
+    fn nanos(&self, now: Instant) -> Nanos {
+        nanos(now.saturating_duration_since(self.epoch))
+    }
+
     /// `now` in the stamps' milliseconds.
     fn millis(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
@@ -193,86 +178,74 @@ impl Inner {
     /// (or moved) session, the kept one otherwise, remembered if asked.
     fn entry(
         &self,
-        data: Arc<SessionData>,
+        key: Key,
+        data: &SessionData,
         kept: Option<Stamp>,
         remember: Option<Duration>,
         commit: &Commit<'_>,
         now: Instant,
-    ) -> Entry {
+    ) -> (Entry, Stamp) {
         let millis = self.millis(now);
         let mut stamp = kept.unwrap_or_else(|| Stamp::new(millis, commit.lifetimes));
         if let Some(lifetime) = remember {
             stamp = stamp.remembered(millis, lifetime);
         }
-        Entry {
-            data,
-            expires: now + stamp.ttl(millis, commit.ttl),
-            stamp,
-        }
+        let expires = self
+            .nanos(now)
+            .saturating_add(nanos(stamp.ttl(millis, commit.ttl)));
+        let logged_in = data.is_logged_in(&self.identity_key);
+        (Entry::new(key, data, &stamp, expires, logged_in), stamp)
     }
 
-    fn shard(&self, id: &str) -> &Mutex<Shard> {
-        let mut hasher = IdHasher::default();
-        hasher.write(id.as_bytes());
-        // The top bits: the map inside the shard starts from the low ones.
-        // The shard count is a power of two.
-        let index = (hasher.finish() >> 32) as usize & (self.shards.len() - 1);
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        self.shard_of(key.hash())
+    }
+
+    /// The shard of a key with `hash`, or of a prefix.
+    fn shard_of(&self, hash: u64) -> &Mutex<Shard> {
+        // The top bits: the table inside the shard starts from the low
+        // ones. The shard count is a power of two.
+        let index = (hash >> 32) as usize & (self.shards.len() - 1);
         &self.shards[index]
     }
 
     fn sweep(&self) -> usize {
-        let now = self.clock.now();
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut map = lock(shard);
-            let before = map.len();
-            map.retain(|_, entry| entry.is_live(now));
-            removed += before - map.len();
-        }
-        removed
+        let now = self.nanos(self.clock.now());
+        self.shards.iter().map(|shard| lock(shard).sweep(now)).sum()
     }
 
     /// Inserts into a shard, evicting one entry when the shard is full.
-    fn insert(&self, id: SessionId, entry: Entry, now: Instant) -> Result<(), StoreError> {
-        let mut map = lock(self.shard(id.as_str()));
-        if map.len() >= self.per_shard_limit && !map.contains_key(id.as_str()) {
-            let victim = choose_victim(&map, now, &self.identity_key).ok_or(StoreError::Full)?;
-            map.remove(&victim);
+    fn insert(&self, entry: Entry, now: Instant) -> Result<(), StoreError> {
+        let key = *entry.key();
+        let mut shard = lock(self.shard(&key));
+        if shard.len() >= self.per_shard_limit && !shard.contains(&key) {
+            if !shard.evict(self.nanos(now), key.hash()) {
+                return Err(StoreError::Full);
+            }
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        map.insert(id, entry);
+        shard.insert(entry);
         Ok(())
     }
-}
 
-/// The session to evict from a full shard: among a sample, an expired one,
-/// else an anonymous one (empty first), else the one expiring soonest. When
-/// the sample holds only live signed-in sessions, the whole shard is
-/// searched for an anonymous or expired one first: an anonymous flood never
-/// evicts a signed-in session while an anonymous one remains.
-fn choose_victim(map: &Shard, now: Instant, identity_key: &str) -> Option<SessionId> {
-    let rank = |entry: &Entry| {
-        (
-            entry.is_live(now),
-            entry.data.is_logged_in(identity_key),
-            !entry.data.is_empty(),
-            entry.expires,
-        )
-    };
-    let (id, entry) = map
-        .iter()
-        .take(EVICTION_SAMPLE)
-        .min_by_key(|(_, entry)| rank(entry))?;
-    if entry.is_live(now) && entry.data.is_logged_in(identity_key) {
-        if let Some((anonymous, _)) = map
-            .iter()
-            .filter(|(_, e)| !e.is_live(now) || !e.data.is_logged_in(identity_key))
-            .min_by_key(|(_, e)| rank(e))
-        {
-            return Some(anonymous.clone());
-        }
+    /// Writes `data` as a session new at `now` under `fresh_id`.
+    fn create(
+        &self,
+        fresh_id: SessionId,
+        data: Arc<SessionData>,
+        remember: Option<Duration>,
+        commit: &Commit<'_>,
+        now: Instant,
+    ) -> Result<Committed, StoreError> {
+        let key = Key::of(&fresh_id).ok_or_else(not_generated)?;
+        let (entry, stamp) = self.entry(key, &data, None, remember, commit, now);
+        self.insert(entry, now)?;
+        Ok(Committed::Saved {
+            id: fresh_id,
+            data,
+            remember: stamp.remember.map(Duration::from_millis),
+        })
     }
-    Some(id.clone())
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -303,21 +276,24 @@ async fn sweep_forever(inner: Weak<Inner>, every: Duration) {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId, _with_expiry: bool) -> Result<Loaded, StoreError> {
-        let now = self.inner.clock.now();
-        let millis = self.inner.millis(now);
-        let mut map = lock(self.inner.shard(id.as_str()));
-        let Some(entry) = map.get(id.as_str()) else {
+        let Some(key) = Key::of(id) else {
             return Ok(Loaded::Missing);
         };
-        if !entry.is_live(now) || entry.stamp.is_expired(millis) {
-            map.remove(id.as_str());
+        let now = self.inner.clock.now();
+        let (nanos, millis) = (self.inner.nanos(now), self.inner.millis(now));
+        let mut shard = lock(self.inner.shard(&key));
+        let Some(entry) = shard.get(&key) else {
+            return Ok(Loaded::Missing);
+        };
+        let stamp = entry.stamp();
+        if !entry.is_live(nanos) || stamp.is_expired(millis) {
+            shard.remove(&key);
             return Ok(Loaded::Expired);
         }
-        let stamp = entry.stamp;
         Ok(Loaded::Live(Stored {
-            data: entry.data.clone(),
+            data: entry.data(),
             times: Times {
-                expires_in: Some(entry.expires.saturating_duration_since(now)),
+                expires_in: Some(Duration::from_nanos(entry.expires() - nanos)),
                 absolute_in: stamp.absolute_in(millis),
                 idle: stamp.idle.map(Duration::from_millis),
                 remember: stamp.remember.map(Duration::from_millis),
@@ -332,22 +308,19 @@ impl SessionStore for MemoryStore {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, remember, .. } => {
-                    let entry = self.inner.entry(data.clone(), None, remember, &commit, now);
-                    let remember = entry.stamp.remember.map(Duration::from_millis);
-                    self.inner.insert(commit.fresh_id.clone(), entry, now)?;
-                    Ok(Committed::Saved {
-                        id: commit.fresh_id,
-                        data,
-                        remember,
-                    })
+                    let fresh_id = commit.fresh_id.clone();
+                    self.inner.create(fresh_id, data, remember, &commit, now)
                 }
             };
         };
-        let mut map = lock(self.inner.shard(current_id.as_str()));
-        let millis = self.inner.millis(now);
-        let (current, stamp) = match map.get(current_id.as_str()) {
-            Some(entry) if entry.is_live(now) && !entry.stamp.is_expired(millis) => {
-                (entry.data.clone(), entry.stamp)
+        let Some(key) = Key::of(current_id) else {
+            return Ok(Committed::Vanished);
+        };
+        let mut shard = lock(self.inner.shard(&key));
+        let (nanos, millis) = (self.inner.nanos(now), self.inner.millis(now));
+        let (current, stamp) = match shard.get(&key) {
+            Some(entry) if entry.is_live(nanos) && !entry.stamp().is_expired(millis) => {
+                (entry.data(), entry.stamp())
             }
             _ => return Ok(Committed::Vanished),
         };
@@ -359,7 +332,7 @@ impl SessionStore for MemoryStore {
         )? {
             Plan::Keep => Ok(Committed::Unchanged),
             Plan::Delete => {
-                map.remove(current_id.as_str());
+                shard.remove(&key);
                 Ok(Committed::Destroyed)
             }
             Plan::Write {
@@ -367,15 +340,14 @@ impl SessionStore for MemoryStore {
                 fresh_id: false,
                 remember,
             } => {
-                let entry = self
-                    .inner
-                    .entry(data.clone(), Some(stamp), remember, &commit, now);
-                let remember = entry.stamp.remember.map(Duration::from_millis);
-                map.insert(current_id.clone(), entry);
+                let (entry, stamp) =
+                    self.inner
+                        .entry(key, &data, Some(stamp), remember, &commit, now);
+                shard.insert(entry);
                 Ok(Committed::Saved {
                     id: current_id.clone(),
                     data,
-                    remember,
+                    remember: stamp.remember.map(Duration::from_millis),
                 })
             }
             Plan::Write {
@@ -383,32 +355,30 @@ impl SessionStore for MemoryStore {
                 fresh_id: true,
                 remember,
             } => {
-                map.remove(current_id.as_str());
+                shard.remove(&key);
                 // Never hold two shard locks at once: no lock-order deadlocks.
-                drop(map);
+                drop(shard);
                 // A moved session starts its lifetime again (a login), and
                 // stays remembered.
                 let remember = remember.or(stamp.remember.map(Duration::from_millis));
-                let entry = self.inner.entry(data.clone(), None, remember, &commit, now);
-                let remember = entry.stamp.remember.map(Duration::from_millis);
-                self.inner.insert(commit.fresh_id.clone(), entry, now)?;
-                Ok(Committed::Saved {
-                    id: commit.fresh_id,
-                    data,
-                    remember,
-                })
+                let fresh_id = commit.fresh_id.clone();
+                self.inner.create(fresh_id, data, remember, &commit, now)
             }
         }
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        let Some(key) = Key::of(id) else {
+            return Ok(false);
+        };
         let now = self.inner.clock.now();
-        let mut map = lock(self.inner.shard(id.as_str()));
-        match map.get_mut(id.as_str()) {
-            Some(entry) if entry.is_live(now) => {
+        let (nanos, millis) = (self.inner.nanos(now), self.inner.millis(now));
+        let mut shard = lock(self.inner.shard(&key));
+        match shard.get_mut(&key) {
+            Some(entry) if entry.is_live(nanos) => {
                 // Never past the session's absolute deadline.
-                let left = entry.stamp.ttl(self.inner.millis(now), ttl);
-                entry.expires = now + ttl.min(left);
+                let left = entry.stamp().ttl(millis, ttl);
+                entry.set_expires(nanos.saturating_add(self::nanos(ttl.min(left))));
                 Ok(true)
             }
             _ => Ok(false),
@@ -427,23 +397,6 @@ mod tests {
 
     // Expiry on tokio's paused clock: no real sleeping.
     conformance::suite!(paused store);
-
-    #[test]
-    fn ids_spread_over_shards_buckets_and_probe_tags() {
-        use std::collections::HashSet;
-        use std::hash::BuildHasher;
-        let hashes: Vec<u64> = (0..4096)
-            .map(|_| BuildHasherDefault::<IdHasher>::default().hash_one(SessionId::generate()))
-            .collect();
-        let distinct: HashSet<_> = hashes.iter().collect();
-        assert_eq!(distinct.len(), hashes.len(), "colliding hashes");
-        let shards: HashSet<_> = hashes.iter().map(|h| (h >> 32) & 63).collect();
-        assert_eq!(shards.len(), 64, "shards left empty");
-        let buckets: HashSet<_> = hashes.iter().map(|h| h & 1023).collect();
-        assert!(buckets.len() > 900, "low bits: {} of 1024", buckets.len());
-        let tags: HashSet<_> = hashes.iter().map(|h| h >> 57).collect();
-        assert_eq!(tags.len(), 128, "top bits unused");
-    }
 
     #[tokio::test(start_paused = true)]
     async fn expired_sessions_are_swept_without_any_request() {

@@ -1,0 +1,229 @@
+//! One session as the memory store keeps it: 56 bytes beside the bytes of
+//! its JSON.
+//!
+//! - its [`Key`] (32 bytes);
+//! - one word: its expiry in nanoseconds since the store's epoch (the
+//!   resolution of the `Instant` it replaces, so expiry decides exactly as
+//!   before), with two flags in the top bits: signed in, computed when the
+//!   session is written so that eviction never parses JSON, and stamped;
+//! - one boxed byte string: the session's [`Stamp`] when it is set (an app
+//!   without idle or absolute timeouts has none), then its ASCII JSON, the
+//!   one form of the data kept. A load hands out a fresh
+//!   [`SessionData`] over a copy of the JSON, its map parsed only if
+//!   something asks for it; the data the proxy wrote is not kept, so no
+//!   map, no second rendering and no `Arc` per session.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::key::Key;
+use crate::domain::session::lifetime::Stamp;
+use crate::domain::session::SessionData;
+
+/// Nanoseconds since the store's epoch.
+pub(super) type Nanos = u64;
+
+const LOGGED_IN: u64 = 1 << 63;
+const STAMPED: u64 = 1 << 62;
+/// The latest expiry: about 146 years after the store started.
+pub(super) const NEVER: Nanos = STAMPED - 1;
+
+pub(super) struct Entry {
+    key: Key,
+    /// The expiry and the flags.
+    word: u64,
+    /// The stamp's encoding when [`STAMPED`], then the JSON.
+    record: Box<[u8]>,
+}
+
+impl Entry {
+    pub fn new(
+        key: Key,
+        data: &SessionData,
+        stamp: &Stamp,
+        expires: Nanos,
+        logged_in: bool,
+    ) -> Self {
+        let json = data.ascii_json();
+        let mut word = expires.min(NEVER);
+        if logged_in {
+            word |= LOGGED_IN;
+        }
+        let record = if stamp.is_set() {
+            word |= STAMPED;
+            let mut record = encode_stamp(stamp);
+            record.extend_from_slice(json);
+            record
+        } else {
+            json.to_vec()
+        };
+        Self {
+            key,
+            word,
+            record: record.into_boxed_slice(),
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub fn expires(&self) -> Nanos {
+        self.word & NEVER
+    }
+
+    pub fn set_expires(&mut self, expires: Nanos) {
+        self.word = (self.word & !NEVER) | expires.min(NEVER);
+    }
+
+    pub fn is_live(&self, now: Nanos) -> bool {
+        self.expires() > now
+    }
+
+    /// The identity key was present (and not null) when it was written.
+    pub fn is_logged_in(&self) -> bool {
+        self.word & LOGGED_IN != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json() == b"{}"
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        if self.word & STAMPED == 0 {
+            return Stamp::default();
+        }
+        decode_stamp(&self.record).0
+    }
+
+    fn json(&self) -> &[u8] {
+        if self.word & STAMPED == 0 {
+            return &self.record;
+        }
+        let (_, length) = decode_stamp(&self.record);
+        &self.record[length..]
+    }
+
+    /// The session's data, built afresh.
+    pub fn data(&self) -> Arc<SessionData> {
+        let json = Bytes::copy_from_slice(self.json());
+        Arc::new(SessionData::from_ascii_json(json))
+    }
+}
+
+// A stamp's encoding: a byte saying which of `absolute`, `idle` and
+// `remember` follow (bits 0, 1, 2), `created`, then those present, each
+// 8 bytes little-endian.
+
+fn encode_stamp(stamp: &Stamp) -> Vec<u8> {
+    let optional = [stamp.absolute, stamp.idle, stamp.remember];
+    let mut out = Vec::with_capacity(1 + 8 * 4);
+    let present = optional.iter().enumerate().fold(0u8, |bits, (bit, value)| {
+        bits | (u8::from(value.is_some()) << bit)
+    });
+    out.push(present);
+    out.extend_from_slice(&stamp.created.to_le_bytes());
+    for value in optional.into_iter().flatten() {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out
+}
+
+/// The stamp at the start of `record`, and the bytes it took.
+fn decode_stamp(record: &[u8]) -> (Stamp, usize) {
+    let present = record.first().copied().unwrap_or(0);
+    let mut at = 1;
+    let mut next = || {
+        let mut word = [0u8; 8];
+        if let Some(bytes) = record.get(at..at + 8) {
+            word.copy_from_slice(bytes);
+        }
+        at += 8;
+        u64::from_le_bytes(word)
+    };
+    let created = next();
+    let mut field = |bit: u8| (present & (1 << bit) != 0).then(&mut next);
+    let stamp = Stamp {
+        created,
+        absolute: field(0),
+        idle: field(1),
+        remember: field(2),
+    };
+    (stamp, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::session::SessionId;
+    use serde_json::json;
+
+    fn data(value: serde_json::Value) -> SessionData {
+        match value {
+            serde_json::Value::Object(map) => SessionData::new(map),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_entry_gives_back_what_it_was_given() {
+        let key = Key::of(&SessionId::generate()).unwrap();
+        let written = data(json!({"user": "alice", "n": [1, 2.5, "é"]}));
+        let stamps = [
+            Stamp::default(),
+            Stamp {
+                created: 5,
+                absolute: Some(u64::MAX),
+                idle: None,
+                remember: Some(7),
+            },
+            Stamp {
+                created: u64::MAX,
+                absolute: None,
+                idle: Some(0),
+                remember: None,
+            },
+            Stamp {
+                created: 1,
+                absolute: Some(2),
+                idle: Some(3),
+                remember: Some(4),
+            },
+        ];
+        for stamp in stamps {
+            for logged_in in [false, true] {
+                for expires in [0, 1, 123_456_789, NEVER, u64::MAX] {
+                    let entry = Entry::new(key, &written, &stamp, expires, logged_in);
+                    assert!(entry.key() == &key);
+                    assert_eq!(entry.stamp(), stamp);
+                    assert_eq!(entry.is_logged_in(), logged_in);
+                    assert_eq!(entry.expires(), expires.min(NEVER));
+                    let read = entry.data();
+                    assert_eq!(read.ascii_json(), written.ascii_json());
+                    assert_eq!(read.map(), written.map());
+                    assert!(!entry.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_expiry_changes_alone() {
+        let key = Key::of(&SessionId::generate()).unwrap();
+        let stamp = Stamp {
+            created: 9,
+            idle: Some(1),
+            ..Stamp::default()
+        };
+        let mut entry = Entry::new(key, &data(json!({})), &stamp, 10, true);
+        assert!(entry.is_empty());
+        assert!(entry.is_live(9) && !entry.is_live(10));
+        entry.set_expires(u64::MAX);
+        assert_eq!(entry.expires(), NEVER);
+        entry.set_expires(20);
+        assert_eq!(entry.expires(), 20);
+        assert!(entry.is_logged_in());
+        assert_eq!(entry.stamp(), stamp);
+    }
+}

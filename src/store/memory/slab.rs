@@ -1,0 +1,228 @@
+//! A set kept as a dense vector plus a hash table of positions into it:
+//! what a shard keeps its sessions in, and the user index a user's members.
+//!
+//! Why not a `HashMap`: its buckets hold the entries themselves, and its
+//! table grows by doubling and is never more than 7/8 full, so up to half
+//! of the memory it holds for entries is empty buckets. Here the entries
+//! sit packed in a `Vec` (whose unused capacity is never touched, so it
+//! costs address space, not memory) and the table holds 4-byte positions.
+//! Removing swaps the last entry into the hole and fixes its position.
+//!
+//! Up to [`LINEAR`] entries, no table at all: a search reads them in turn,
+//! which for a handful is as fast and spares a user with one or two
+//! sessions an allocation.
+
+use hashbrown::HashTable;
+
+/// Entries up to which there is no table.
+const LINEAR: usize = 8;
+
+/// An entry: how it hashes.
+pub(super) trait Hashed {
+    fn hash(&self) -> u64;
+}
+
+pub(super) struct Slab<T> {
+    entries: Vec<T>,
+    /// Positions in `entries`, when there are more than [`LINEAR`].
+    table: HashTable<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            table: HashTable::new(),
+        }
+    }
+}
+
+/// A position, as the table stores it. The stores bound their entries far
+/// below `u32::MAX` (see [`Slab::insert`]).
+fn position(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+impl<T: Hashed> Slab<T> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[T] {
+        &self.entries
+    }
+
+    fn indexed(&self) -> bool {
+        self.entries.len() > LINEAR
+    }
+
+    /// The position of the entry with `hash` for which `eq` holds.
+    pub fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+        if !self.indexed() {
+            return self.entries.iter().position(eq);
+        }
+        let entries = &self.entries;
+        self.table
+            .find(hash, |&at| eq(&entries[at as usize]))
+            .map(|&at| at as usize)
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.entries.get(index)
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.entries.get_mut(index)
+    }
+
+    /// Adds `entry`, which no entry equals (callers find first); `false`
+    /// when the slab is full (`u32::MAX` entries), and `entry` is dropped.
+    pub fn insert(&mut self, entry: T) -> bool {
+        let at = self.entries.len();
+        if at >= u32::MAX as usize {
+            return false;
+        }
+        let hash = entry.hash();
+        self.entries.push(entry);
+        if at == LINEAR {
+            self.build_table();
+        } else if self.indexed() {
+            let entries = &self.entries;
+            self.table
+                .insert_unique(hash, position(at), |&i| entries[i as usize].hash());
+        }
+        true
+    }
+
+    fn build_table(&mut self) {
+        let entries = &self.entries;
+        let mut table = HashTable::with_capacity(entries.len());
+        for (at, entry) in entries.iter().enumerate() {
+            table.insert_unique(entry.hash(), position(at), |&i| entries[i as usize].hash());
+        }
+        self.table = table;
+    }
+
+    /// Removes and returns the entry at `index`; the last entry takes its
+    /// place.
+    pub fn remove_at(&mut self, index: usize) -> T {
+        let last = self.entries.len() - 1;
+        if self.indexed() {
+            let hash = self.entries[index].hash();
+            if let Ok(found) = self.table.find_entry(hash, |&at| at as usize == index) {
+                found.remove();
+            }
+            if index != last {
+                let moved = self.entries[last].hash();
+                if let Some(at) = self.table.find_mut(moved, |&at| at as usize == last) {
+                    *at = position(index);
+                }
+            }
+        }
+        let removed = self.entries.swap_remove(index);
+        if self.entries.len() == LINEAR {
+            self.table = HashTable::new();
+        }
+        removed
+    }
+
+    /// Keeps the entries for which `keep` holds; returns how many went.
+    /// Gives memory back when most of it is unused.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) -> usize {
+        let before = self.entries.len();
+        let mut index = 0;
+        while index < self.entries.len() {
+            if keep(&self.entries[index]) {
+                index += 1;
+            } else {
+                // The last entry moves here: look at this index again.
+                self.remove_at(index);
+            }
+        }
+        self.shrink();
+        before - self.entries.len()
+    }
+
+    /// Halves what is held when under a quarter of it is used, so a shard
+    /// that emptied does not keep its peak.
+    fn shrink(&mut self) {
+        let (len, capacity) = (self.entries.len(), self.entries.capacity());
+        if capacity > 64 && len < capacity / 4 {
+            self.entries.shrink_to(len * 2);
+            let entries = &self.entries;
+            self.table.shrink_to(len, |&i| entries[i as usize].hash());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Few hash values, so entries share them and probes meet.
+    #[derive(Debug, PartialEq)]
+    struct Entry(u32);
+
+    impl Hashed for Entry {
+        fn hash(&self) -> u64 {
+            u64::from(self.0 % 5)
+        }
+    }
+
+    fn find(slab: &Slab<Entry>, n: u32) -> Option<usize> {
+        slab.find(u64::from(n % 5), |e| e.0 == n)
+    }
+
+    fn check(slab: &Slab<Entry>, present: &[u32]) {
+        assert_eq!(slab.len(), present.len());
+        assert_eq!(
+            slab.table.len(),
+            if slab.indexed() { slab.len() } else { 0 }
+        );
+        for &n in present {
+            let at = find(slab, n).unwrap_or_else(|| panic!("{n} not found"));
+            assert_eq!(slab.get(at), Some(&Entry(n)));
+        }
+    }
+
+    #[test]
+    fn removals_keep_every_position_right_across_the_linear_limit() {
+        let mut slab = Slab::default();
+        let mut present: Vec<u32> = Vec::new();
+        for n in 0..40 {
+            assert!(slab.insert(Entry(n)));
+            present.push(n);
+            check(&slab, &present);
+        }
+        // Remove from the front, the middle and the back, down to none.
+        let mut turn = 0;
+        while !present.is_empty() {
+            let n = present[[0, present.len() / 2, present.len() - 1][turn % 3]];
+            let at = find(&slab, n).unwrap();
+            assert_eq!(slab.remove_at(at), Entry(n));
+            present.retain(|&p| p != n);
+            assert_eq!(find(&slab, n), None, "{n} still found");
+            check(&slab, &present);
+            turn += 1;
+        }
+        assert!(slab.is_empty());
+    }
+
+    #[test]
+    fn retain_keeps_what_it_should_and_gives_memory_back() {
+        let mut slab = Slab::default();
+        for n in 0..1000 {
+            slab.insert(Entry(n));
+        }
+        let peak = slab.entries.capacity();
+        assert_eq!(slab.retain(|e| e.0 % 100 == 7), 990);
+        let kept: Vec<u32> = (0..1000).filter(|n| n % 100 == 7).collect();
+        check(&slab, &kept);
+        assert!(slab.entries.capacity() < peak / 4, "memory kept");
+        assert_eq!(find(&slab, 8), None);
+    }
+}
