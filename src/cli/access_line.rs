@@ -1,6 +1,6 @@
 //! Writes the access lines (target `cloakroom::access`, one per request):
 //! a `tracing` layer that turns the event's fields into one line, text or
-//! JSON, and hands it to the access buffer. Every other event goes to the
+//! JSON, and hands it to the access buffer ([`AccessBuffer`]). Every other event goes to the
 //! layer it is put [beside](AccessLines::beside) (tracing-subscriber's
 //! formatter). Why one layer routing by target rather than two layers
 //! with per-layer filters: with those, events were lost (the `listening`
@@ -22,7 +22,8 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
+use std::io::{BufWriter, Stderr, Write as _};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::ser::{SerializeMap, Serializer as _};
@@ -31,7 +32,28 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-use super::logging::AccessBuffer;
+/// The access lines' buffer, shared by every thread.
+#[derive(Clone)]
+pub struct AccessBuffer(Arc<Mutex<BufWriter<Stderr>>>);
+
+impl AccessBuffer {
+    /// A buffer of `bytes`, written to stderr.
+    pub(super) fn new(bytes: usize) -> Self {
+        Self(Arc::new(Mutex::new(BufWriter::with_capacity(
+            bytes,
+            std::io::stderr(),
+        ))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BufWriter<Stderr>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&self) {
+        let _ = self.lock().flush();
+    }
+}
 
 /// The access lines' target.
 pub const ACCESS_TARGET: &str = "cloakroom::access";

@@ -7,14 +7,14 @@
 //! per request. Every other line goes through tracing-subscriber's
 //! formatter and is written at once.
 
-use std::io::{self, BufWriter, Stderr, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::io;
 use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
+pub use super::access_line::AccessBuffer;
 use super::access_line::AccessLines;
 
 /// Longest an access line waits in the buffer.
@@ -22,32 +22,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// The buffer's size: it is written out when full.
 const BUFFER_BYTES: usize = 64 * 1024;
 
-/// The access lines' buffer, shared by every thread.
-#[derive(Clone)]
-pub struct AccessBuffer(Arc<Mutex<BufWriter<Stderr>>>);
-
-impl AccessBuffer {
-    fn new() -> Self {
-        Self(Arc::new(Mutex::new(BufWriter::with_capacity(
-            BUFFER_BYTES,
-            io::stderr(),
-        ))))
-    }
-
-    pub(super) fn lock(&self) -> MutexGuard<'_, BufWriter<Stderr>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Writes out what is buffered.
-    pub fn flush(&self) {
-        let _ = self.lock().flush();
-    }
-}
-
 /// Installs the subscriber; the returned buffer must be flushed before the
 /// process exits (a thread flushes it every [`FLUSH_EVERY`] meanwhile).
 pub fn init(json: bool) -> AccessBuffer {
-    let access = AccessBuffer::new();
+    let access = AccessBuffer::new(BUFFER_BYTES);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let access_lines = AccessLines::new(access.clone(), json);
