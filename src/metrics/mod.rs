@@ -3,8 +3,9 @@
 //! prometheus-client.
 //!
 //! Handles are resolved once, when [`Metrics`] is made: recording on a
-//! request's path is an atomic add (counters) or a short uncontended lock
-//! (histograms), never a label-set lookup. Values that already exist
+//! request's path is an atomic add, never a label-set lookup; what is
+//! recorded on every request is [`sharded`] by thread, so worker threads
+//! never write the same cache line. Values that already exist
 //! elsewhere (live sessions, open connections, tunnels, certificate
 //! expiry) are read when `/metrics` is scraped ([`Scrape`]), not kept up to
 //! date on every request.
@@ -16,9 +17,12 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+mod sharded;
+
+use self::sharded::{LatencyHistogram, ShardedCounter};
 
 type Labels = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
@@ -51,22 +55,17 @@ pub enum StoreOp {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Latency buckets from 100 µs to about 13 s, doubling.
-fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-}
-
 /// Every metric, registered once.
 pub struct Metrics {
     registry: Registry,
     /// `[status class][route kind]`.
-    requests: [[Counter; 2]; 5],
+    requests: [[ShardedCounter; 2]; 5],
     denials: Counter,
     sessions: [Counter; 4],
     bad_signatures: Counter,
-    store_latency: [Histogram; 3],
+    store_latency: [LatencyHistogram; 3],
     store_errors: Counter,
-    upstream_latency: Histogram,
+    upstream_latency: LatencyHistogram,
     upstream_errors: Counter,
     /// Only for the memory store.
     live_sessions: Option<Gauge>,
@@ -106,7 +105,7 @@ impl Metrics {
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
 
-        let requests_family = Family::<Labels2, Counter>::default();
+        let requests_family = Family::<Labels2, ShardedCounter>::default();
         registry.register(
             "requests",
             "Requests answered, by status class and route kind (public or login-only)",
@@ -143,9 +142,7 @@ impl Metrics {
             bad_signatures.clone(),
         );
 
-        let store_family = Family::<Labels2, Histogram>::new_with_constructor(
-            latency_buckets as fn() -> Histogram,
-        );
+        let store_family = Family::<Labels2, LatencyHistogram>::default();
         registry.register_with_unit(
             "store_operation",
             "Session store operations, by store and operation",
@@ -167,7 +164,7 @@ impl Metrics {
             .get_or_create(&[("store", store)])
             .clone();
 
-        let upstream_latency = latency_buckets();
+        let upstream_latency = LatencyHistogram::default();
         registry.register_with_unit(
             "upstream_response",
             "Time from sending a request upstream to its response head",
@@ -281,7 +278,7 @@ impl Metrics {
     /// A store operation that took `time`; `ok: false` counts an error.
     #[inline]
     pub fn store(&self, op: StoreOp, time: Duration, ok: bool) {
-        self.store_latency[op as usize].observe(time.as_secs_f64());
+        self.store_latency[op as usize].observe(time);
         if !ok {
             self.store_errors.inc();
         }
@@ -289,7 +286,7 @@ impl Metrics {
 
     #[inline]
     pub fn upstream(&self, time: Duration) {
-        self.upstream_latency.observe(time.as_secs_f64());
+        self.upstream_latency.observe(time);
     }
 
     #[inline]
