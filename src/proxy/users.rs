@@ -82,6 +82,15 @@ pub struct SessionView {
     pub user_agent: String,
 }
 
+/// The smallest user index (in members) that a login without a limit to
+/// enforce cleans of stale members; see `evict_over_limit`.
+const CLEAN_FROM: u64 = 64;
+
+/// Whether a login that took a user's index to `size` members cleans it.
+fn is_cleaning_size(size: u64) -> bool {
+    size >= CLEAN_FROM && size.is_power_of_two()
+}
+
 impl Proxy {
     fn identity(&self, data: &SessionData) -> Option<Identity> {
         identity_of(data.map(), &self.users.identity_pointer)
@@ -212,7 +221,7 @@ impl Proxy {
                     let member = visitor.member();
                     let ttl = self.policy.ttl;
                     match self.store.index_add(&identity, &id, &member, ttl).await {
-                        Ok(()) => self.evict_over_limit(&identity, &id).await,
+                        Ok(size) => self.evict_over_limit(&identity, &id, size).await,
                         Err(error) => Err(error),
                     }
                 }
@@ -247,21 +256,26 @@ impl Proxy {
     /// and, under `evict-oldest`, destroys the oldest sessions past the
     /// limit, never `keep` (the login that just happened).
     ///
-    /// Without a limit to enforce, the memory store's index is not read:
-    /// its sweep drops stale members by itself, and a read costs O(the
-    /// user's sessions), which at every login made N logins of one user
-    /// cost O(N²). Redis's index has no sweep: there the read is what
-    /// bounds it.
+    /// Without a limit to enforce, the index is read only to drop stale
+    /// members, and a read costs O(the user's sessions): at every login,
+    /// N logins of one user would cost O(N²). So the memory store's index
+    /// is not read (its sweep drops stale members by itself), and Redis's
+    /// (which has no sweep) only when a login has just taken it to a power
+    /// of two from [`CLEAN_FROM`] on: O(1) per login on average, and a hash
+    /// never more than twice the user's live sessions (or `CLEAN_FROM`).
+    /// `size` is the index's size after the login's member was added
+    /// (`None`: not known, the memory store).
     async fn evict_over_limit(
         &self,
         identity: &Identity,
         keep: &SessionId,
+        size: Option<u64>,
     ) -> Result<(), StoreError> {
         let limit = match (self.users.max_sessions, self.users.on_limit) {
             (Some(limit), LimitPolicy::EvictOldest) => Some(limit),
             _ => None,
         };
-        if limit.is_none() && matches!(self.store, AnyStore::Memory(_)) {
+        if limit.is_none() && !size.is_some_and(is_cleaning_size) {
             return Ok(());
         }
         let sessions = self.store.index_list(identity).await?;
@@ -391,6 +405,12 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_index_is_cleaned_when_a_login_doubles_it_from_64_members_on() {
+        let cleaning: Vec<u64> = (0..=1100).filter(|&n| is_cleaning_size(n)).collect();
+        assert_eq!(cleaning, [64, 128, 256, 512, 1024]);
+    }
 
     fn address(trusted: bool, forwarded_for: Option<&'static str>) -> String {
         let client = Client::new("10.0.0.1".parse().unwrap(), trusted, false);

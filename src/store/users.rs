@@ -82,20 +82,23 @@ pub fn unix_millis(time: SystemTime) -> u64 {
 
 impl AnyStore {
     /// Adds (or replaces) `id` in `identity`'s index; `ttl` is the
-    /// session's lifetime, which the index outlives.
+    /// session's lifetime, which the index outlives. Redis: the index's
+    /// size after; memory: `None` (its sweep keeps it clean).
     pub async fn index_add(
         &self,
         identity: &Identity,
         id: &SessionId,
         member: &Member,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         match self {
             Self::Memory(store) => {
                 store.index_add(identity, id, member);
-                Ok(())
+                Ok(None)
             }
-            Self::Redis(store) => Box::pin(store.index_add(identity, id, member, ttl)).await,
+            Self::Redis(store) => Box::pin(store.index_add(identity, id, member, ttl))
+                .await
+                .map(Some),
         }
     }
 

@@ -381,6 +381,66 @@ async fn a_rolling_session_keeps_its_users_index_alive() {
     assert_eq!(listed(ops, "7").await.len(), 1, "still in the index");
 }
 
+/// Without a per-user limit, a login does not read the user's whole
+/// index (that made N logins of one user cost O(N²)); the stale members
+/// are dropped when a login takes the index to a power of two from 64.
+#[tokio::test]
+async fn a_redis_index_is_cleaned_when_logins_double_it_not_at_every_login() {
+    let test = "users::a_redis_index_is_cleaned_when_logins_double_it_not_at_every_login";
+    let Ok(server) = store_for(true, test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let extra = format!("{USERS}{}", store_table(&server, ""));
+    let proxy = Proxy::start(&upstream, &extra).await;
+    let url = server.as_ref().map(|server| server.url()).unwrap();
+    let mut redis = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let index_size = |redis: &mut redis::aio::MultiplexedConnection| {
+        let mut redis = redis.clone();
+        async move {
+            let size: u64 = redis::cmd("HLEN")
+                .arg("sess:user:7")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            size
+        }
+    };
+    // Ten sessions, then nine of them gone behind the index's back (as
+    // sessions whose keys expired): stale members.
+    for _ in 0..10 {
+        assert_eq!(log_in_as(&browser(), &proxy, 7).await.status(), 200);
+    }
+    let ids: Vec<String> = redis::cmd("HKEYS")
+        .arg("sess:user:7")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 10);
+    for id in &ids[..9] {
+        let deleted: u64 = redis::cmd("DEL")
+            .arg(format!("sess:{id}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1, "session {id} was in Redis");
+    }
+    for _ in 10..63 {
+        assert_eq!(log_in_as(&browser(), &proxy, 7).await.status(), 200);
+    }
+    assert_eq!(index_size(&mut redis).await, 63, "no login read the index");
+    assert_eq!(log_in_as(&browser(), &proxy, 7).await.status(), 200);
+    assert_eq!(
+        index_size(&mut redis).await,
+        55,
+        "the login that made 64 members dropped the 9 stale ones"
+    );
+}
+
 #[tokio::test]
 async fn the_user_index_works_on_a_redis_cluster() {
     let test = "users::the_user_index_works_on_a_redis_cluster";

@@ -7,7 +7,8 @@
 //! the hash outlives every session it lists and an abandoned one expires
 //! by itself. Reading the hash checks each member's session (`PTTL`) and
 //! drops those that are gone, so a user's hash holds at most their live
-//! sessions plus those that ended since it was last read.
+//! sessions plus those that ended since it was last read. Adding a member
+//! tells the hash's size, by which the proxy decides when to read it.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,12 +21,12 @@ use crate::store::users::{IndexedSession, Member};
 use crate::store::StoreError;
 
 /// Sets field `ARGV[1]` of `KEYS[1]` to `ARGV[2]` and makes the key live at
-/// least `ARGV[3]` ms.
+/// least `ARGV[3]` ms; returns how many fields the key has then.
 const ADD_MEMBER: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return 1
+return redis.call('HLEN', KEYS[1])
 ";
 
 /// Moves field `ARGV[1]` of `KEYS[1]` to `ARGV[2]`, keeping its value (or
@@ -67,7 +68,7 @@ impl RedisStore {
         id: &SessionId,
         member: &Member,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let script = Script::new(ADD_MEMBER);
         let mut invocation = script.prepare_invoke();
@@ -77,10 +78,10 @@ impl RedisStore {
             .arg(member.encode())
             .arg(millis);
         let mut connection = self.connection();
-        let _: i64 = self
+        let size: i64 = self
             .run("index add", invocation.invoke_async(&mut connection))
             .await?;
-        Ok(())
+        Ok(u64::try_from(size).unwrap_or(0))
     }
 
     pub(crate) async fn index_move(
