@@ -31,8 +31,9 @@ use super::context::Current;
 use super::error::ProxyError;
 use super::Proxy;
 use crate::domain::session::identity::{
-    identity_of, identity_value, index_changes, Identity, IndexChange, LimitPolicy,
+    identity_of, index_changes, Identity, IndexChange, LimitPolicy,
 };
+use crate::domain::session::lookup::pointer_tokens;
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::SessionEvent;
@@ -187,14 +188,16 @@ impl Proxy {
         current: Option<&Current>,
     ) -> Vec<IndexChange> {
         // A write that kept the id and the identity (most writes) changes
-        // nothing: told by comparing the values, without making identities.
+        // nothing: told by comparing the values, without making identities
+        // and without building the loaded session's map (its value is read
+        // from its text).
         if let (Committed::Saved { id, data, .. }, Some(current)) = (committed, current) {
-            let pointer = &self.users.identity_pointer;
-            if *id == current.id
-                && identity_value(data.map(), pointer)
-                    == identity_value(current.data.map(), pointer)
-            {
-                return Vec::new();
+            if *id == current.id {
+                if let Some(tokens) = pointer_tokens(&self.users.identity_pointer) {
+                    if data.lookup(&tokens) == current.data.lookup(&tokens) {
+                        return Vec::new();
+                    }
+                }
             }
         }
         let after = match committed {

@@ -15,6 +15,17 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// A JSON pointer (RFC 6901) as its unescaped tokens; `None` for the
+/// empty pointer (the whole document) and for text not starting with `/`.
+pub fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
 /// The value at `tokens` in `map`.
 pub fn in_map<'a>(map: &'a Map<String, Value>, tokens: &[String]) -> Option<&'a Value> {
     let (first, rest) = tokens.split_first()?;
@@ -183,12 +194,7 @@ mod tests {
     use serde_json::json;
 
     fn tokens(pointer: &str) -> Vec<String> {
-        pointer
-            .strip_prefix('/')
-            .unwrap()
-            .split('/')
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect()
+        pointer_tokens(pointer).unwrap()
     }
 
     #[test]

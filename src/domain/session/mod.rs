@@ -134,6 +134,17 @@ impl SessionData {
         })
     }
 
+    /// The map, owned: a copy of the built one, or parsed from the
+    /// rendering without keeping it (for a caller that changes it, such as
+    /// a commit's plan: parsing into the cache and then copying would do
+    /// the work twice).
+    pub fn to_map(&self) -> Map<String, Value> {
+        match self.map.get() {
+            Some(map) => map.clone(),
+            None => serde_json::from_slice(&self.json).unwrap_or_default(),
+        }
+    }
+
     /// Compact JSON of the whole session, printable ASCII only.
     pub fn ascii_json(&self) -> &Bytes {
         &self.json
