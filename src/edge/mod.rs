@@ -245,11 +245,11 @@ fn proxy_settings(config: &Config) -> proxy::Settings {
             enabled: config.log.access,
             query: config.log.access_query,
         },
-        users: proxy::UserPolicy {
-            identity_pointer: config.auth.identity_pointer.clone(),
-            max_sessions: config.auth.max_sessions_per_user,
-            on_limit: config.auth.session_limit_policy,
-        },
+        users: proxy::UserPolicy::new(
+            config.auth.identity_pointer.clone(),
+            config.auth.max_sessions_per_user,
+            config.auth.session_limit_policy,
+        ),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::domain::cross_origin::CrossOrigin;
 use crate::domain::routes::Routes;
 use crate::domain::session::identity::LimitPolicy;
 use crate::domain::session::lifetime::Lifetimes;
+use crate::domain::session::lookup::pointer_tokens;
 use crate::domain::session_headers::SessionHeaders;
 use crate::store::Times;
 use crate::upstream::Upstream;
@@ -48,9 +49,27 @@ pub struct Settings {
 pub struct UserPolicy {
     /// The JSON pointer of the identity in the session data.
     pub identity_pointer: String,
+    /// The pointer's unescaped tokens, split once here rather than per
+    /// write (`None`: not a pointer).
+    pub identity_tokens: Option<Vec<String>>,
     /// Most live sessions per user; `None`: no limit.
     pub max_sessions: Option<usize>,
     pub on_limit: LimitPolicy,
+}
+
+impl UserPolicy {
+    pub fn new(
+        identity_pointer: String,
+        max_sessions: Option<usize>,
+        on_limit: LimitPolicy,
+    ) -> Self {
+        Self {
+            identity_tokens: pointer_tokens(&identity_pointer),
+            identity_pointer,
+            max_sessions,
+            on_limit,
+        }
+    }
 }
 
 /// The access log: one line per request.

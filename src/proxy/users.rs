@@ -33,7 +33,6 @@ use super::Proxy;
 use crate::domain::session::identity::{
     identity_of, index_changes, Identity, IndexChange, LimitPolicy,
 };
-use crate::domain::session::lookup::pointer_tokens;
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::SessionEvent;
@@ -193,8 +192,8 @@ impl Proxy {
         // from its text).
         if let (Committed::Saved { id, data, .. }, Some(current)) = (committed, current) {
             if *id == current.id {
-                if let Some(tokens) = pointer_tokens(&self.users.identity_pointer) {
-                    if data.lookup(&tokens) == current.data.lookup(&tokens) {
+                if let Some(tokens) = &self.users.identity_tokens {
+                    if data.lookup(tokens) == current.data.lookup(tokens) {
                         return Vec::new();
                     }
                 }
