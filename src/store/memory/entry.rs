@@ -1,14 +1,16 @@
-//! One session as the memory store keeps it: 56 bytes beside the bytes of
-//! its JSON.
+//! One session as the memory store keeps it: 64 bytes, and for a larger
+//! session the bytes of its JSON beside them.
 //!
 //! - its [`Key`] (32 bytes);
 //! - one word: its expiry in nanoseconds since the store's epoch (the
 //!   resolution of the `Instant` it replaces, so expiry decides exactly as
 //!   before), with two flags in the top bits: signed in, computed when the
 //!   session is written so that eviction never parses JSON, and stamped;
-//! - one boxed byte string: the session's [`Stamp`] when it is set (an app
-//!   without idle or absolute timeouts has none), then its ASCII JSON, the
-//!   one form of the data kept. A load hands out a fresh
+//! - one [`Record`] (24 bytes): the session's [`Stamp`] when it is set (an
+//!   app without idle or absolute timeouts has none), then its ASCII JSON,
+//!   the one form of the data kept; held in the entry itself up to
+//!   [`INLINE`] bytes (`{"user":"alice"}` is 16), boxed beyond. A load
+//!   hands out a fresh
 //!   [`SessionData`] over a copy of the JSON, its map parsed only if
 //!   something asks for it; the data the proxy wrote is not kept, so no
 //!   map, no second rendering and no `Arc` per session.
@@ -34,7 +36,42 @@ pub(super) struct Entry {
     /// The expiry and the flags.
     word: u64,
     /// The stamp's encoding when [`STAMPED`], then the JSON.
-    record: Box<[u8]>,
+    record: Record,
+}
+
+/// Bytes a [`Record`] holds without an allocation of its own.
+pub(super) const INLINE: usize = 22;
+
+/// A byte string held inline when short: the entry's 24 bytes either way
+/// (a boxed slice is 16, and the tag fits beside the inline bytes), where a
+/// `Box<[u8]>` alone would add a heap block of at least 32 bytes to the
+/// entry's 16 for a session of a few keys.
+enum Record {
+    Inline { length: u8, bytes: [u8; INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl Record {
+    fn new(bytes: &[u8]) -> Self {
+        match u8::try_from(bytes.len()) {
+            Ok(length) if bytes.len() <= INLINE => {
+                let mut inline = [0u8; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Self::Inline {
+                    length,
+                    bytes: inline,
+                }
+            }
+            _ => Self::Boxed(bytes.into()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { length, bytes } => &bytes[..usize::from(*length)],
+            Self::Boxed(bytes) => bytes,
+        }
+    }
 }
 
 impl Entry {
@@ -54,15 +91,11 @@ impl Entry {
             word |= STAMPED;
             let mut record = encode_stamp(stamp);
             record.extend_from_slice(json);
-            record
+            Record::new(&record)
         } else {
-            json.to_vec()
+            Record::new(json)
         };
-        Self {
-            key,
-            word,
-            record: record.into_boxed_slice(),
-        }
+        Self { key, word, record }
     }
 
     pub fn key(&self) -> &Key {
@@ -94,15 +127,16 @@ impl Entry {
         if self.word & STAMPED == 0 {
             return Stamp::default();
         }
-        decode_stamp(&self.record).0
+        decode_stamp(self.record.bytes()).0
     }
 
     fn json(&self) -> &[u8] {
+        let record = self.record.bytes();
         if self.word & STAMPED == 0 {
-            return &self.record;
+            return record;
         }
-        let (_, length) = decode_stamp(&self.record);
-        &self.record[length..]
+        let (_, length) = decode_stamp(record);
+        &record[length..]
     }
 
     /// The session's data, built afresh.
@@ -205,6 +239,21 @@ mod tests {
                     assert!(!entry.is_empty());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_entry_is_64_bytes_and_short_json_stays_inline() {
+        assert_eq!(std::mem::size_of::<Record>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        let key = Key::of(&SessionId::generate()).unwrap();
+        let at_limit = data(json!({"user": "alice", "k": 1}));
+        assert_eq!(at_limit.ascii_json().len(), INLINE);
+        let over = data(json!({"user": "alice", "k": 12}));
+        for (written, inline) in [(data(json!({})), true), (at_limit, true), (over, false)] {
+            let entry = Entry::new(key, &written, &Stamp::default(), 1, false);
+            assert_eq!(matches!(entry.record, Record::Inline { .. }), inline);
+            assert_eq!(entry.data().ascii_json(), written.ascii_json());
         }
     }
 

@@ -18,12 +18,13 @@
 //! in tests, so that expiry follows paused time.
 //!
 //! Compact, since a busy site keeps millions of sessions here: a session
-//! is filed under its id's 32 bytes ([`key`]) in a packed [`Entry`] of 56
-//! bytes plus its JSON, the one form of its data kept ([`entry`]); a
-//! shard's table is a dense vector with a table of positions ([`slab`]);
-//! the user index keeps 48 bytes per member ([`index`]). One million
-//! signed-in sessions of `{"user":"alice"}` take about 160 bytes each,
-//! index and allocator slack included (`bench/footprint.sh`).
+//! is filed under its id's 32 bytes ([`key`]) in a packed [`Entry`] of 64
+//! bytes that holds a JSON of up to 22 bytes itself (a larger one is boxed
+//! beside it), the one form of its data kept ([`entry`]); a shard's table
+//! is a dense vector with a table of positions ([`slab`]); the user index
+//! keeps 48 bytes per member ([`index`]). One million signed-in sessions
+//! of `{"user":"alice"}` take about 150 bytes each, index and allocator
+//! slack included (`bench/footprint.sh`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
