@@ -264,6 +264,7 @@ pub struct RawStore {
     pub password_env: Option<String>,
     pub connect_timeout: Option<String>,
     pub command_timeout: Option<String>,
+    pub cache_sessions: Option<usize>,
 }
 
 impl Default for RawStore {
@@ -278,6 +279,7 @@ impl Default for RawStore {
             password_env: None,
             connect_timeout: None,
             command_timeout: None,
+            cache_sessions: None,
         }
     }
 }

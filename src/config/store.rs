@@ -2,7 +2,7 @@
 //!
 //! `kind = "memory"` takes `max_sessions` and `sweep_interval`; `kind =
 //! "redis"` takes `url` or `cluster_urls`, `prefix`, `password_env`,
-//! `connect_timeout` and `command_timeout`. A key of the other kind is an
+//! `connect_timeout`, `command_timeout` and `cache_sessions`. A key of the other kind is an
 //! error (it would be silently ignored). Redis URLs are checked here,
 //! offline: `cloakroom check` never connects.
 
@@ -20,6 +20,9 @@ const MEMORY_DEFAULT_SWEEP: &str = "30s";
 const REDIS_DEFAULT_PREFIX: &str = "sess:";
 const REDIS_DEFAULT_CONNECT_TIMEOUT: &str = "2s";
 const REDIS_DEFAULT_COMMAND_TIMEOUT: &str = "500ms";
+/// Records the client-side cache holds by default: a few hundred bytes
+/// each, so tens of MB at most.
+const REDIS_DEFAULT_CACHE_SESSIONS: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
@@ -77,6 +80,7 @@ fn build_memory(raw: &RawStore, check: &mut Checker) -> StoreConfig {
         ("store.password_env", raw.password_env.is_some()),
         ("store.connect_timeout", raw.connect_timeout.is_some()),
         ("store.command_timeout", raw.command_timeout.is_some()),
+        ("store.cache_sessions", raw.cache_sessions.is_some()),
     ];
     for (key, _) in redis_keys.iter().filter(|(_, set)| *set) {
         check.fail(
@@ -142,6 +146,18 @@ fn build_redis(
             .as_deref()
             .unwrap_or(REDIS_DEFAULT_COMMAND_TIMEOUT),
     );
+    let cache_sessions = match (&endpoint, raw.cache_sessions) {
+        (Some(RedisEndpoint::Cluster(_)), Some(n)) if n > 0 => {
+            check.fail(
+                "store.cache_sessions",
+                "the client-side cache needs one Redis server (it tracks keys on one connection); set it to 0 or remove it with store.cluster_urls",
+            );
+            0
+        }
+        (Some(RedisEndpoint::Cluster(_)), _) => 0,
+        (_, Some(n)) => n,
+        (_, None) => REDIS_DEFAULT_CACHE_SESSIONS,
+    };
     Some(RedisConfig {
         endpoint: endpoint?,
         password,
@@ -149,6 +165,7 @@ fn build_redis(
         connect_timeout,
         command_timeout,
         record_cookie: record_cookie(cookie),
+        cache_sessions,
     })
 }
 

@@ -145,6 +145,23 @@ fn a_redis_store_takes_connect_redis_defaults() {
     .unwrap();
     assert!(matches!(cluster.endpoint, RedisEndpoint::Cluster(ref urls) if urls.len() == 2));
     assert_eq!(cluster.prefix, "app:");
+    assert_eq!(redis.cache_sessions, 100_000, "one server: cached");
+    assert_eq!(cluster.cache_sessions, 0, "a cluster: not cached");
+    let off = redis_store("url = \"redis://127.0.0.1:6379\"\ncache_sessions = 0").unwrap();
+    assert_eq!(off.cache_sessions, 0);
+}
+
+#[test]
+fn the_client_side_cache_is_refused_on_a_cluster_and_the_memory_store() {
+    let error = redis_store("cluster_urls = [\"redis://a:1\"]\ncache_sessions = 10").unwrap_err();
+    assert_eq!(issue_keys(&error), ["store.cache_sessions"]);
+    assert!(
+        error.issues[0].message.contains("one Redis server"),
+        "{error}"
+    );
+    let text = format!("{MINIMAL}\n[store]\ncache_sessions = 10\n");
+    let error = Config::from_toml_str(&text).unwrap_err();
+    assert_eq!(issue_keys(&error), ["store.cache_sessions"]);
 }
 
 #[test]

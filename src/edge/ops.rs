@@ -18,7 +18,7 @@ use super::accept::Slots;
 use super::admin;
 use super::live::Live;
 use crate::domain::bearer::BearerToken;
-use crate::metrics::{Metrics, Scrape};
+use crate::metrics::{Metrics, RedisCacheScrape, Scrape};
 use crate::tls::Certificates;
 
 /// Connections served at once; more wait in the kernel's queue.
@@ -111,6 +111,12 @@ impl Ops {
         let proxy = self.live.current();
         Scrape {
             live_sessions: proxy.store().live_sessions(),
+            redis_cache: proxy.store().cache_stats().map(|stats| RedisCacheScrape {
+                tracking: stats.tracking,
+                hits: stats.hits,
+                misses: stats.misses,
+                invalidations: stats.invalidations,
+            }),
             open_connections: self.slots.taken(),
             tunnels: proxy.open_tunnels(),
             certificates: self

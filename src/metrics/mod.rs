@@ -69,6 +69,8 @@ pub struct Metrics {
     upstream_errors: Counter,
     /// Only for the memory store.
     live_sessions: Option<Gauge>,
+    /// Only for the Redis store.
+    redis_cache: Option<RedisCacheMetrics>,
     open_connections: Gauge,
     tunnels: Gauge,
     certificate_expiry: Family<Labels, FloatGauge>,
@@ -83,11 +85,76 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The Redis store's client-side cache, as read at a scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisCacheScrape {
+    pub tracking: bool,
+    pub hits: u64,
+    pub misses: u64,
+    pub invalidations: u64,
+}
+
+struct RedisCacheMetrics {
+    tracking: Gauge,
+    hits: Counter,
+    misses: Counter,
+    invalidations: Counter,
+}
+
+impl RedisCacheMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let tracking = Gauge::default();
+        registry.register(
+            "redis_cache_tracking",
+            "1 while Redis key tracking is live and the client-side cache is used, 0 while reads bypass it",
+            tracking.clone(),
+        );
+        let hits = Counter::default();
+        registry.register(
+            "redis_cache_hits",
+            "Session loads answered from the client-side cache",
+            hits.clone(),
+        );
+        let misses = Counter::default();
+        registry.register(
+            "redis_cache_misses",
+            "Session loads that read Redis while the cache was on",
+            misses.clone(),
+        );
+        let invalidations = Counter::default();
+        registry.register(
+            "redis_cache_invalidations",
+            "Session keys Redis reported changed, expired or evicted",
+            invalidations.clone(),
+        );
+        Self {
+            tracking,
+            hits,
+            misses,
+            invalidations,
+        }
+    }
+
+    fn set(&self, scrape: &RedisCacheScrape) {
+        self.tracking.set(i64::from(scrape.tracking));
+        // The counts only grow: add what is new since the last scrape.
+        for (counter, value) in [
+            (&self.hits, scrape.hits),
+            (&self.misses, scrape.misses),
+            (&self.invalidations, scrape.invalidations),
+        ] {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        }
+    }
+}
+
 /// The values read when `/metrics` is scraped.
 #[derive(Debug, Default)]
 pub struct Scrape {
     /// Sessions in the memory store (`None` for Redis, which is shared).
     pub live_sessions: Option<usize>,
+    /// The Redis store's client-side cache, when it has one.
+    pub redis_cache: Option<RedisCacheScrape>,
     pub open_connections: usize,
     pub tunnels: usize,
     /// `(certificate name, not after)`.
@@ -188,6 +255,7 @@ impl Metrics {
             );
             gauge
         });
+        let redis_cache = (store == "redis").then(|| RedisCacheMetrics::register(&mut registry));
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -241,6 +309,7 @@ impl Metrics {
             upstream_latency,
             upstream_errors,
             live_sessions,
+            redis_cache,
             open_connections,
             tunnels,
             certificate_expiry,
@@ -307,6 +376,9 @@ impl Metrics {
         if let (Some(gauge), Some(live)) = (&self.live_sessions, scrape.live_sessions) {
             gauge.set(saturating_i64(live));
         }
+        if let (Some(metrics), Some(cache)) = (&self.redis_cache, &scrape.redis_cache) {
+            metrics.set(cache);
+        }
         self.open_connections
             .set(saturating_i64(scrape.open_connections));
         self.tunnels.set(saturating_i64(scrape.tunnels));
@@ -366,6 +438,7 @@ mod tests {
         metrics.store(StoreOp::Load, Duration::from_millis(1), false);
         let text = metrics.render(&Scrape {
             live_sessions: Some(7),
+            redis_cache: None,
             open_connections: 3,
             tunnels: 1,
             certificates: vec![(
@@ -386,5 +459,31 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_redis_cache_counts_follow_the_store() {
+        let metrics = Metrics::new("redis");
+        for (hits, tracking) in [(5, true), (9, false)] {
+            let text = metrics.render(&Scrape {
+                redis_cache: Some(RedisCacheScrape {
+                    tracking,
+                    hits,
+                    misses: 2,
+                    invalidations: 1,
+                }),
+                ..Scrape::default()
+            });
+            for line in [
+                format!("cloakroom_redis_cache_tracking {}", u8::from(tracking)),
+                format!("cloakroom_redis_cache_hits_total {hits}"),
+                "cloakroom_redis_cache_misses_total 2".to_owned(),
+                "cloakroom_redis_cache_invalidations_total 1".to_owned(),
+            ] {
+                assert!(text.contains(&line), "{line} missing from:\n{text}");
+            }
+        }
+        let memory = Metrics::new("memory").render(&Scrape::default());
+        assert!(!memory.contains("redis_cache"));
     }
 }

@@ -190,6 +190,14 @@ impl AnyStore {
         }
     }
 
+    /// The Redis store's client-side cache counts, when it has a cache.
+    pub fn cache_stats(&self) -> Option<redis::CacheStats> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(store) => store.cache_stats(),
+        }
+    }
+
     /// Sessions held, for the memory store; `None` for Redis (shared with
     /// other instances, and costly to count).
     pub fn live_sessions(&self) -> Option<usize> {

@@ -28,6 +28,7 @@ mod lifecycle;
 mod live_config;
 mod operations;
 mod redis;
+mod redis_cache;
 mod redis_failures;
 mod routes;
 mod session_flow;

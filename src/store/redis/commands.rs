@@ -64,6 +64,10 @@ pub(super) enum Cas {
     Changed(Option<Vec<u8>>),
 }
 
+// Every command that writes a session key drops it from the client-side
+// cache once Redis has answered, or failed to (a write that timed out may
+// still have happened): see `RedisStore::forget`.
+
 impl RedisStore {
     /// The connection of the calling worker thread.
     pub(super) fn connection(&self) -> Connection {
@@ -132,10 +136,14 @@ impl RedisStore {
         let mut connection = self.connection();
         let mut command = redis::cmd("SET");
         command.arg(key).arg(value).arg("PX").arg(millis).arg("NX");
-        let created: Option<String> = self
-            .run("SET", command.query_async(&mut connection))
-            .await?;
-        created.map(drop).ok_or_else(|| {
+        let created = self
+            .run(
+                "SET",
+                command.query_async::<Option<String>>(&mut connection),
+            )
+            .await;
+        self.forget(key);
+        created?.map(drop).ok_or_else(|| {
             StoreError::Unavailable("a fresh session id was already taken in Redis".into())
         })
     }
@@ -145,10 +153,11 @@ impl RedisStore {
         let mut connection = self.connection();
         let mut command = redis::cmd("DEL");
         command.arg(key);
-        let deleted: i64 = self
-            .run("DEL", command.query_async(&mut connection))
-            .await?;
-        Ok(deleted > 0)
+        let deleted = self
+            .run("DEL", command.query_async::<i64>(&mut connection))
+            .await;
+        self.forget(key);
+        Ok(deleted? > 0)
     }
 
     /// `PEXPIRE`; whether the key exists.
@@ -156,10 +165,11 @@ impl RedisStore {
         let mut connection = self.connection();
         let mut command = redis::cmd("PEXPIRE");
         command.arg(key).arg(millis);
-        let touched: i64 = self
-            .run("PEXPIRE", command.query_async(&mut connection))
-            .await?;
-        Ok(touched == 1)
+        let touched = self
+            .run("PEXPIRE", command.query_async::<i64>(&mut connection))
+            .await;
+        self.forget(key);
+        Ok(touched? == 1)
     }
 
     /// Writes `value` at `key` if it still holds `expected`.
@@ -223,10 +233,13 @@ impl RedisStore {
         }
         invocation.arg(args.0).arg(args.1).arg(args.2);
         let mut connection = self.connection();
-        let reply: Value = self
-            .run(what, invocation.invoke_async(&mut connection))
-            .await?;
-        match reply {
+        let reply = self
+            .run(what, invocation.invoke_async::<Value>(&mut connection))
+            .await;
+        for key in keys {
+            self.forget(key);
+        }
+        match reply? {
             Value::Int(1) => Ok(Cas::Done),
             Value::Nil => Ok(Cas::Changed(None)),
             Value::BulkString(current) => Ok(Cas::Changed(Some(current))),

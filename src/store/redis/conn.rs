@@ -135,6 +135,27 @@ fn single_client(url: &RedisUrl, config: &RedisConfig) -> redis::RedisResult<red
     redis::Client::open(info)
 }
 
+/// The client of the tracking connection ([`super::tracking`]): the same
+/// server and credentials, speaking RESP3, which carries invalidations on
+/// the connection that asked for them.
+pub(super) fn tracking_client(
+    url: &RedisUrl,
+    config: &RedisConfig,
+) -> Result<redis::Client, ConnectError> {
+    let fail = |error: redis::RedisError| ConnectError {
+        target: config.endpoint.redacted(),
+        key: config.endpoint.key(),
+        reason: describe(&error),
+    };
+    let client = single_client(url, config).map_err(fail)?;
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings)).map_err(fail)
+}
+
 /// One direct connection attempt, so that start-up reports the real cause
 /// (refused, wrong password, TLS) instead of the manager's retries timing
 /// out; also refuses a cluster node given as `store.url`.

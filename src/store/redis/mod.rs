@@ -32,6 +32,12 @@
 //! - **destroy**: `DEL`. **touch**: `PEXPIRE`, the data is not rewritten
 //!   (as connect-redis's `touch`, which leaves `cookie.expires` as it was).
 //!
+//! # Reads: the client-side cache
+//! A load looks in [`cache`] first, a per-process cache of the records read
+//! lately that Redis keeps correct with key tracking ([`tracking`]); on a
+//! miss it reads Redis and caches what it found. Commits never read the
+//! cache: they compare-and-set against Redis as above.
+//!
 //! # Failures
 //! Every command runs under `store.command_timeout`, including the wait for
 //! a reconnection; a failure or timeout is `StoreError::Unavailable`, which
@@ -39,11 +45,13 @@
 //! cookie. A timed-out write may still have happened in Redis; it is never
 //! reported as done when it was not.
 
+mod cache;
 mod commands;
 mod conn;
 mod group;
 pub mod record;
 pub mod settings;
+mod tracking;
 mod users;
 
 use std::sync::Arc;
@@ -55,10 +63,12 @@ use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
+use cache::{Cached, SessionCache};
 use commands::Scripts;
 use conn::Connection;
 use settings::RedisConfig;
 
+pub use cache::CacheStats;
 pub use conn::ConnectError;
 pub use record::RecordCookie;
 
@@ -86,6 +96,8 @@ struct Shared {
     scripts: Scripts,
     /// The write queues, striped by session id (see [`group`]).
     stripes: Box<[group::Stripe]>,
+    /// The client-side cache; `None` when `store.cache_sessions` is 0.
+    cache: Option<Arc<SessionCache>>,
 }
 
 impl RedisStore {
@@ -102,6 +114,21 @@ impl RedisStore {
         workers: usize,
     ) -> Result<Self, ConnectError> {
         let connections: Arc<[Connection]> = Connection::open_many(config, workers).await?.into();
+        let cache = match (&config.endpoint, config.cache_sessions) {
+            (settings::RedisEndpoint::Single(url), sessions) if sessions > 0 => {
+                let cache = Arc::new(SessionCache::new(sessions));
+                let client = conn::tracking_client(url, config)?;
+                let tracker = tracking::Tracker {
+                    client,
+                    prefix: config.prefix.clone(),
+                    connect_timeout: config.connect_timeout,
+                    command_timeout: config.command_timeout,
+                };
+                tracking::spawn(tracker, &cache);
+                Some(cache)
+            }
+            _ => None,
+        };
         tracing::info!(
             redis = %config.endpoint.redacted(),
             prefix = %config.prefix,
@@ -117,8 +144,49 @@ impl RedisStore {
                 stripes: (0..group::STRIPES)
                     .map(|_| group::Stripe::default())
                     .collect(),
+                cache,
             }),
         })
+    }
+
+    /// What `/metrics` shows of the client-side cache; `None` without one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.shared.cache.as_ref().map(|cache| cache.stats())
+    }
+
+    /// Drops what the cache holds for the session at Redis key `key`: after
+    /// every write of this process, so that it never reads back its own
+    /// old data.
+    pub(super) fn forget(&self, key: &str) {
+        if let Some(cache) = &self.shared.cache {
+            if let Some(id) = key.strip_prefix(self.shared.prefix.as_str()) {
+                cache.forget(id);
+            }
+        }
+    }
+
+    /// A load answered from the cache.
+    async fn load_cached(
+        &self,
+        id: &SessionId,
+        cached: Cached,
+        with_expiry: bool,
+    ) -> Result<Loaded, StoreError> {
+        let now = unix_millis(SystemTime::now());
+        if cached.stamp.is_expired(now) {
+            self.delete(&self.key(id)).await?;
+            return Ok(Loaded::Expired);
+        }
+        let expires_in = match (with_expiry, cached.expires) {
+            (true, Some(at)) => {
+                Some(at.saturating_duration_since(crate::util::coarse_clock::now()))
+            }
+            _ => None,
+        };
+        Ok(Loaded::Live(Stored {
+            data: cached.data,
+            times: times(&cached.stamp, now, expires_in),
+        }))
     }
 
     /// The Redis key of a session: `<prefix><id>`, as connect-redis.
@@ -170,35 +238,29 @@ pub(super) fn stamp_for(
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
-        let key = self.key(id);
-        let (bytes, ttl) = if with_expiry {
-            self.get_with_ttl(&key).await?
-        } else {
-            (self.get(&key).await?, None)
-        };
-        let Some(bytes) = bytes else {
-            return Ok(Loaded::Missing);
-        };
-        let Some(record) = record::decode(&bytes) else {
-            tracing::warn!("a Redis session record is not a JSON object; treated as no session");
-            return Ok(Loaded::Missing);
-        };
-        let now = unix_millis(SystemTime::now());
-        let stamp = record.stamp.unwrap_or_default();
-        if stamp.is_expired(now) {
-            // Redis lets it go at the same deadline; this makes sure.
-            self.delete(&key).await?;
-            return Ok(Loaded::Expired);
+        let cache = self.shared.cache.as_deref();
+        if let Some(cached) = cache.and_then(|cache| cache.get(id.as_str())) {
+            return self.load_cached(id, cached, with_expiry).await;
         }
-        Ok(Loaded::Live(Stored {
-            data: Arc::new(SessionData::new(record.data)),
-            times: Times {
-                expires_in: ttl.map(Duration::from_millis),
-                absolute_in: stamp.absolute_in(now),
-                idle: stamp.idle.map(Duration::from_millis),
-                remember: stamp.remember.map(Duration::from_millis),
-            },
-        }))
+        // Claimed before the read leaves, so that a change meanwhile keeps
+        // what it read out of the cache (see `cache`).
+        let ticket = cache.and_then(|cache| cache.reserve(id.as_str()));
+        let loaded = self
+            .load_from_redis(id, with_expiry || ticket.is_some())
+            .await;
+        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            match &loaded {
+                Ok((Loaded::Live(stored), Some(stamp), ttl)) => {
+                    cache.fill(id.as_str(), ticket, Arc::clone(&stored.data), *stamp, *ttl)
+                }
+                _ => cache.forget(id.as_str()),
+            }
+        }
+        let (mut loaded, _, _) = loaded?;
+        if let (Loaded::Live(stored), false) = (&mut loaded, with_expiry) {
+            stored.times.expires_in = None;
+        }
+        Ok(loaded)
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
@@ -225,6 +287,53 @@ impl SessionStore for RedisStore {
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.expire(&self.key(id), millis).await
+    }
+}
+
+impl RedisStore {
+    /// A load from Redis; for a live session, also its stamp and its time
+    /// to live (when `with_ttl`), which the cache keeps.
+    async fn load_from_redis(
+        &self,
+        id: &SessionId,
+        with_ttl: bool,
+    ) -> Result<(Loaded, Option<Stamp>, Option<Duration>), StoreError> {
+        let key = self.key(id);
+        let (bytes, ttl) = if with_ttl {
+            self.get_with_ttl(&key).await?
+        } else {
+            (self.get(&key).await?, None)
+        };
+        let Some(bytes) = bytes else {
+            return Ok((Loaded::Missing, None, None));
+        };
+        let Some(record) = record::decode(&bytes) else {
+            tracing::warn!("a Redis session record is not a JSON object; treated as no session");
+            return Ok((Loaded::Missing, None, None));
+        };
+        let now = unix_millis(SystemTime::now());
+        let stamp = record.stamp.unwrap_or_default();
+        if stamp.is_expired(now) {
+            // Redis lets it go at the same deadline; this makes sure.
+            self.delete(&key).await?;
+            return Ok((Loaded::Expired, None, None));
+        }
+        let ttl = ttl.map(Duration::from_millis);
+        let stored = Stored {
+            data: Arc::new(SessionData::new(record.data)),
+            times: times(&stamp, now, ttl),
+        };
+        Ok((Loaded::Live(stored), Some(stamp), ttl))
+    }
+}
+
+/// A live session's times, at `now` (Unix ms).
+fn times(stamp: &Stamp, now: u64, expires_in: Option<Duration>) -> Times {
+    Times {
+        expires_in,
+        absolute_in: stamp.absolute_in(now),
+        idle: stamp.idle.map(Duration::from_millis),
+        remember: stamp.remember.map(Duration::from_millis),
     }
 }
 

@@ -18,6 +18,8 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// The `cookie` object written into records, from `[cookie]`.
     pub record_cookie: RecordCookie,
+    /// Records the client-side cache holds at most; 0: no cache.
+    pub cache_sessions: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,194 @@
+//! The connection that keeps the client-side cache ([`super::cache`])
+//! correct: one RESP3 connection per process, in broadcast tracking mode on
+//! the store's prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix>`), so that
+//! Redis sends an invalidation for every change to a session key, whoever
+//! made it, and for every expiry and eviction.
+//!
+//! A background task owns it. The cache is on only while the task knows
+//! the connection is live: after `CLIENT TRACKING` answered, and until the
+//! connection reports its end, a `PING` (every [`PING_EVERY`]) goes
+//! unanswered, or the push channel closes. Then the cache is emptied and
+//! off, and the task connects again, backing off from [`RETRY_MIN`] to
+//! [`RETRY_MAX`]. A server that refuses tracking (older than Redis 6, or a
+//! proxy in front of it) leaves the cache off, with one warning.
+//!
+//! The task ends when the store is dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use super::cache::SessionCache;
+use super::conn::describe;
+
+/// How often the tracking connection is checked with `PING`.
+pub(super) const PING_EVERY: Duration = Duration::from_secs(1);
+/// The tracking connection's name in `CLIENT LIST`.
+pub const CONNECTION_NAME: &str = "cloakroom-tracking";
+/// Back-off between connection attempts.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What the task needs to (re)connect.
+pub(super) struct Tracker {
+    pub client: redis::Client,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// Starts the task keeping `cache` correct; it holds the cache weakly and
+/// ends once the store is gone.
+pub(super) fn spawn(tracker: Tracker, cache: &Arc<SessionCache>) {
+    let cache = Arc::downgrade(cache);
+    tokio::spawn(async move { tracker.run(cache).await });
+}
+
+/// Why a tracking connection ended.
+enum Ended {
+    /// The store is gone: stop.
+    StoreDropped,
+    /// The connection failed; try again.
+    Lost(String),
+}
+
+impl Tracker {
+    async fn run(self, cache: Weak<SessionCache>) {
+        let mut delay = RETRY_MIN;
+        let mut warned = false;
+        loop {
+            match self.track(&cache).await {
+                Ended::StoreDropped => return,
+                Ended::Lost(reason) => {
+                    let Some(live) = cache.upgrade() else { return };
+                    let was_on = live.is_on();
+                    live.turn_off();
+                    drop(live);
+                    if was_on {
+                        delay = RETRY_MIN;
+                        tracing::warn!(%reason, "Redis cache: tracking lost; the cache is off until it is back");
+                    } else if !warned {
+                        tracing::warn!(%reason, "Redis cache: tracking unavailable; reads go to Redis until it is");
+                    }
+                    warned = true;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One tracking connection, from connecting to its end.
+    async fn track(&self, cache: &Weak<SessionCache>) -> Ended {
+        let (sender, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_push_sender(sender);
+        let deadline = self.connect_timeout + self.command_timeout;
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let mut connection = match tokio::time::timeout(deadline, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Ended::Lost(describe(&error)),
+            Err(_) => return Ended::Lost(format!("no connection within {deadline:?}")),
+        };
+        // Named, so that an operator finds it in `CLIENT LIST`.
+        let mut name = redis::cmd("CLIENT");
+        name.arg("SETNAME").arg(CONNECTION_NAME);
+        if let Err(reason) = self.ask(&mut connection, &name).await {
+            return Ended::Lost(reason);
+        }
+        let mut tracking = redis::cmd("CLIENT");
+        tracking
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(&self.prefix);
+        if let Err(reason) = self.ask(&mut connection, &tracking).await {
+            return Ended::Lost(reason);
+        }
+        match cache.upgrade() {
+            Some(cache) => {
+                cache.turn_on();
+                tracing::info!("Redis cache: tracking on; session records are cached");
+            }
+            None => return Ended::StoreDropped,
+        }
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else {
+                        return Ended::Lost("the push channel closed".into());
+                    };
+                    let Some(cache) = cache.upgrade() else {
+                        return Ended::StoreDropped;
+                    };
+                    match push.kind {
+                        PushKind::Invalidate => self.invalidate(&cache, push.data),
+                        PushKind::Disconnection => {
+                            return Ended::Lost("the connection closed".into());
+                        }
+                        _ => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if cache.strong_count() == 0 {
+                        return Ended::StoreDropped;
+                    }
+                    if let Err(reason) = self.ask(&mut connection, &redis::cmd("PING")).await {
+                        return Ended::Lost(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `command` and waits for its answer, under the command timeout.
+    async fn ask(
+        &self,
+        connection: &mut MultiplexedConnection,
+        command: &redis::Cmd,
+    ) -> Result<(), String> {
+        let limit = self.command_timeout;
+        match tokio::time::timeout(limit, command.query_async::<Value>(connection)).await {
+            Ok(Ok(Value::ServerError(error))) => Err(error.to_string()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(describe(&error)),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// `invalidate` carries the keys changed, or nil when the whole
+    /// database was flushed.
+    fn invalidate(&self, cache: &SessionCache, data: Vec<Value>) {
+        let Some(keys) = data.into_iter().next() else {
+            return;
+        };
+        match keys {
+            Value::Array(keys) | Value::Set(keys) => {
+                for key in keys {
+                    let bytes = match &key {
+                        Value::BulkString(bytes) => bytes.as_slice(),
+                        Value::SimpleString(text) => text.as_bytes(),
+                        _ => continue,
+                    };
+                    let id = bytes
+                        .strip_prefix(self.prefix.as_bytes())
+                        .and_then(|id| std::str::from_utf8(id).ok());
+                    if let Some(id) = id {
+                        cache.invalidate(id);
+                    }
+                }
+            }
+            _ => cache.clear(),
+        }
+    }
+}

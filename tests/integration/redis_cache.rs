@@ -1,0 +1,240 @@
+//! The Redis store's client-side cache, through the proxy: reads are served
+//! from it, a change made anywhere else (another instance, a plain Redis
+//! command) reaches every instance once Redis has sent its invalidation,
+//! and a lost tracking connection empties the cache until tracking is back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::redis::{redis_store, some_redis};
+use crate::support::*;
+
+/// A counter or gauge of `/metrics`; 0 when absent.
+async fn metric(ops: SocketAddr, name: &str) -> f64 {
+    let text = bare()
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `/metrics` says tracking is `on`.
+async fn tracking_is(ops: SocketAddr, on: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (metric(ops, "cloakroom_redis_cache_tracking").await == 1.0) != on {
+        assert!(Instant::now() < deadline, "tracking never became {on}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Visits `proxy` until the session the upstream sees satisfies `fresh`;
+/// how long that took, and how many answers were stale before.
+async fn until_seen(
+    proxy: &Proxy,
+    upstream: &Upstream,
+    cookie: &str,
+    fresh: impl Fn(Option<Value>) -> bool,
+) -> (Duration, usize) {
+    let start = Instant::now();
+    let mut stale = 0;
+    loop {
+        visit(proxy, cookie).await;
+        if fresh(upstream.last().session()) {
+            return (start.elapsed(), stale);
+        }
+        stale += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "a changed session was still served from the cache after 3 s"
+        );
+    }
+}
+
+async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The Redis key of the session in a `sid=s%3A<id>.<sig>` pair.
+fn key_of(pair: &str) -> String {
+    let value = pair.trim_start_matches("sid=s%3A");
+    format!("sess:{}", value.split('.').next().unwrap())
+}
+
+/// Rewrites the session's user name directly in Redis, keeping its TTL.
+async fn rename_in_redis(url: &str, pair: &str, from: &str, to: &str) {
+    let mut redis = redis(url).await;
+    let key = key_of(pair);
+    let record: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let renamed = record.replace(&format!("\"{from}\""), &format!("\"{to}\""));
+    assert_ne!(record, renamed);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(renamed)
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+fn user_is(name: &'static str) -> impl Fn(Option<Value>) -> bool {
+    move |session| session.is_some_and(|s| s["user"]["name"] == name)
+}
+
+#[tokio::test]
+async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
+    let test = "redis_cache::reads_are_cached_and_changes_elsewhere_reach_every_instance";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (first, ops) = Proxy::start_with_ops(&upstream, &redis_store(&url, "")).await;
+    let second = Proxy::start(&upstream, &redis_store(&url, "")).await;
+    tracking_is(ops, true).await;
+    let cookie = sid_pair(&log_in(&bare(), &first, "ada").await);
+
+    // Read three times: one miss, then hits.
+    for _ in 0..3 {
+        visit(&first, &cookie).await;
+        assert_eq!(
+            upstream.last().session(),
+            Some(json!({"user": {"name": "ada"}}))
+        );
+    }
+    let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    assert!(
+        hits >= 2.0,
+        "reads were not served from the cache: {hits} hits"
+    );
+
+    // Patches through the other instance, each read back at once here.
+    let mut windows = Vec::new();
+    let mut stale_reads = 0;
+    for n in 0..20 {
+        let write = bare()
+            .get(second.url("/"))
+            .header("cookie", &cookie)
+            .header("x-test-set-session", format!(r#"{{"n":{n}}}"#));
+        assert_eq!(write.send().await.unwrap().status(), 200);
+        let (took, stale) = until_seen(&first, &upstream, &cookie, |session| {
+            session.and_then(|s| s.get("n").cloned()) == Some(json!(n))
+        })
+        .await;
+        windows.push(took);
+        stale_reads += stale;
+        // Cached again before the next change.
+        visit(&first, &cookie).await;
+    }
+    windows.sort();
+    eprintln!(
+        "{test}: 20 patches through another instance, read back at once: {stale_reads} stale \
+         answers; fresh after {:?} (median), {:?} (max)",
+        windows[10], windows[19]
+    );
+    let invalidations = metric(ops, "cloakroom_redis_cache_invalidations_total").await;
+    assert!(invalidations >= 20.0, "{invalidations} invalidations");
+
+    // A plain Redis command (an Express app, an operator) is seen too.
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    until_seen(&first, &upstream, &cookie, user_is("bea")).await;
+    let mut redis = redis(&url).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(key_of(&cookie))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    until_seen(&first, &upstream, &cookie, |session| session.is_none()).await;
+}
+
+#[tokio::test]
+async fn a_lost_tracking_connection_empties_the_cache_until_it_is_back() {
+    let test = "redis_cache::a_lost_tracking_connection_empties_the_cache_until_it_is_back";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &redis_store(&url, "")).await;
+    tracking_is(ops, true).await;
+    let cookie = sid_pair(&log_in(&bare(), &proxy, "ada").await);
+    visit(&proxy, &cookie).await;
+    visit(&proxy, &cookie).await;
+    let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    assert!(hits >= 1.0, "not cached");
+
+    // Cut the tracking connection, then change the session behind it: no
+    // invalidation can come, so only emptying the cache gets it right.
+    let mut redis = redis(&url).await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // One with a Redis of its own; kill every one on a shared Redis.
+    let tracking: Vec<&str> = list
+        .lines()
+        .filter(|line| line.contains("name=cloakroom-tracking "))
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert!(!tracking.is_empty(), "no tracking connection: {list}");
+    for id in tracking {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+    }
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    until_seen(&proxy, &upstream, &cookie, user_is("bea")).await;
+
+    // Tracking comes back by itself, and caching with it.
+    tracking_is(ops, true).await;
+    visit(&proxy, &cookie).await;
+    visit(&proxy, &cookie).await;
+    let later = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    assert!(
+        later > hits,
+        "the cache was not used again: {hits} then {later}"
+    );
+    rename_in_redis(&url, &cookie, "bea", "cy").await;
+    until_seen(&proxy, &upstream, &cookie, user_is("cy")).await;
+}
+
+#[tokio::test]
+async fn cache_sessions_0_turns_the_cache_off() {
+    let test = "redis_cache::cache_sessions_0_turns_the_cache_off";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (proxy, ops) =
+        Proxy::start_with_ops(&upstream, &redis_store(&url, "cache_sessions = 0")).await;
+    let cookie = sid_pair(&log_in(&bare(), &proxy, "ada").await);
+    visit(&proxy, &cookie).await;
+    visit(&proxy, &cookie).await;
+    assert_eq!(metric(ops, "cloakroom_redis_cache_hits_total").await, 0.0);
+    // Without a cache, a change in Redis is seen on the next read.
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    visit(&proxy, &cookie).await;
+    assert_eq!(
+        upstream.last().session(),
+        Some(json!({"user": {"name": "bea"}}))
+    );
+}
