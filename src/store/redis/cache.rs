@@ -53,6 +53,9 @@ const SHARDS: usize = 32;
 /// A session record as read from Redis, decoded.
 #[derive(Clone)]
 pub(super) struct Cached {
+    /// The value as Redis holds it: what a commit's compare-and-set
+    /// expects, so that a write after a read needs no second `GET`.
+    pub raw: Arc<[u8]>,
     pub data: Arc<SessionData>,
     pub stamp: Stamp,
     /// When Redis lets it go (less the clock's resolution); `None` when
@@ -191,6 +194,7 @@ impl SessionCache {
         &self,
         id: &str,
         ticket: Ticket,
+        raw: &[u8],
         data: Arc<SessionData>,
         stamp: Stamp,
         ttl: Option<Duration>,
@@ -205,11 +209,28 @@ impl SessionCache {
         if let Some(slot) = shard.get_mut(id) {
             if matches!(*slot, Slot::Reserved(number) if number == ticket.number) {
                 *slot = Slot::Filled(Cached {
+                    raw: raw.into(),
                     data,
                     stamp,
                     expires,
                 });
             }
+        }
+    }
+
+    /// The value last read for `id`, if cached and live: where a commit's
+    /// compare-and-set starts. Stale at worst, which costs that commit one
+    /// more round, never a lost update. Not counted as a hit or a miss.
+    pub fn raw(&self, id: &str) -> Option<Vec<u8>> {
+        if !self.is_on() {
+            return None;
+        }
+        let now = coarse_clock::now();
+        match lock(self.shard(id)).get(id) {
+            Some(Slot::Filled(cached)) if cached.expires.is_none_or(|at| now < at) => {
+                Some(cached.raw.to_vec())
+            }
+            _ => None,
         }
     }
 
@@ -279,7 +300,14 @@ mod tests {
 
     fn filled(cache: &SessionCache, id: &str, who: &str) {
         let ticket = cache.reserve(id).expect("on");
-        cache.fill(id, ticket, data(who), Stamp::default(), None);
+        cache.fill(
+            id,
+            ticket,
+            who.as_bytes(),
+            data(who),
+            Stamp::default(),
+            None,
+        );
     }
 
     #[test]
@@ -310,16 +338,19 @@ mod tests {
         ] {
             let ticket = cache.reserve("a").unwrap();
             drop_it(&cache);
-            cache.fill("a", ticket, data("old"), Stamp::default(), None);
+            cache.fill("a", ticket, b"old", data("old"), Stamp::default(), None);
             assert!(cache.get("a").is_none(), "a stale read was cached");
         }
         // A later read's claim is not filled by an earlier read.
         let first = cache.reserve("a").unwrap();
         let second = cache.reserve("a").unwrap();
-        cache.fill("a", first, data("old"), Stamp::default(), None);
+        cache.fill("a", first, b"old", data("old"), Stamp::default(), None);
         assert!(cache.get("a").is_none());
-        cache.fill("a", second, data("new"), Stamp::default(), None);
+        cache.fill("a", second, b"new", data("new"), Stamp::default(), None);
         assert_eq!(cache.get("a").map(|c| user(&c)).as_deref(), Some("new"));
+        assert_eq!(cache.raw("a").as_deref(), Some(&b"new"[..]));
+        cache.forget("a");
+        assert_eq!(cache.raw("a"), None);
     }
 
     #[test]
@@ -327,17 +358,13 @@ mod tests {
         let cache = SessionCache::new(100);
         cache.turn_on();
         let ticket = cache.reserve("a").unwrap();
-        cache.fill(
-            "a",
-            ticket,
-            data("ada"),
-            Stamp::default(),
-            Some(Duration::ZERO),
-        );
+        let zero = Some(Duration::ZERO);
+        cache.fill("a", ticket, b"", data("ada"), Stamp::default(), zero);
+        assert!(cache.raw("a").is_none());
         assert!(cache.get("a").is_none());
         let ticket = cache.reserve("b").unwrap();
         let long = Duration::from_secs(3600);
-        cache.fill("b", ticket, data("bob"), Stamp::default(), Some(long));
+        cache.fill("b", ticket, b"", data("bob"), Stamp::default(), Some(long));
         assert!(cache.get("b").is_some());
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().misses, 1);

@@ -193,7 +193,10 @@ impl RedisStore {
                 let _ = pending.reply.send(Err(copy(error)));
             }
         };
-        let mut stored = match known {
+        // Where the compare-and-set starts: the value this stripe wrote
+        // last, or the one the cache read (the request's own load, most
+        // often), or else a `GET`. A stale start costs one more round.
+        let mut stored = match known.or_else(|| self.cached_value(id)) {
             Some(value) => Some(value),
             None => match self.get(&self.key(id)).await {
                 Ok(value) => value,

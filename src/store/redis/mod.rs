@@ -5,8 +5,10 @@
 //!
 //! # Atomicity: optimistic compare-and-set
 //! [`crate::domain::session::ops::plan`] decides what `Set-Session` does, in Rust;
-//! merge patch is never re-implemented in Lua. A commit reads the record,
-//! plans, then runs a small Lua script that writes only if the stored value
+//! merge patch is never re-implemented in Lua. A commit reads the record
+//! (or starts from the value the cache read for the request's load, which
+//! at worst is stale and costs one more round), plans, then runs a small
+//! Lua script that writes only if the stored value
 //! is still byte-identical to what was read. When it is not, the script
 //! returns the value it found and the commit plans again on it at once, up
 //! to [`MAX_ATTEMPTS`] times, then gives up with `StoreError::Unavailable`.
@@ -35,8 +37,9 @@
 //! # Reads: the client-side cache
 //! A load looks in [`cache`] first, a per-process cache of the records read
 //! lately that Redis keeps correct with key tracking ([`tracking`]); on a
-//! miss it reads Redis and caches what it found. Commits never read the
-//! cache: they compare-and-set against Redis as above.
+//! miss it reads Redis and caches what it found. Commits take from the
+//! cache only where their compare-and-set starts: what they write is
+//! checked against Redis as above.
 //!
 //! # Failures
 //! Every command runs under `store.command_timeout`, including the wait for
@@ -165,6 +168,12 @@ impl RedisStore {
         }
     }
 
+    /// The value last read for `id`, when the cache holds it: where a
+    /// commit's compare-and-set may start instead of a `GET`.
+    pub(super) fn cached_value(&self, id: &SessionId) -> Option<Vec<u8>> {
+        self.shared.cache.as_ref()?.raw(id.as_str())
+    }
+
     /// A load answered from the cache.
     async fn load_cached(
         &self,
@@ -250,13 +259,18 @@ impl SessionStore for RedisStore {
             .await;
         if let (Some(cache), Some(ticket)) = (cache, ticket) {
             match &loaded {
-                Ok((Loaded::Live(stored), Some(stamp), ttl)) => {
-                    cache.fill(id.as_str(), ticket, Arc::clone(&stored.data), *stamp, *ttl)
-                }
+                Ok((Loaded::Live(stored), Some(fetched))) => cache.fill(
+                    id.as_str(),
+                    ticket,
+                    &fetched.raw,
+                    Arc::clone(&stored.data),
+                    fetched.stamp,
+                    fetched.ttl,
+                ),
                 _ => cache.forget(id.as_str()),
             }
         }
-        let (mut loaded, _, _) = loaded?;
+        let (mut loaded, _) = loaded?;
         if let (Loaded::Live(stored), false) = (&mut loaded, with_expiry) {
             stored.times.expires_in = None;
         }
@@ -291,13 +305,12 @@ impl SessionStore for RedisStore {
 }
 
 impl RedisStore {
-    /// A load from Redis; for a live session, also its stamp and its time
-    /// to live (when `with_ttl`), which the cache keeps.
+    /// A load from Redis; for a live session, also what the cache keeps.
     async fn load_from_redis(
         &self,
         id: &SessionId,
         with_ttl: bool,
-    ) -> Result<(Loaded, Option<Stamp>, Option<Duration>), StoreError> {
+    ) -> Result<(Loaded, Option<Fetched>), StoreError> {
         let key = self.key(id);
         let (bytes, ttl) = if with_ttl {
             self.get_with_ttl(&key).await?
@@ -305,26 +318,39 @@ impl RedisStore {
             (self.get(&key).await?, None)
         };
         let Some(bytes) = bytes else {
-            return Ok((Loaded::Missing, None, None));
+            return Ok((Loaded::Missing, None));
         };
         let Some(record) = record::decode(&bytes) else {
             tracing::warn!("a Redis session record is not a JSON object; treated as no session");
-            return Ok((Loaded::Missing, None, None));
+            return Ok((Loaded::Missing, None));
         };
         let now = unix_millis(SystemTime::now());
         let stamp = record.stamp.unwrap_or_default();
         if stamp.is_expired(now) {
             // Redis lets it go at the same deadline; this makes sure.
             self.delete(&key).await?;
-            return Ok((Loaded::Expired, None, None));
+            return Ok((Loaded::Expired, None));
         }
         let ttl = ttl.map(Duration::from_millis);
         let stored = Stored {
             data: Arc::new(SessionData::new(record.data)),
             times: times(&stamp, now, ttl),
         };
-        Ok((Loaded::Live(stored), Some(stamp), ttl))
+        let fetched = Fetched {
+            raw: bytes,
+            stamp,
+            ttl,
+        };
+        Ok((Loaded::Live(stored), Some(fetched)))
     }
+}
+
+/// A live record as read, beside its decoding: what the cache keeps.
+struct Fetched {
+    raw: Vec<u8>,
+    stamp: Stamp,
+    /// Its time to live, when asked for and it has one.
+    ttl: Option<Duration>,
 }
 
 /// A live session's times, at `now` (Unix ms).
