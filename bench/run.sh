@@ -11,6 +11,8 @@
 #   SCENARIOS=all bench/run.sh         # the TLS scenarios as well
 #   SCENARIOS="tls-handshake h2-session-read" DURATION=5 REPS=1 bench/run.sh
 #   SESSIONS=1000000 bench/run.sh      # a scale run: cookies rotate over 1M sessions
+#   TARGETS="nginx cloakroom cloakroom-scale cloakroom-redis cloakroom-redis-scale" \
+#     SCENARIOS=session-read bench/run.sh   # 1k and 1M sessions side by side
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -54,9 +56,15 @@ ACCESS_LOG=${ACCESS_LOG:-/dev/null}
 # Cloakroom as cloakroom, with session.idle_timeout on (touches throttled
 # by the default touch_interval): the cost of idle timeouts.
 CLOAKROOM_IDLE_ADDR=127.0.0.1:3908
-REDIS_ADDR=""               # redis-server, on a free port found at start
-REDIS_RSS_BEFORE=""         # its RSS (kB) before and after the sessions were made
-REDIS_RSS_REST=""
+# The scale twins: cloakroom and cloakroom-redis again (the latter with a
+# redis-server of its own), with SCALE_SESSIONS sessions made through each
+# instead of SESSIONS, so that one run measures both sizes side by side.
+SCALE_SESSIONS=${SCALE_SESSIONS:-1000000}
+CLOAKROOM_SCALE_ADDR=127.0.0.1:3909
+CLOAKROOM_REDIS_SCALE_ADDR=127.0.0.1:3913
+declare -A REDIS_AT=()      # redis-server name (redis, redis-scale) -> its address, a free port found at start
+declare -A REDIS_RSS_BEFORE=() # redis-server name -> its RSS (kB) before and after the sessions were made
+declare -A REDIS_RSS_REST=()
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=$REPO_DIR/bench
@@ -81,7 +89,7 @@ declare -A SESSION_FILE=()  # Cloakroom target -> the file of its sessions' cook
 declare -A RSS_BEFORE=()    # Cloakroom target -> its RSS (kB) before the sessions were made
 declare -A RSS_REST=()      # Cloakroom target -> its RSS (kB) with them, before the load
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle cloakroom-scale cloakroom-redis-scale)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
@@ -106,7 +114,7 @@ install_missing_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
     nginx_bin >/dev/null || missing+=(nginx)
-    if wants_target cloakroom-redis && ! redis_bin >/dev/null; then missing+=(redis-server); fi
+    if { wants_target cloakroom-redis || wants_target cloakroom-redis-scale; } && ! redis_bin >/dev/null; then missing+=(redis-server); fi
     if wants_tls; then
         command -v h2load >/dev/null || missing+=(nghttp2-client)
         command -v openssl >/dev/null || missing+=(openssl)
@@ -136,10 +144,13 @@ install_missing_tools() {
 
 build_binaries() {
     local what=(--example bench_upstream)
-    if wants_target cloakroom || wants_target cloakroom-redis || wants_target cloakroom-tls ||
-        wants_target cloakroom-observed || wants_target cloakroom-idle; then
-        what+=(--bin cloakroom)
-    fi
+    local target
+    for target in "${CLOAKROOM_TARGETS[@]}"; do
+        if wants_target "$target"; then
+            what+=(--bin cloakroom)
+            break
+        fi
+    done
     log "building ${what[*]} (release)"
     (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
 }
@@ -255,11 +266,38 @@ start_cloakroom_tls() {
 # bench/proxy.bench.toml with room for SESSIONS sessions (and a margin) in
 # the memory store: the config every plain-HTTP Cloakroom target starts from.
 make_base_config() {
-    local room=$((SESSIONS + SESSIONS / 10 + 1000))
+    room_for "$SESSIONS" "$BENCH_DIR/proxy.bench.toml" >"$BASE_CONFIG"
+}
+
+# A config ($2) with max_sessions set to hold $1 sessions and a margin.
+room_for() { # sessions config
+    local room=$(($1 + $1 / 10 + 1000))
     ((room > 100000)) || room=100000
-    sed -e "s|^max_sessions = .*|max_sessions = $room|" \
-        "$BENCH_DIR/proxy.bench.toml" >"$BASE_CONFIG"
-    grep -q "^max_sessions = $room\$" "$BASE_CONFIG" || die "could not set max_sessions in $BASE_CONFIG"
+    grep -q "^max_sessions = " "$2" || die "no max_sessions in $2"
+    sed -e "s|^max_sessions = .*|max_sessions = $room|" "$2"
+}
+
+# How many sessions are made through a target: SCALE_SESSIONS for the scale
+# twins, one for the TLS targets (h2load sends one cookie), else SESSIONS.
+sessions_of() { # target
+    case $1 in
+    *-scale) echo "$SCALE_SESSIONS" ;;
+    *-tls) echo 1 ;;
+    *) echo "$SESSIONS" ;;
+    esac
+}
+
+# Cloakroom with the bench config on CLOAKROOM_SCALE_ADDR, with room for
+# SCALE_SESSIONS sessions.
+start_cloakroom_scale() {
+    require_free_port "$CLOAKROOM_SCALE_ADDR"
+    local config=$RUN_DIR/proxy.scale.toml
+    room_for "$SCALE_SESSIONS" "$BASE_CONFIG" |
+        sed -e "s|^listen = .*|listen = \"$CLOAKROOM_SCALE_ADDR\"|" >"$config"
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+        --config "$config" >"$RUN_DIR/cloakroom-scale.log" 2>&1 &
+    PID[cloakroom-scale]=$!
+    wait_for_port cloakroom-scale "$CLOAKROOM_SCALE_ADDR"
 }
 
 start_cloakroom() {
@@ -315,29 +353,34 @@ free_port() {
 }
 
 # A redis-server of our own: no persistence, files in the run directory.
-start_redis() {
-    REDIS_ADDR=127.0.0.1:$(free_port)
-    "$(redis_bin)" --bind 127.0.0.1 --port "${REDIS_ADDR#*:}" --save "" --appendonly no \
-        --dir "$RUN_DIR" --logfile "" >"$RUN_DIR/redis.log" 2>&1 &
-    PID[redis]=$!
-    wait_for_port redis "$REDIS_ADDR"
+start_redis() { # name (redis, redis-scale)
+    local name=$1 addr
+    addr=127.0.0.1:$(free_port)
+    REDIS_AT[$name]=$addr
+    mkdir -p "$RUN_DIR/$name"
+    "$(redis_bin)" --bind 127.0.0.1 --port "${addr#*:}" --save "" --appendonly no \
+        --dir "$RUN_DIR/$name" --logfile "" >"$RUN_DIR/$name.log" 2>&1 &
+    PID[$name]=$!
+    wait_for_port "$name" "$addr"
 }
 
-# Cloakroom with the bench config, but listening on CLOAKROOM_REDIS_ADDR and
-# with the [store] table replaced by one for that redis-server.
-start_cloakroom_redis() {
-    require_free_port "$CLOAKROOM_REDIS_ADDR"
-    local config=$RUN_DIR/proxy.redis.toml
-    awk -v listen="$CLOAKROOM_REDIS_ADDR" '
+# Cloakroom with the bench config, but listening on its own address and
+# with the [store] table replaced by one for its redis-server.
+start_cloakroom_redis() { # target redis-name
+    local target=$1 addr
+    addr=$(target_addr "$target")
+    require_free_port "$addr"
+    local config=$RUN_DIR/proxy.$target.toml
+    awk -v listen="$addr" '
         /^\[/ { in_store = ($0 == "[store]") }
         in_store { next }
         /^listen = / { print "listen = \"" listen "\""; next }
         { print }' "$BASE_CONFIG" >"$config"
-    printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "$REDIS_ADDR" >>"$config"
+    printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "${REDIS_AT[$2]}" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
-        --config "$config" >"$RUN_DIR/cloakroom-redis.log" 2>&1 &
-    PID[cloakroom-redis]=$!
-    wait_for_port cloakroom-redis "$CLOAKROOM_REDIS_ADDR"
+        --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
+    PID[$target]=$!
+    wait_for_port "$target" "$addr"
 }
 
 # A crash under load must stop the benchmark, not turn into odd numbers.
@@ -387,8 +430,9 @@ measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
     nginx | nginx-tls) echo "${PID[$1]} $(child_pids "${PID[$1]}")" ;;
-    cloakroom | cloakroom-tls | cloakroom-observed | cloakroom-idle) echo "${PID[$1]}" ;;
+    cloakroom | cloakroom-tls | cloakroom-observed | cloakroom-idle | cloakroom-scale) echo "${PID[$1]}" ;;
     cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
+    cloakroom-redis-scale) echo "${PID[cloakroom-redis-scale]} ${PID[redis-scale]}" ;;
     esac
 }
 
@@ -439,6 +483,8 @@ target_addr() { # target -> host:port
     cloakroom-tls) echo "$CLOAKROOM_TLS_ADDR" ;;
     cloakroom-observed) echo "$CLOAKROOM_OBSERVED_ADDR" ;;
     cloakroom-idle) echo "$CLOAKROOM_IDLE_ADDR" ;;
+    cloakroom-scale) echo "$CLOAKROOM_SCALE_ADDR" ;;
+    cloakroom-redis-scale) echo "$CLOAKROOM_REDIS_SCALE_ADDR" ;;
     esac
 }
 
@@ -459,7 +505,7 @@ scenario_cookie() { # target scenario
 # cookies along (nginx-tls: cloakroom-tls's).
 session_owner() { # target
     case $1 in
-    cloakroom-redis | cloakroom-observed | cloakroom-idle | cloakroom-tls) echo "$1" ;;
+    cloakroom-*) echo "$1" ;;
     nginx-tls) echo cloakroom-tls ;;
     *) echo cloakroom ;;
     esac
@@ -643,28 +689,29 @@ peak_rss_kb() { # PID -> the largest its resident set has been, in kB
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
 
-# SESSIONS logins through a target with wrk and bench/login.lua; their
+# The target's logins (sessions_of) with wrk and bench/login.lua; their
 # cookies, one per line, into the file given. wrk runs until the threads'
 # files hold them all (its threads stop at their share; wrk itself waits
 # for its -d, so it is interrupted then).
 make_sessions() { # target file
-    local target=$1 file=$2 out=$RUN_DIR/login-$1.txt wrk_pid made=0
-    BENCH_SESSIONS=$SESSIONS BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
+    local target=$1 file=$2 out=$RUN_DIR/login-$1.txt wrk_pid made=0 count
+    count=$(sessions_of "$target")
+    BENCH_SESSIONS=$count BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
         wrk -t "$THREADS" -c "$CONNECTIONS" -d 3600s -s "$BENCH_DIR/login.lua" \
         "$(target_url "$target" anonymous)login" >"$out" 2>&1 &
     wrk_pid=$!
     while kill -0 "$wrk_pid" 2>/dev/null; do
         # No file yet: none made.
         made=$( (cat "$file".* 2>/dev/null || true) | wc -l)
-        ((made < SESSIONS)) || break
+        ((made < count)) || break
         sleep 0.2
     done
     kill -INT "$wrk_pid" 2>/dev/null || true
     wait "$wrk_pid" 2>/dev/null || true
-    awk -v n="$SESSIONS" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
+    awk -v n="$count" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
     rm -f "$file".*
     made=$(wc -l <"$file")
-    ((made == SESSIONS)) || die "made $made of $SESSIONS sessions through $target; see $out"
+    ((made == count)) || die "made $made of $count sessions through $target; see $out"
 }
 
 # Makes SESSIONS sessions through each Cloakroom target (GET /login); its
@@ -687,12 +734,12 @@ obtain_session_cookie() {
         # sessions'.
         [[ $target == *-tls ]] || run_wrk "$target" anonymous 1 "$RUN_DIR/prewarm-$target.txt"
         RSS_BEFORE[$target]=$(rss_kb "${PID[$target]}")
-        if [[ $target == *-tls || $SESSIONS == 1 ]]; then
+        if [[ $(sessions_of "$target") == 1 ]]; then
             # h2load sends one cookie: one session is enough.
             curl_target -D - -o /dev/null "$addr/login" | tr -d '\r' |
                 awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }' >"$file" || true
         else
-            log "$target: making $SESSIONS sessions with GET /login"
+            log "$target: making $(sessions_of "$target") sessions with GET /login"
             make_sessions "$target" "$file"
             SESSION_FILE[$target]=$file
         fi
@@ -805,7 +852,7 @@ render_report() {
 - machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
-- sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target, made through it with GET /login before measuring (h2-session-read sends one)
+- sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
@@ -828,10 +875,15 @@ EOF
         if is_tls_scenario "$scenario"; then tls+=("$scenario"); else plain+=("$scenario"); fi
     done
     if ((${#plain[@]} > 0)) && wants_target nginx; then
-        for proxy in cloakroom cloakroom-redis; do
+        for proxy in cloakroom cloakroom-redis cloakroom-scale cloakroom-redis-scale; do
             if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
         done
     fi
+    for proxy in cloakroom cloakroom-redis; do
+        if ((${#plain[@]} > 0)) && wants_target "$proxy" && wants_target "$proxy-scale"; then
+            ratio_table "$proxy-scale" "$proxy" "${plain[@]}"
+        fi
+    done
     for proxy in cloakroom-observed cloakroom-idle; do
         if ((${#plain[@]} > 0)) && wants_target cloakroom && wants_target "$proxy"; then
             ratio_table "$proxy" cloakroom "${plain[@]}"
@@ -852,15 +904,17 @@ memory_table() {
     local target rows=""
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         [[ -n ${RSS_REST[$target]:-} && $target != *-tls ]] || continue
-        rows+=$(memory_row "$target" "${PID[$target]}" "${RSS_BEFORE[$target]}" "${RSS_REST[$target]}")$'\n'
-        if [[ $target == cloakroom-redis && -n $REDIS_RSS_BEFORE ]]; then
-            rows+=$(memory_row "redis-server (cloakroom-redis's store)" "${PID[redis]}" "$REDIS_RSS_BEFORE" "$REDIS_RSS_REST")$'\n'
+        rows+=$(memory_row "$target" "${PID[$target]}" "${RSS_BEFORE[$target]}" "${RSS_REST[$target]}" "$(sessions_of "$target")")$'\n'
+        if [[ $target == cloakroom-redis* ]]; then
+            local redis=redis${target#cloakroom-redis}
+            [[ -n ${REDIS_RSS_BEFORE[$redis]:-} ]] &&
+                rows+=$(memory_row "redis-server ($target's store)" "${PID[$redis]}" "${REDIS_RSS_BEFORE[$redis]}" "${REDIS_RSS_REST[$redis]}" "$(sessions_of "$target")")$'\n'
         fi
     done
     [[ -n $rows ]] || return 0
     cat <<EOF
 
-Memory, with $SESSIONS session(s) of {"user":{"name":"bench"}} per target ("before": after 1 s of anonymous load, so connection buffers are counted there; bytes per session mean something from about 100k sessions on):
+Memory, with $SESSIONS session(s) of {"user":{"name":"bench"}} per target ($SCALE_SESSIONS for the -scale twins; "before": after 1 s of anonymous load, so connection buffers are counted there; bytes per session mean something from about 100k sessions on):
 
 | process | RSS before (MB) | RSS with the sessions, at rest (MB) | peak RSS (MB) | bytes per session |
 |---|---:|---:|---:|---:|
@@ -868,10 +922,10 @@ EOF
     printf '%s' "$rows"
 }
 
-memory_row() { # name PID before-kB rest-kB
+memory_row() { # name PID before-kB rest-kB sessions
     local peak
     peak=$(peak_rss_kb "$2" 2>/dev/null || echo "")
-    awk -v name="$1" -v before="$3" -v rest="$4" -v peak="$peak" -v n="$SESSIONS" 'BEGIN {
+    awk -v name="$1" -v before="$3" -v rest="$4" -v peak="$peak" -v n="$5" 'BEGIN {
         printf "| %s | %.1f | %.1f | %s | %.0f |", name, before / 1024, rest / 1024,
             peak == "" ? "n/a" : sprintf("%.1f", peak / 1024), (rest - before) * 1024 / n
     }'
@@ -902,6 +956,7 @@ main() {
     wants_plain || TARGETS=()
 
     [[ $SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SESSIONS must be a positive number, not '$SESSIONS'"
+    [[ $SCALE_SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SCALE_SESSIONS must be a positive number, not '$SCALE_SESSIONS'"
     install_missing_tools
     build_binaries
     make_base_config
@@ -910,8 +965,13 @@ main() {
     if wants_target nginx; then start_nginx; fi
     if wants_target cloakroom; then start_cloakroom; fi
     if wants_target cloakroom-redis; then
-        start_redis
-        start_cloakroom_redis
+        start_redis redis
+        start_cloakroom_redis cloakroom-redis redis
+    fi
+    if wants_target cloakroom-scale; then start_cloakroom_scale; fi
+    if wants_target cloakroom-redis-scale; then
+        start_redis redis-scale
+        start_cloakroom_redis cloakroom-redis-scale redis-scale
     fi
     if wants_target nginx-tls; then start_nginx_tls; fi
     if wants_target cloakroom-tls; then start_cloakroom_tls; fi
@@ -919,9 +979,10 @@ main() {
     if wants_target cloakroom-idle; then start_cloakroom_idle; fi
     check_targets_answer
     if wants_tls; then check_tls; fi
-    if [[ -n ${PID[redis]:-} ]]; then REDIS_RSS_BEFORE=$(rss_kb "${PID[redis]}"); fi
+    local redis
+    for redis in "${!REDIS_AT[@]}"; do REDIS_RSS_BEFORE[$redis]=$(rss_kb "${PID[$redis]}"); done
     obtain_session_cookie
-    if [[ -n ${PID[redis]:-} ]]; then REDIS_RSS_REST=$(rss_kb "${PID[redis]}"); fi
+    for redis in "${!REDIS_AT[@]}"; do REDIS_RSS_REST[$redis]=$(rss_kb "${PID[$redis]}"); done
     run_matrix
     render_report | tee "$RESULTS_DIR/latest.md"
     report_proxy_log
