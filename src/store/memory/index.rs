@@ -7,7 +7,7 @@
 //! nothing takes the index while holding a shard, so the two cannot
 //! deadlock.
 //!
-//! Compact ([`members`](super::members)): a member is 48 bytes, its user
+//! Compact ([`members`](super::members)): a member is 40 bytes, its user
 //! agent held once for all members ([`agents`](super::agents)). An id that
 //! does not decode to a key names no session of this store, so it is not
 //! indexed.
@@ -45,12 +45,8 @@ impl Users {
 
 impl ByUser {
     fn compact(&mut self, key: &Key, member: &Member) -> members::Member {
-        members::Member {
-            session: key.prefix(),
-            created: member.created,
-            ip: member.ip,
-            agent: self.agents.hold(&member.ua),
-        }
+        let agent = self.agents.hold(&member.ua);
+        members::Member::new(key.prefix(), member.created, member.ip, agent)
     }
 
     /// Adds `member` to `identity`'s members, in place of its session's.
@@ -138,10 +134,10 @@ impl MemoryStore {
             return;
         };
         let moved = match kept {
-            Some(kept) => members::Member {
-                session: new.prefix(),
-                ..kept
-            },
+            Some(mut kept) => {
+                kept.session = new.prefix();
+                kept
+            }
             None => by_user.compact(&new, member),
         };
         by_user.add(identity, moved);
@@ -171,7 +167,7 @@ impl MemoryStore {
                 live.push(IndexedSession {
                     id: key.id(),
                     member: Member {
-                        created: member.created,
+                        created: member.created(),
                         ip: member.ip,
                         ua: agents.text(member.agent).to_owned(),
                     },
@@ -273,7 +269,7 @@ mod tests {
         let moved_to = Key::of(&moved).unwrap().prefix();
         let by_user = store.inner.users.lock();
         let kept = by_user.users[&ada].iter().find(|m| m.session == moved_to);
-        assert_eq!(kept.map(|m| m.created), Some(2));
+        assert_eq!(kept.map(members::Member::created), Some(2));
         drop(by_user);
         store.index_remove(&ada, &moved);
         assert_eq!(store.index_len(), 0);

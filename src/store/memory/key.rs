@@ -1,6 +1,6 @@
 //! What the memory store files a session under: the 32 random bytes of its
 //! id ([`Key`]), not the id's 43 characters of base64 in a box of their
-//! own, and the 16 of them that the user index keeps ([`Prefix`]).
+//! own, and the 12 of them that the user index keeps ([`Prefix`]).
 //!
 //! Every session the store holds was created under a fresh id from
 //! [`SessionId::generate`] (the proxy never adopts a client's id), so every
@@ -15,9 +15,21 @@
 
 use crate::domain::session::{SessionId, ID_BYTES};
 
-/// Bytes of a key the user index keeps: 128 bits, as unlikely to be shared
-/// by two sessions as two ids are to be equal.
-pub(super) const PREFIX_BYTES: usize = 16;
+/// Bytes of a key the user index keeps: 96 bits.
+///
+/// Why that is enough: a member finds its session as the one in its shard
+/// whose key starts with its prefix, so two live sessions sharing a prefix
+/// would let a member find the other (the admin API could list it under
+/// the wrong user, and revoking it there would end it). Keys are 256 bits
+/// the proxy drew at random, so prefixes are uniform and nobody can aim
+/// for one: of `n` live sessions, two share a prefix with a probability of
+/// about n²/2⁹⁷, under 10⁻¹⁷ for a million, about 10⁻¹⁰ at the store's
+/// limit of 2³² sessions. A lookup for a member whose session is gone
+/// meets another's prefix with a probability of n/2⁹⁶, about 10⁻²³ per
+/// lookup for a million. 16 bytes would take a member past 40 bytes (see
+/// [`members`](super::members)) for no risk that matters. The hashes read
+/// only the first 8 bytes, so a key and its prefix hash alike.
+pub(super) const PREFIX_BYTES: usize = 12;
 
 /// A session's key: its id's bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,8 @@
 //! bytes that holds a JSON of up to 22 bytes itself (a larger one is boxed
 //! beside it), the one form of its data kept ([`entry`]); a shard's table
 //! is a dense vector with a table of positions ([`slab`]); the user index
-//! keeps 48 bytes per member ([`index`]). One million signed-in sessions
-//! of `{"user":"alice"}` take about 150 bytes each, index and allocator
+//! keeps 40 bytes per member ([`index`]). One million signed-in sessions
+//! of `{"user":"alice"}` take about 145 bytes each, index and allocator
 //! slack included (`bench/footprint.sh`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
