@@ -5,8 +5,8 @@
 //! One key per user, so every command touches one slot, on a cluster too.
 //! Adding a member sets the hash's TTL to at least the new session's, so
 //! the hash outlives every session it lists and an abandoned one expires
-//! by itself. Reading the hash checks each member's session (`PTTL`) and
-//! drops those that are gone, so a user's hash holds at most their live
+//! by itself. Reading the hash (in `HSCAN` rounds) checks each member's
+//! session (`PTTL`) and drops those that are gone, so a user's hash holds at most their live
 //! sessions plus those that ended since it was last read. Adding a member
 //! tells the hash's size, by which the proxy decides when to read it.
 
@@ -53,7 +53,8 @@ return 1
 /// can look like one: session ids never hold a `:`.
 const USER_INFIX: &str = "user:";
 
-/// Keys asked for per `SCAN` round when counting.
+/// Keys asked for per `SCAN` round when counting, and fields per `HSCAN`
+/// round when reading an index.
 const SCAN_COUNT: u32 = 1000;
 
 impl RedisStore {
@@ -139,18 +140,48 @@ impl RedisStore {
 
     /// The live sessions of `identity`; members whose session is gone (or
     /// whose field or value is not ours) are removed from the hash.
+    ///
+    /// Read with `HSCAN` in rounds of [`SCAN_COUNT`] fields, each checked
+    /// (one pipelined `PTTL` per member) and cleaned before the next: a
+    /// hash of a million members never blocks Redis for the whole of it,
+    /// nor holds a request past `store.command_timeout` in one command.
     pub(crate) async fn index_list(
         &self,
         identity: &Identity,
     ) -> Result<Vec<IndexedSession>, StoreError> {
         let key = self.user_key(identity);
         let mut connection = self.connection();
-        let mut command = redis::cmd("HGETALL");
-        command.arg(&key);
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
-            .run("HGETALL", command.query_async(&mut connection))
-            .await?;
-        let mut members = Vec::with_capacity(fields.len());
+        let mut live = Vec::new();
+        // HSCAN may return a field twice (when the hash is rehashed
+        // between rounds): each is listed once.
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut command = redis::cmd("HSCAN");
+            command.arg(&key).arg(cursor).arg("COUNT").arg(SCAN_COUNT);
+            let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self
+                .run("HSCAN", command.query_async(&mut connection))
+                .await?;
+            let fields = fields
+                .into_iter()
+                .filter(|(field, _)| seen.insert(field.clone()));
+            self.check_members(&key, fields, &mut live).await?;
+            if next == 0 {
+                return Ok(live);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Adds to `live` the members of `fields` whose session lives, and
+    /// removes the others from the hash at `key`.
+    async fn check_members(
+        &self,
+        key: &str,
+        fields: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        live: &mut Vec<IndexedSession>,
+    ) -> Result<(), StoreError> {
+        let mut members = Vec::new();
         let mut stale: Vec<Vec<u8>> = Vec::new();
         for (field, value) in fields {
             let parsed = std::str::from_utf8(&field)
@@ -164,7 +195,6 @@ impl RedisStore {
         }
         let ids: Vec<&SessionId> = members.iter().map(|(_, id, _)| id).collect();
         let ttls = self.ttls(&ids).await?;
-        let mut live = Vec::with_capacity(members.len());
         for ((field, id, member), millis) in members.into_iter().zip(ttls) {
             // -2: no such key; -1: a key without expiry (written elsewhere).
             let expires = match millis {
@@ -182,11 +212,12 @@ impl RedisStore {
             });
         }
         if !stale.is_empty() {
+            let mut connection = self.connection();
             let mut hdel = redis::cmd("HDEL");
-            hdel.arg(&key).arg(stale);
+            hdel.arg(key).arg(stale);
             let _: i64 = self.run("HDEL", hdel.query_async(&mut connection)).await?;
         }
-        Ok(live)
+        Ok(())
     }
 
     /// Each session's `PTTL`, in order: pipelined on one server; one by one

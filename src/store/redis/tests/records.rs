@@ -84,3 +84,55 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
         json!({"cookie": {"originalMaxAge": null, "expires": null, "secure": true, "httpOnly": false, "path": "/app"}, "cart": [1], "user": "ada"})
     );
 }
+
+/// An index larger than one `HSCAN` round is read whole, each member once,
+/// and its stale members (session gone, or not ours) are removed.
+#[tokio::test]
+async fn a_large_user_index_is_read_in_rounds_and_cleaned() {
+    let test = "a_large_user_index_is_read_in_rounds_and_cleaned";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let identity = crate::domain::session::identity::Identity::new("bulk").unwrap();
+    let member = crate::store::users::Member::now("192.0.2.1".parse().unwrap(), "test");
+    let key = h.store.user_key(&identity);
+    let mut connection = h.store.connection();
+    let mut pipeline = redis::pipe();
+    let mut live = std::collections::HashSet::new();
+    for n in 0..2500 {
+        let id = SessionId::generate();
+        pipeline
+            .cmd("HSET")
+            .arg(&key)
+            .arg(id.as_str())
+            .arg(member.encode());
+        // Two in five have a session; the rest are stale.
+        if n % 5 < 2 {
+            pipeline
+                .cmd("SET")
+                .arg(h.store.key(&id))
+                .arg("{}")
+                .arg("PX")
+                .arg(60_000);
+            live.insert(id);
+        }
+    }
+    pipeline
+        .cmd("HSET")
+        .arg(&key)
+        .arg("not an id")
+        .arg("not a member");
+    let () = pipeline.query_async(&mut connection).await.unwrap();
+
+    let listed = h.store.index_list(&identity).await.unwrap();
+    let ids: std::collections::HashSet<SessionId> =
+        listed.iter().map(|session| session.id.clone()).collect();
+    assert_eq!(listed.len(), 1000, "each live member once");
+    assert_eq!(ids, live);
+    let left: u64 = redis::cmd("HLEN")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, 1000, "stale members removed");
+}
