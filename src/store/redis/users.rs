@@ -49,6 +49,9 @@ if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARG
 return 1
 ";
 
+/// A hash field and its value, as `HSCAN` gives them.
+type Field = (Vec<u8>, Vec<u8>);
+
 /// The infix of the index keys: `<prefix>user:<identity>`. No session key
 /// can look like one: session ids never hold a `:`.
 const USER_INFIX: &str = "user:";
@@ -159,7 +162,7 @@ impl RedisStore {
         loop {
             let mut command = redis::cmd("HSCAN");
             command.arg(&key).arg(cursor).arg("COUNT").arg(SCAN_COUNT);
-            let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self
+            let (next, fields): (u64, Vec<Field>) = self
                 .run("HSCAN", command.query_async(&mut connection))
                 .await?;
             let fields = fields
@@ -178,7 +181,7 @@ impl RedisStore {
     async fn check_members(
         &self,
         key: &str,
-        fields: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        fields: impl Iterator<Item = Field>,
         live: &mut Vec<IndexedSession>,
     ) -> Result<(), StoreError> {
         let mut members = Vec::new();
