@@ -30,7 +30,7 @@ pub fn redis_store(url: &str, extra: &str) -> String {
     format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n{extra}")
 }
 
-async fn redis_client(url: &str) -> redis::aio::MultiplexedConnection {
+pub async fn redis_client(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()

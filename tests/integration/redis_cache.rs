@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::redis::{redis_store, some_redis};
+use crate::redis::{redis_client, redis_store, some_redis};
 use crate::support::*;
 
 /// A counter or gauge of `/metrics`; 0 when absent.
@@ -58,14 +58,6 @@ async fn until_seen(
     }
 }
 
-async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// The Redis key of the session in a `sid=s%3A<id>.<sig>` pair.
 fn key_of(pair: &str) -> String {
     let value = pair.trim_start_matches("sid=s%3A");
@@ -74,7 +66,7 @@ fn key_of(pair: &str) -> String {
 
 /// Rewrites the session's user name directly in Redis, keeping its TTL.
 async fn rename_in_redis(url: &str, pair: &str, from: &str, to: &str) {
-    let mut redis = redis(url).await;
+    let mut redis = redis_client(url).await;
     let key = key_of(pair);
     let record: String = redis::cmd("GET")
         .arg(&key)
@@ -152,7 +144,7 @@ async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
     // A plain Redis command (an Express app, an operator) is seen too.
     rename_in_redis(&url, &cookie, "ada", "bea").await;
     until_seen(&first, &upstream, &cookie, user_is("bea")).await;
-    let mut redis = redis(&url).await;
+    let mut redis = redis_client(&url).await;
     let _: i64 = redis::cmd("DEL")
         .arg(key_of(&cookie))
         .query_async(&mut redis)
@@ -178,7 +170,7 @@ async fn a_lost_tracking_connection_empties_the_cache_until_it_is_back() {
 
     // Cut the tracking connection, then change the session behind it: no
     // invalidation can come, so only emptying the cache gets it right.
-    let mut redis = redis(&url).await;
+    let mut redis = redis_client(&url).await;
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut redis)
