@@ -60,6 +60,10 @@
 //! - The user index (identity → live sessions) is written after the
 //!   session commit, never instead of it: a member whose session is gone is
 //!   dropped whenever the index is read, so it never lists or counts.
+//! - The Redis store's client-side cache is read only while key tracking is
+//!   live, and a read fills it only if nothing dropped the key while the
+//!   read was in flight; this process's own writes drop the key before
+//!   their response leaves. Writes stay compare-and-set against Redis.
 //! - TLS handshakes run in each connection's task under a timeout, never on
 //!   the accept loop; a certificate reload never drops a connection, and a
 //!   bad new certificate never replaces a good one.
