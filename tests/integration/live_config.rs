@@ -4,6 +4,7 @@
 //! file is refused and the old configuration keeps serving, and keys that
 //! need a restart are named and kept.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,14 +67,7 @@ async fn status_on(connection: &mut TcpStream, path: &str) -> u16 {
 async fn reloads(ops: u16, result: &str, count: u32) -> String {
     let sample = format!("cloakroom_config_reloads_total{{result=\"{result}\"}} {count}");
     for _ in 0..100 {
-        let text = bare()
-            .get(format!("http://127.0.0.1:{ops}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(SocketAddr::from(([127, 0, 0, 1], ops))).await;
         if text.contains(&sample) {
             return text;
         }

@@ -11,19 +11,21 @@ use serde_json::{json, Value};
 use crate::redis::{redis_client, redis_store, some_redis};
 use crate::support::*;
 
-/// A counter or gauge of `/metrics`; 0 when absent.
+/// A counter or gauge of `/metrics`: every one named here is registered
+/// for a Redis store, so one missing is a failure.
 async fn metric(ops: SocketAddr, name: &str) -> f64 {
-    let text = bare()
-        .get(format!("http://{ops}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(ops).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// A proxy on the Redis store at `url` with an operations listener, once
+/// its cache is tracking.
+async fn cached_proxy(upstream: &Upstream, url: &str) -> (Proxy, SocketAddr) {
+    let (proxy, ops) = Proxy::start_with_ops(upstream, &redis_store(url, "")).await;
+    tracking_is(ops, true).await;
+    (proxy, ops)
 }
 
 /// Waits until `/metrics` says tracking is `on`.
@@ -95,9 +97,8 @@ async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
         return;
     };
     let upstream = Upstream::start().await;
-    let (first, ops) = Proxy::start_with_ops(&upstream, &redis_store(&url, "")).await;
+    let (first, ops) = cached_proxy(&upstream, &url).await;
     let second = Proxy::start(&upstream, &redis_store(&url, "")).await;
-    tracking_is(ops, true).await;
     let cookie = sid_pair(&log_in(&bare(), &first, "ada").await);
 
     // Read three times: one miss, then hits.
@@ -160,8 +161,7 @@ async fn a_lost_tracking_connection_empties_the_cache_until_it_is_back() {
         return;
     };
     let upstream = Upstream::start().await;
-    let (proxy, ops) = Proxy::start_with_ops(&upstream, &redis_store(&url, "")).await;
-    tracking_is(ops, true).await;
+    let (proxy, ops) = cached_proxy(&upstream, &url).await;
     let cookie = sid_pair(&log_in(&bare(), &proxy, "ada").await);
     visit(&proxy, &cookie).await;
     visit(&proxy, &cookie).await;

@@ -286,6 +286,18 @@ impl Proxy {
 }
 
 /// A browser-like client: cookie jar, no automatic redirects.
+/// The text of `/metrics` on an operations listener.
+pub async fn metrics_text(ops: SocketAddr) -> String {
+    bare()
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
