@@ -74,7 +74,8 @@
 //! - No global mutable state but the coarse clock's reading, the worker
 //!   index (a thread-local) and the interned certificate names of the
 //!   metrics.
-//! - No `unsafe`.
+//! - No `unsafe` in the library. The binary has one use of it: it sets an
+//!   option of its allocator as the process loads (`src/main.rs`).
 //! - No port bound by the library: `run` takes a bound listener and a
 //!   shutdown future. The configuration is read again only on a reload
 //!   (SIGHUP, or a change of the watched file), and a reload swaps the
