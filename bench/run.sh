@@ -60,6 +60,10 @@ CLOAKROOM_IDLE_ADDR=127.0.0.1:3908
 # redis-server of its own), with SCALE_SESSIONS sessions made through each
 # instead of SESSIONS, so that one run measures both sizes side by side.
 SCALE_SESSIONS=${SCALE_SESSIONS:-1000000}
+# store.cache_sessions of the Redis targets (empty: the default, 100000);
+# e.g. CACHE_SESSIONS=1000000 for a Redis cache that holds the scale run's
+# sessions, CACHE_SESSIONS=0 for none.
+CACHE_SESSIONS=${CACHE_SESSIONS:-}
 CLOAKROOM_SCALE_ADDR=127.0.0.1:3909
 CLOAKROOM_REDIS_SCALE_ADDR=127.0.0.1:3913
 declare -A REDIS_AT=()      # redis-server name (redis, redis-scale) -> its address, a free port found at start
@@ -377,6 +381,7 @@ start_cloakroom_redis() { # target redis-name
         /^listen = / { print "listen = \"" listen "\""; next }
         { print }' "$BASE_CONFIG" >"$config"
     printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "${REDIS_AT[$2]}" >>"$config"
+    [[ -z $CACHE_SESSIONS ]] || printf 'cache_sessions = %s\n' "$CACHE_SESSIONS" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
     PID[$target]=$!
@@ -853,6 +858,7 @@ render_report() {
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
 - sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
+- Redis cache: store.cache_sessions = ${CACHE_SESSIONS:-the default (100000)} in the Redis targets
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
@@ -957,6 +963,8 @@ main() {
 
     [[ $SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SESSIONS must be a positive number, not '$SESSIONS'"
     [[ $SCALE_SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SCALE_SESSIONS must be a positive number, not '$SCALE_SESSIONS'"
+    [[ -z $CACHE_SESSIONS || $CACHE_SESSIONS =~ ^[0-9]+$ ]] ||
+        die "CACHE_SESSIONS must be a number (0: no cache), not '$CACHE_SESSIONS'"
     install_missing_tools
     build_binaries
     make_base_config
