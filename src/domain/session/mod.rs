@@ -112,6 +112,13 @@ impl SessionData {
         }
     }
 
+    /// The data of `map`, kept as its rendering only: for data held long
+    /// (the Redis store's cache), where the parsed map would cost several
+    /// times its text. The map is parsed again if something asks for it.
+    pub fn rendered(map: &Map<String, Value>) -> Self {
+        Self::from_ascii_json(Bytes::from(ascii_json::object_to_ascii(map)))
+    }
+
     /// The data whose rendering is `json`, which must be what
     /// [`Self::ascii_json`] gave for some data (the memory store keeps
     /// nothing else). The map is parsed when first asked for.
@@ -201,6 +208,22 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?}");
         }
         assert!(SessionId::parse("tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj").is_some());
+    }
+
+    #[test]
+    fn rendered_data_keeps_the_text_and_parses_back_to_the_map() {
+        let map = match serde_json::json!({"user": {"name": "ada"}, "n": 1, "é": "ü"}) {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let rendered = SessionData::rendered(&map);
+        assert!(rendered.map.get().is_none(), "the map is not kept");
+        assert_eq!(
+            rendered.ascii_json(),
+            SessionData::new(map.clone()).ascii_json()
+        );
+        assert!(rendered.is_logged_in("user"));
+        assert_eq!(rendered.map(), &map);
     }
 
     #[test]

@@ -333,7 +333,9 @@ impl RedisStore {
         }
         let ttl = ttl.map(Duration::from_millis);
         let stored = Stored {
-            data: Arc::new(SessionData::new(record.data)),
+            // The cache keeps it: text only (a parsed map would take
+            // several times the memory, for every cached session).
+            data: Arc::new(SessionData::rendered(&record.data)),
             times: times(&stamp, now, ttl),
         };
         let fetched = Fetched {
