@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_arena_eager_commit`: its place in mimalloc v3's `mi_option_t`
 /// (`libmimalloc-sys` exports no constant for it).
+#[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Arenas committed on demand, not eagerly. By default on Linux mimalloc
@@ -30,8 +31,9 @@ const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 /// mimalloc reserves its first arena at the first allocation, and the
 /// Rust runtime allocates before `main`: so this runs as the process loads,
 /// from `.init_array` (as C constructors do), before the runtime starts.
-/// It overrides `MIMALLOC_ARENA_EAGER_COMMIT`. Linux only: elsewhere
-/// mimalloc does not commit arenas eagerly by default.
+/// It overrides `MIMALLOC_ARENA_EAGER_COMMIT`. Linux only: mimalloc's
+/// default commits eagerly where the system overcommits memory, as Linux
+/// does.
 #[cfg(target_os = "linux")]
 extern "C" fn tune_allocator() {
     // SAFETY: `mi_option_set` stores one option's value; the process has
