@@ -84,6 +84,15 @@ pub(super) async fn serve(
         front: config.fast_paths,
     });
     let workers = Workers::start(config.workers).map_err(Error::Listener)?;
+    // The store's per-worker tasks (the Redis cache's tracked connections);
+    // the store outlives reloads, so they start once.
+    let store = live.current();
+    for index in 0..workers.count() {
+        if let Some(task) = store.store().worker_task(index) {
+            workers.run_on(index, task);
+        }
+    }
+    drop(store);
     let drain = Arc::new(Drain::new(workers.count()));
     let Slots {
         limit,

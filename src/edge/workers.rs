@@ -58,6 +58,14 @@ impl Workers {
         self.senders.len()
     }
 
+    /// Runs `job` on worker `index`.
+    pub fn run_on(&self, index: usize, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.senders[index % self.senders.len()].send(job)
+        {
+            tokio::spawn(job);
+        }
+    }
+
     /// Runs `job` on the next worker.
     pub fn spawn(&self, job: Job) {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();

@@ -106,7 +106,7 @@ impl RedisCacheMetrics {
         let tracking = Gauge::default();
         registry.register(
             "redis_cache_tracking",
-            "1 while Redis key tracking is live and the client-side cache is used, 0 while reads bypass it",
+            "1 while every worker's Redis tracking connection is live and the client-side cache is used, 0 while some worker's reads bypass it",
             tracking.clone(),
         );
         let hits = Counter::default();

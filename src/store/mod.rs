@@ -198,6 +198,19 @@ impl AnyStore {
         }
     }
 
+    /// A task the store needs run on worker thread `worker`, for as long
+    /// as the store lives: the Redis store's tracked connection, when it
+    /// has a cache.
+    pub fn worker_task(
+        &self,
+        worker: usize,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(store) => Some(Box::pin(store.worker_task(worker)?)),
+        }
+    }
+
     /// Sessions held, for the memory store; `None` for Redis (shared with
     /// other instances, and costly to count).
     pub fn live_sessions(&self) -> Option<usize> {

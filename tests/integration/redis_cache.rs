@@ -1,7 +1,8 @@
 //! The Redis store's client-side cache, through the proxy: reads are served
-//! from it, a change made anywhere else (another instance, a plain Redis
-//! command) reaches every instance once Redis has sent its invalidation,
-//! and a lost tracking connection empties the cache until tracking is back.
+//! from it, a write is read back from it, a change made anywhere else
+//! (another instance, a plain Redis command) reaches every instance once
+//! Redis has sent its invalidation, and a lost tracking connection empties
+//! the cache until tracking is back.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -152,6 +153,72 @@ async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
         .await
         .unwrap();
     until_seen(&first, &upstream, &cookie, |session| session.is_none()).await;
+}
+
+/// `PATCH`es the session through `proxy` with `{"n": n}`, on a connection
+/// of its own (so a two-worker proxy takes them on both workers in turn).
+async fn write_n(proxy: &Proxy, cookie: &str, n: u64) {
+    let write = bare()
+        .get(proxy.url("/"))
+        .header("cookie", cookie)
+        .header("x-test-set-session", format!(r#"{{"n":{n}}}"#));
+    assert_eq!(write.send().await.unwrap().status(), 200);
+}
+
+fn n_is(n: u64) -> impl Fn(Option<Value>) -> bool {
+    move |session| session.and_then(|s| s.get("n").cloned()) == Some(json!(n))
+}
+
+#[tokio::test]
+async fn a_write_is_read_back_from_the_cache_and_later_changes_elsewhere_still_arrive() {
+    let test =
+        "redis_cache::a_write_is_read_back_from_the_cache_and_later_changes_elsewhere_still_arrive";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    // Two workers, each with its own tracked connection, taking the
+    // requests' connections in turn.
+    let config = format!("server.workers = 2\n{}", redis_store(&url, ""));
+    let (first, ops) = Proxy::start_with_ops(&upstream, &config).await;
+    tracking_is(ops, true).await;
+    let second = Proxy::start(&upstream, &redis_store(&url, "")).await;
+    let cookie = sid_pair(&log_in(&bare(), &first, "ada").await);
+
+    // Each write read back at once: always what was just written, and
+    // from the cache (the write's own load as well as the read after it).
+    visit(&first, &cookie).await;
+    let misses = metric(ops, "cloakroom_redis_cache_misses_total").await;
+    let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    for n in 0..20 {
+        write_n(&first, &cookie, n).await;
+        visit(&first, &cookie).await;
+        assert!(
+            n_is(n)(upstream.last().session()),
+            "write {n} was not read back: {:?}",
+            upstream.last().session()
+        );
+    }
+    let missed = metric(ops, "cloakroom_redis_cache_misses_total").await - misses;
+    let hit = metric(ops, "cloakroom_redis_cache_hits_total").await - hits;
+    assert!(
+        hit >= 38.0 && missed <= 2.0,
+        "40 loads after 20 writes: {hit} from the cache, {missed} from Redis"
+    );
+
+    // A change made elsewhere after a write here, which the cache now
+    // holds, still reaches this instance: through another instance, and
+    // by a plain Redis command.
+    for round in 0..5 {
+        write_n(&first, &cookie, 100 + round).await;
+        visit(&first, &cookie).await;
+        write_n(&second, &cookie, 200 + round).await;
+        until_seen(&first, &upstream, &cookie, n_is(200 + round)).await;
+    }
+    write_n(&first, &cookie, 300).await;
+    visit(&first, &cookie).await;
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    until_seen(&first, &upstream, &cookie, user_is("bea")).await;
 }
 
 #[tokio::test]

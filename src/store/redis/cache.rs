@@ -1,37 +1,55 @@
 //! The Redis store's client-side cache: session records this process read
-//! lately, kept correct by Redis itself ([`super::tracking`]).
+//! or wrote lately, kept correct by Redis itself ([`super::tracking`]).
 //!
-//! A session read twice in a row costs one round trip to Redis, not two.
-//! What keeps a cached record from going stale: Redis's key tracking in
-//! broadcast mode. Every write to a key under the store's prefix, by any
-//! client (another Cloakroom, an Express app, `redis-cli`), and every
-//! expiry or eviction, sends this process an invalidation naming the key,
-//! which drops it here.
+//! A session read twice in a row costs one round trip to Redis, not two,
+//! and a session written is read back from here: a browser's next request
+//! after a write costs the compare-and-set alone.
+//!
+//! # Who guards a record
+//! Each worker thread has a *tracked connection*: a RESP3 connection with
+//! `CLIENT TRACKING ON NOLOOP`, on which Redis remembers every key the
+//! connection reads and, at the first change to one of them by any *other*
+//! connection (another worker, another Cloakroom, an Express app,
+//! `redis-cli`), or its expiry or eviction, sends that connection an
+//! invalidation naming the key. A record is cached only from an answer on
+//! a tracked connection, and remembers which one (its *guard*): a change
+//! to the key after that answer reaches the guard. So an invalidation
+//! drops a record only when it comes from the record's guard; one from
+//! another connection is about a change the guard's read or write already
+//! saw (it was tracking the key from an earlier read).
 //!
 //! # The rules that make it correct
-//! - **Only while tracking is live.** The cache starts off, is turned on
-//!   (empty) when the tracking connection has confirmed `CLIENT TRACKING`,
-//!   and is emptied and turned off the moment that connection fails: an
-//!   invalidation lost with it can never leave a stale record behind.
-//!   While off, every load reads Redis.
-//! - **No stale fill.** A read reserves the key (a placeholder with a fresh
-//!   ticket) before its `GET` leaves, and fills it only if the placeholder
-//!   is still there when the answer arrives. An invalidation, a write of
-//!   this process or the cache turning off in between removes the
-//!   placeholder, so a value that was overtaken in flight is never cached.
-//! - **This process's own writes** drop the key when Redis has answered
-//!   them (every write command of [`super::commands`]), before the response
-//!   that follows them leaves: a client never reads back its own old data.
+//! - **Only while the guard is live.** A connection's records are served
+//!   only while its tracking is confirmed; the moment the connection fails
+//!   they are dropped, and that worker reads Redis (through its plain
+//!   connection) until tracking is back: an invalidation lost with the
+//!   connection can never leave a stale record behind.
+//! - **No stale fill.** A read or write on a tracked connection reserves
+//!   the key (a placeholder with a fresh ticket and the guard) before it
+//!   leaves, and fills it only if the placeholder is still there when the
+//!   answer arrives. An invalidation from the guard, another request
+//!   reserving the key, a write of this process on its plain connection or
+//!   the guard failing in between removes the placeholder, so a value that
+//!   was overtaken in flight is never cached.
+//! - **This process's own writes.** The compare-and-set is sent on the
+//!   tracked connection: `NOLOOP` keeps Redis from reporting it back to
+//!   that connection (in this mode Redis counts a script's writes as the
+//!   calling connection's; in broadcast mode it does not), the script
+//!   reads the key again after writing (a write ends Redis's tracking of
+//!   the key, the read starts it again), and the value written fills the
+//!   cache. Every other write command (destroy, touch,
+//!   regenerate, a new session) goes on the plain connection and drops the
+//!   key once Redis has answered, before the response that follows leaves:
+//!   a client never reads back its own old data.
 //! - **Expiry is kept here too**: a record is cached with the time to live
-//!   Redis reported, less the coarse clock's resolution, so it is never
-//!   served past the moment Redis lets it go, even before the expiry's
-//!   invalidation arrives.
+//!   Redis reported or was given, less the coarse clock's resolution, so it
+//!   is never served past the moment Redis lets it go, even before the
+//!   expiry's invalidation arrives.
 //!
 //! The window that remains: between another client's write reaching Redis
 //! and its invalidation reaching this process, a read here may still get
-//! the record as it was (the README measures it). Writes are untouched by
-//! the cache: they stay compare-and-set against Redis, so no update is ever
-//! lost.
+//! the record as it was (the README measures it). Writes stay
+//! compare-and-set against Redis, so no update is ever lost.
 //!
 //! Bounded: at most `store.cache_sessions` records; a full shard drops one
 //! to make room.
@@ -41,6 +59,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
 
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::SessionData;
@@ -63,17 +83,34 @@ pub(super) struct Cached {
     pub expires: Option<Instant>,
 }
 
+/// The index of a tracked connection (one per worker thread).
+pub(super) type Guard = usize;
+
 enum Slot {
-    /// A read is on its way, under this ticket.
-    Reserved(u64),
-    Filled(Cached),
+    /// A read or write is on its way on `guard`, under `ticket`.
+    Reserved {
+        ticket: u64,
+        guard: Guard,
+    },
+    Filled {
+        cached: Cached,
+        guard: Guard,
+    },
 }
 
-/// A read's claim on filling a key; see [`SessionCache::reserve`].
+impl Slot {
+    fn guard(&self) -> Guard {
+        match self {
+            Self::Reserved { guard, .. } | Self::Filled { guard, .. } => *guard,
+        }
+    }
+}
+
+/// A claim on filling a key; see [`SessionCache::reserve`].
 pub(super) struct Ticket {
     number: u64,
-    /// The coarse time before the read left: what the time to live counts
-    /// from.
+    /// The coarse time before the request left: what the time to live
+    /// counts from.
     sent: Instant,
 }
 
@@ -88,27 +125,35 @@ pub struct CacheStats {
     pub invalidations: u64,
 }
 
+/// One tracked connection's state.
+#[derive(Default)]
+struct Tracked {
+    /// Tracking is confirmed: its records may be served and filled.
+    on: AtomicBool,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
 pub(super) struct SessionCache {
     shards: Box<[Mutex<Map>]>,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
-    /// Tracking is live: the cache may be read and filled.
-    on: AtomicBool,
+    tracked: Box<[Tracked]>,
     next_ticket: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
 }
 
-fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
-    // A panic under the lock leaves a map that is still consistent.
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under the lock leaves the value consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SessionCache {
-    /// A cache of at most `capacity` records (at least one per shard), off
-    /// until [`Self::turn_on`].
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` records (at least one per shard)
+    /// guarded by `guards` tracked connections, each off until
+    /// [`Self::turn_on`].
+    pub fn new(capacity: usize, guards: usize) -> Self {
         let hasher = foldhash::fast::RandomState::default();
         Self {
             shards: (0..SHARDS)
@@ -116,7 +161,7 @@ impl SessionCache {
                 .collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher,
-            on: AtomicBool::new(false),
+            tracked: (0..guards.max(1)).map(|_| Tracked::default()).collect(),
             next_ticket: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -129,44 +174,64 @@ impl SessionCache {
         &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
-    pub fn is_on(&self) -> bool {
-        self.on.load(Ordering::Acquire)
+    /// The guard a worker's requests use.
+    pub fn guard_of(&self, worker: usize) -> Guard {
+        worker % self.tracked.len()
     }
 
-    /// The record of session `id` if it is cached and not past its expiry.
-    pub fn get(&self, id: &str) -> Option<Cached> {
-        if !self.is_on() {
+    fn is_live(&self, guard: Guard) -> bool {
+        self.tracked
+            .get(guard)
+            .is_some_and(|tracked| tracked.on.load(Ordering::Acquire))
+    }
+
+    /// Every tracked connection is live (what `/metrics` calls tracking).
+    pub fn is_on(&self) -> bool {
+        (0..self.tracked.len()).all(|guard| self.is_live(guard))
+    }
+
+    /// The tracked connection `guard`, while its tracking is live: where a
+    /// read or compare-and-set that may fill the cache is sent.
+    pub fn connection(&self, guard: Guard) -> Option<MultiplexedConnection> {
+        if !self.is_live(guard) {
             return None;
         }
+        lock(&self.tracked[guard].connection).clone()
+    }
+
+    /// The record of session `id` if it is cached, its guard live and it
+    /// is not past its expiry.
+    pub fn get(&self, id: &str) -> Option<Cached> {
         let now = coarse_clock::now();
         let mut shard = lock(self.shard(id));
         let found = match shard.get(id) {
-            Some(Slot::Filled(cached)) if cached.expires.is_none_or(|at| now < at) => {
-                Some(cached.clone())
-            }
-            Some(Slot::Filled(_)) => {
-                shard.remove(id);
-                None
+            Some(Slot::Filled { cached, guard }) if self.is_live(*guard) => {
+                if cached.expires.is_none_or(|at| now < at) {
+                    Some(cached.clone())
+                } else {
+                    shard.remove(id);
+                    None
+                }
             }
             _ => None,
         };
         drop(shard);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else if self.is_on() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
-    /// Claims `id` for a read about to leave; `None` while the cache is
-    /// off. Call before sending the read.
-    pub fn reserve(&self, id: &str) -> Option<Ticket> {
-        if !self.is_on() {
+    /// Claims `id` for a read or write about to leave on the tracked
+    /// connection `guard`; `None` while that connection is not live. Call
+    /// before sending.
+    pub fn reserve(&self, id: &str, guard: Guard) -> Option<Ticket> {
+        if !self.is_live(guard) {
             return None;
         }
-        let number = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let sent = coarse_clock::now();
         let mut shard = lock(self.shard(id));
         if !shard.contains_key(id) && shard.len() >= self.per_shard {
@@ -176,20 +241,23 @@ impl SessionCache {
                 shard.remove(&victim);
             }
         }
-        shard.insert(id.into(), Slot::Reserved(number));
+        shard.insert(id.into(), Slot::Reserved { ticket, guard });
         drop(shard);
-        // Turned off meanwhile: the emptying may have run before the
-        // insert; take the claim back.
-        if !self.is_on() {
+        // Turned off meanwhile: its records may have been dropped before
+        // the insert; take the claim back.
+        if !self.is_live(guard) {
             self.forget(id);
             return None;
         }
-        Some(Ticket { number, sent })
+        Some(Ticket {
+            number: ticket,
+            sent,
+        })
     }
 
-    /// Caches what the read under `ticket` found, unless the key was
-    /// dropped since (by an invalidation, a write here, or the cache
-    /// turning off). `ttl`: what Redis reported, `None` for no expiry.
+    /// Caches what the request under `ticket` found or wrote, unless the
+    /// key was dropped or claimed again since. `ttl`: what Redis reported
+    /// or was given, `None` for no expiry.
     pub fn fill(
         &self,
         id: &str,
@@ -207,61 +275,88 @@ impl SessionCache {
         });
         let mut shard = lock(self.shard(id));
         if let Some(slot) = shard.get_mut(id) {
-            if matches!(*slot, Slot::Reserved(number) if number == ticket.number) {
-                *slot = Slot::Filled(Cached {
-                    raw: raw.into(),
-                    data,
-                    stamp,
-                    expires,
-                });
+            if let Slot::Reserved {
+                ticket: held,
+                guard,
+            } = *slot
+            {
+                if held == ticket.number {
+                    let cached = Cached {
+                        raw: raw.into(),
+                        data,
+                        stamp,
+                        expires,
+                    };
+                    *slot = Slot::Filled { cached, guard };
+                }
             }
         }
     }
 
-    /// The value last read for `id`, if cached and live: where a commit's
-    /// compare-and-set starts. Stale at worst, which costs that commit one
-    /// more round, never a lost update. Not counted as a hit or a miss.
+    /// The value last read or written for `id`, if cached and live: where
+    /// a commit's compare-and-set starts. Stale at worst, which costs that
+    /// commit one more round, never a lost update. Not counted as a hit or
+    /// a miss.
     pub fn raw(&self, id: &str) -> Option<Vec<u8>> {
-        if !self.is_on() {
-            return None;
-        }
         let now = coarse_clock::now();
         match lock(self.shard(id)).get(id) {
-            Some(Slot::Filled(cached)) if cached.expires.is_none_or(|at| now < at) => {
+            Some(Slot::Filled { cached, guard })
+                if self.is_live(*guard) && cached.expires.is_none_or(|at| now < at) =>
+            {
                 Some(cached.raw.to_vec())
             }
             _ => None,
         }
     }
 
-    /// Drops whatever is held for `id`: its record or a read's claim.
+    /// Drops whatever is held for `id`: its record or a claim.
     pub fn forget(&self, id: &str) {
         lock(self.shard(id)).remove(id);
     }
 
-    /// An invalidation from Redis for session `id`.
-    pub fn invalidate(&self, id: &str) {
+    /// An invalidation for session `id` from the tracked connection
+    /// `from`: drops what `from` guards (see the module documentation).
+    pub fn invalidate(&self, id: &str, from: Guard) {
         self.invalidations.fetch_add(1, Ordering::Relaxed);
-        self.forget(id);
+        let mut shard = lock(self.shard(id));
+        if shard.get(id).is_some_and(|slot| slot.guard() == from) {
+            shard.remove(id);
+        }
     }
 
-    /// Empties the cache, claims included.
+    /// Empties the cache, claims included (a flush of the database).
     pub fn clear(&self) {
         for shard in self.shards.iter() {
             lock(shard).clear();
         }
     }
 
-    /// Tracking is confirmed: starts caching, from empty.
-    pub fn turn_on(&self) {
-        self.clear();
-        self.on.store(true, Ordering::Release);
+    /// Tracking is confirmed on tracked connection `guard` (`connection`):
+    /// its reads and writes may fill the cache.
+    pub fn turn_on(&self, guard: Guard, connection: Option<MultiplexedConnection>) {
+        let Some(tracked) = self.tracked.get(guard) else {
+            return;
+        };
+        self.drop_guarded(guard);
+        *lock(&tracked.connection) = connection;
+        tracked.on.store(true, Ordering::Release);
     }
 
-    /// Tracking is lost: stops caching and empties the cache.
-    pub fn turn_off(&self) {
-        self.on.store(false, Ordering::Release);
-        self.clear();
+    /// Tracking is lost on `guard`: what it guards is dropped and no longer
+    /// served or filled.
+    pub fn turn_off(&self, guard: Guard) {
+        let Some(tracked) = self.tracked.get(guard) else {
+            return;
+        };
+        tracked.on.store(false, Ordering::Release);
+        *lock(&tracked.connection) = None;
+        self.drop_guarded(guard);
+    }
+
+    fn drop_guarded(&self, guard: Guard) {
+        for shard in self.shards.iter() {
+            lock(shard).retain(|_, slot| slot.guard() != guard);
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -284,6 +379,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const A: Guard = 0;
+    const B: Guard = 1;
+
     fn data(user: &str) -> Arc<SessionData> {
         match json!({ "user": user }) {
             serde_json::Value::Object(map) => Arc::new(SessionData::new(map)),
@@ -298,71 +396,110 @@ mod tests {
             .to_owned()
     }
 
-    fn filled(cache: &SessionCache, id: &str, who: &str) {
-        let ticket = cache.reserve(id).expect("on");
-        cache.fill(
-            id,
-            ticket,
-            who.as_bytes(),
-            data(who),
-            Stamp::default(),
-            None,
-        );
+    fn fill(cache: &SessionCache, id: &str, ticket: Ticket, who: &str) {
+        let raw = who.as_bytes();
+        cache.fill(id, ticket, raw, data(who), Stamp::default(), None);
+    }
+
+    fn filled(cache: &SessionCache, id: &str, guard: Guard, who: &str) {
+        let ticket = cache.reserve(id, guard).expect("on");
+        fill(cache, id, ticket, who);
+    }
+
+    fn served(cache: &SessionCache, id: &str) -> Option<String> {
+        cache.get(id).map(|cached| user(&cached))
+    }
+
+    /// A cache of two guards, both on.
+    fn two_guards() -> SessionCache {
+        let cache = SessionCache::new(100, 2);
+        cache.turn_on(A, None);
+        cache.turn_on(B, None);
+        cache
     }
 
     #[test]
-    fn nothing_is_cached_or_served_while_off() {
-        let cache = SessionCache::new(100);
-        assert!(cache.reserve("a").is_none());
-        cache.turn_on();
-        filled(&cache, "a", "ada");
-        assert_eq!(cache.get("a").map(|c| user(&c)).as_deref(), Some("ada"));
-        cache.turn_off();
-        assert!(cache.get("a").is_none());
-        assert!(cache.reserve("a").is_none());
-        cache.turn_on();
+    fn nothing_is_cached_or_served_while_its_guard_is_off() {
+        let cache = SessionCache::new(100, 2);
+        assert!(cache.reserve("a", A).is_none());
+        assert!(!cache.is_on());
+        cache.turn_on(A, None);
+        assert!(!cache.is_on(), "tracking is on once every guard is");
+        filled(&cache, "a", A, "ada");
+        assert!(cache.reserve("b", B).is_none());
+        cache.turn_on(B, None);
+        assert!(cache.is_on());
+        filled(&cache, "b", B, "bob");
+        assert_eq!(served(&cache, "a").as_deref(), Some("ada"));
+        cache.turn_off(A);
+        assert!(cache.get("a").is_none(), "A's record outlived A");
+        assert!(cache.raw("a").is_none());
+        assert_eq!(served(&cache, "b").as_deref(), Some("bob"), "B's stays");
+        assert!(cache.reserve("a", A).is_none());
+        cache.turn_on(A, None);
         assert!(cache.get("a").is_none(), "turning on again starts empty");
     }
 
     #[test]
-    fn a_read_overtaken_by_an_invalidation_or_a_write_fills_nothing() {
-        let cache = SessionCache::new(100);
-        cache.turn_on();
+    fn a_request_overtaken_by_an_invalidation_or_a_write_fills_nothing() {
+        let cache = two_guards();
         for drop_it in [
-            &(|c: &SessionCache| c.invalidate("a")) as &dyn Fn(&SessionCache),
+            &(|c: &SessionCache| c.invalidate("a", A)) as &dyn Fn(&SessionCache),
             &|c: &SessionCache| c.forget("a"),
             &|c: &SessionCache| {
-                c.turn_off();
-                c.turn_on();
+                c.turn_off(A);
+                c.turn_on(A, None);
             },
+            &|c: &SessionCache| c.clear(),
         ] {
-            let ticket = cache.reserve("a").unwrap();
+            let ticket = cache.reserve("a", A).unwrap();
             drop_it(&cache);
-            cache.fill("a", ticket, b"old", data("old"), Stamp::default(), None);
-            assert!(cache.get("a").is_none(), "a stale read was cached");
+            fill(&cache, "a", ticket, "old");
+            assert!(cache.get("a").is_none(), "a stale answer was cached");
         }
-        // A later read's claim is not filled by an earlier read.
-        let first = cache.reserve("a").unwrap();
-        let second = cache.reserve("a").unwrap();
-        cache.fill("a", first, b"old", data("old"), Stamp::default(), None);
+        // A later claim, on either guard, is not filled by an earlier one.
+        let first = cache.reserve("a", A).unwrap();
+        let second = cache.reserve("a", B).unwrap();
+        fill(&cache, "a", first, "old");
         assert!(cache.get("a").is_none());
-        cache.fill("a", second, b"new", data("new"), Stamp::default(), None);
-        assert_eq!(cache.get("a").map(|c| user(&c)).as_deref(), Some("new"));
+        fill(&cache, "a", second, "new");
+        assert_eq!(served(&cache, "a").as_deref(), Some("new"));
         assert_eq!(cache.raw("a").as_deref(), Some(&b"new"[..]));
         cache.forget("a");
         assert_eq!(cache.raw("a"), None);
     }
 
     #[test]
+    fn only_the_guard_s_invalidation_drops_a_record() {
+        let cache = two_guards();
+        filled(&cache, "a", A, "ada");
+        // B tracked the key from an earlier read, and hears of the change
+        // A's answer already saw.
+        cache.invalidate("a", B);
+        assert_eq!(served(&cache, "a").as_deref(), Some("ada"));
+        cache.invalidate("a", A);
+        assert!(cache.get("a").is_none());
+        // The same for a claim.
+        let ticket = cache.reserve("a", B).unwrap();
+        cache.invalidate("a", A);
+        fill(&cache, "a", ticket, "bob");
+        assert_eq!(served(&cache, "a").as_deref(), Some("bob"));
+        let ticket = cache.reserve("a", B).unwrap();
+        cache.invalidate("a", B);
+        fill(&cache, "a", ticket, "cy");
+        assert!(cache.get("a").is_none());
+        assert_eq!(cache.stats().invalidations, 4);
+    }
+
+    #[test]
     fn a_record_is_not_served_past_its_time_to_live() {
-        let cache = SessionCache::new(100);
-        cache.turn_on();
-        let ticket = cache.reserve("a").unwrap();
+        let cache = two_guards();
+        let ticket = cache.reserve("a", A).unwrap();
         let zero = Some(Duration::ZERO);
         cache.fill("a", ticket, b"", data("ada"), Stamp::default(), zero);
         assert!(cache.raw("a").is_none());
         assert!(cache.get("a").is_none());
-        let ticket = cache.reserve("b").unwrap();
+        let ticket = cache.reserve("b", A).unwrap();
         let long = Duration::from_secs(3600);
         cache.fill("b", ticket, b"", data("bob"), Stamp::default(), Some(long));
         assert!(cache.get("b").is_some());
@@ -372,10 +509,10 @@ mod tests {
 
     #[test]
     fn the_cache_holds_at_most_its_capacity() {
-        let cache = SessionCache::new(64);
-        cache.turn_on();
+        let cache = SessionCache::new(64, 1);
+        cache.turn_on(A, None);
         for n in 0..1000 {
-            filled(&cache, &format!("id{n}"), "ada");
+            filled(&cache, &format!("id{n}"), A, "ada");
         }
         assert!(cache.len() <= 64, "{} records held", cache.len());
         assert!(cache.get("id999").is_some(), "the newest record is kept");

@@ -3,18 +3,28 @@
 //! what they are given: what a write means is decided in Rust by
 //! [`crate::domain::session::ops::plan`].
 
-use redis::{Script, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Script, ScriptInvocation, Value};
 
 use super::conn::{describe, Connection};
 use super::RedisStore;
+use crate::domain::session::lifetime::Stamp;
+use crate::domain::session::{SessionData, SessionId};
 use crate::store::StoreError;
 
 /// Writes `ARGV[2]` with a TTL of `ARGV[3]` ms if `KEYS[1]` still holds
 /// `ARGV[1]`; returns 1, or else what the key holds (nil if nothing).
+/// Sent on a tracked connection, it reads the key again once written:
+/// Redis ends a key's tracking when the key changes, and the read starts
+/// it again for the connection, whose cache now holds what it wrote (see
+/// `cache`). Elsewhere the read is harmless.
 const SET_IF_UNCHANGED: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return current end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('EXISTS', KEYS[1])
 return 1
 ";
 
@@ -114,9 +124,9 @@ impl RedisStore {
     /// in ms (`None` when it has none or is gone).
     pub(super) async fn get_with_ttl(
         &self,
+        mut connection: Connection,
         key: &str,
     ) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
-        let mut connection = self.connection();
         let mut pipeline = redis::pipe();
         pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
         let (value, ttl): (Option<Vec<u8>>, i64) = self
@@ -172,17 +182,43 @@ impl RedisStore {
         Ok(touched? == 1)
     }
 
-    /// Writes `value` at `key` if it still holds `expected`.
+    /// Writes `value` at `key` if it still holds `expected`. Sent on the
+    /// worker's tracked connection while it tracks, and then what it wrote
+    /// (`written`) is cached once Redis has answered, unless something
+    /// dropped or claimed the key meanwhile (see `cache`).
     pub(super) async fn set_if_unchanged(
         &self,
         key: &str,
         expected: &[u8],
         value: &[u8],
         millis: u64,
+        written: Written<'_>,
     ) -> Result<Cas, StoreError> {
         let script = &self.shared.scripts.set_if_unchanged;
         let args = (expected, value, millis);
-        self.cas("write", script, &[key], args).await
+        let Some((cache, guard, mut connection)) = self.tracked() else {
+            return self.cas("write", script, &[key], args).await;
+        };
+        let id = written.id.as_str();
+        // Claimed before the write leaves, as a read does.
+        let ticket = cache.reserve(id, guard);
+        let reply = self
+            .run(
+                "write",
+                invocation(script, &[key], args).invoke_async::<Value>(&mut connection),
+            )
+            .await;
+        let outcome = cas_outcome("write", reply);
+        match (&outcome, ticket) {
+            (Ok(Cas::Done), Some(ticket)) => {
+                // Text only, as a read caches it.
+                let data = SessionData::from_ascii_json(written.data.ascii_json().clone());
+                let ttl = Some(Duration::from_millis(millis));
+                cache.fill(id, ticket, value, Arc::new(data), written.stamp, ttl);
+            }
+            _ => cache.forget(id),
+        }
+        outcome
     }
 
     /// Moves the session at `old` (holding `expected`) to `fresh` with
@@ -227,25 +263,49 @@ impl RedisStore {
         keys: &[&str],
         args: (&[u8], &[u8], u64),
     ) -> Result<Cas, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        invocation.arg(args.0).arg(args.1).arg(args.2);
         let mut connection = self.connection();
         let reply = self
-            .run(what, invocation.invoke_async::<Value>(&mut connection))
+            .run(
+                what,
+                invocation(script, keys, args).invoke_async::<Value>(&mut connection),
+            )
             .await;
         for key in keys {
             self.forget(key);
         }
-        match reply? {
-            Value::Int(1) => Ok(Cas::Done),
-            Value::Nil => Ok(Cas::Changed(None)),
-            Value::BulkString(current) => Ok(Cas::Changed(Some(current))),
-            _ => Err(StoreError::Unavailable(format!(
-                "redis {what}: unexpected reply from the script"
-            ))),
-        }
+        cas_outcome(what, reply)
+    }
+}
+
+/// The session a compare-and-set writes, for the cache to keep.
+pub(super) struct Written<'a> {
+    pub id: &'a SessionId,
+    pub data: &'a SessionData,
+    pub stamp: Stamp,
+}
+
+/// A compare-and-set script's call on `keys` with (expected, value, ttl).
+fn invocation<'a>(
+    script: &'a Script,
+    keys: &[&str],
+    args: (&[u8], &[u8], u64),
+) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    invocation.arg(args.0).arg(args.1).arg(args.2);
+    invocation
+}
+
+/// What a compare-and-set script's reply means.
+fn cas_outcome(what: &'static str, reply: Result<Value, StoreError>) -> Result<Cas, StoreError> {
+    match reply? {
+        Value::Int(1) => Ok(Cas::Done),
+        Value::Nil => Ok(Cas::Changed(None)),
+        Value::BulkString(current) => Ok(Cas::Changed(Some(current))),
+        _ => Err(StoreError::Unavailable(format!(
+            "redis {what}: unexpected reply from the script"
+        ))),
     }
 }

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
@@ -42,6 +44,9 @@ const RECONNECT_ATTEMPTS: usize = 8;
 pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A worker's tracked connection ([`super::tracking`]), for the reads
+    /// and writes that may fill the cache.
+    Tracked(MultiplexedConnection),
 }
 
 impl Connection {
@@ -135,7 +140,7 @@ fn single_client(url: &RedisUrl, config: &RedisConfig) -> redis::RedisResult<red
     redis::Client::open(info)
 }
 
-/// The client of the tracking connection ([`super::tracking`]): the same
+/// The client of the tracked connections ([`super::tracking`]): the same
 /// server and credentials, speaking RESP3, which carries invalidations on
 /// the connection that asked for them.
 pub(super) fn tracking_client(
@@ -200,6 +205,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
+            Self::Tracked(connection) => connection.req_packed_command(cmd),
         }
     }
 
@@ -212,6 +218,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_commands(cmd, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+            Self::Tracked(connection) => connection.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -219,6 +226,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+            Self::Tracked(connection) => connection.get_db(),
         }
     }
 }

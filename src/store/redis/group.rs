@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::commands::Cas;
+use super::commands::{Cas, Written};
 use super::record;
 use super::{RedisStore, MAX_ATTEMPTS};
 use crate::domain::session::lifetime::Lifetimes;
@@ -316,8 +316,13 @@ impl RedisStore {
             Fate::Written => {
                 let stamp = stamp.unwrap_or_default();
                 let (value, millis) = self.encode(record.cookie, stamp, &data, ttl);
+                let written = Written {
+                    id,
+                    data: &data,
+                    stamp,
+                };
                 match self
-                    .set_if_unchanged(&key, expected, &value, millis)
+                    .set_if_unchanged(&key, expected, &value, millis, written)
                     .await?
                 {
                     Cas::Done => return Ok(Round::Finished(results, Some(value))),

@@ -34,12 +34,14 @@
 //! - **destroy**: `DEL`. **touch**: `PEXPIRE`, the data is not rewritten
 //!   (as connect-redis's `touch`, which leaves `cookie.expires` as it was).
 //!
-//! # Reads: the client-side cache
+//! # The client-side cache
 //! A load looks in [`cache`] first, a per-process cache of the records read
-//! lately that Redis keeps correct with key tracking ([`tracking`]); on a
-//! miss it reads Redis and caches what it found. Commits take from the
-//! cache only where their compare-and-set starts: what they write is
-//! checked against Redis as above.
+//! or written lately that Redis keeps correct with key tracking
+//! ([`tracking`]); on a miss it reads Redis, on the worker's tracked
+//! connection, and caches what it found. A commit's compare-and-set starts
+//! from the cached value (what it writes is checked against Redis as
+//! above), goes on the same connection, and leaves what it wrote in the
+//! cache.
 //!
 //! # Failures
 //! Every command runs under `store.command_timeout`, including the wait for
@@ -66,7 +68,7 @@ use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
-use cache::{Cached, SessionCache};
+use cache::{Cached, Guard, SessionCache};
 use commands::Scripts;
 use conn::Connection;
 use settings::RedisConfig;
@@ -99,8 +101,15 @@ struct Shared {
     scripts: Scripts,
     /// The write queues, striped by session id (see [`group`]).
     stripes: Box<[group::Stripe]>,
-    /// The client-side cache; `None` when `store.cache_sessions` is 0.
-    cache: Option<Arc<SessionCache>>,
+    /// The client-side cache; `None` when `store.cache_sessions` is 0 (or
+    /// on a cluster).
+    cache: Option<Cache>,
+}
+
+struct Cache {
+    cache: Arc<SessionCache>,
+    /// What the tracked connections' tasks connect with.
+    tracker: tracking::Tracker,
 }
 
 impl RedisStore {
@@ -119,16 +128,14 @@ impl RedisStore {
         let connections: Arc<[Connection]> = Connection::open_many(config, workers).await?.into();
         let cache = match (&config.endpoint, config.cache_sessions) {
             (settings::RedisEndpoint::Single(url), sessions) if sessions > 0 => {
-                let cache = Arc::new(SessionCache::new(sessions));
-                let client = conn::tracking_client(url, config)?;
+                let cache = Arc::new(SessionCache::new(sessions, connections.len()));
                 let tracker = tracking::Tracker {
-                    client,
+                    client: conn::tracking_client(url, config)?,
                     prefix: config.prefix.clone(),
                     connect_timeout: config.connect_timeout,
                     command_timeout: config.command_timeout,
                 };
-                tracking::spawn(tracker, &cache);
-                Some(cache)
+                Some(Cache { cache, tracker })
             }
             _ => None,
         };
@@ -154,24 +161,50 @@ impl RedisStore {
 
     /// What `/metrics` shows of the client-side cache; `None` without one.
     pub fn cache_stats(&self) -> Option<CacheStats> {
-        self.shared.cache.as_ref().map(|cache| cache.stats())
+        self.cache().map(SessionCache::stats)
+    }
+
+    /// The task that keeps worker `worker`'s tracked connection, to be run
+    /// on that worker's runtime; `None` without a cache. Until it runs, the
+    /// worker's loads read Redis and fill nothing.
+    pub fn worker_task(
+        &self,
+        worker: usize,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let cache = self.shared.cache.as_ref()?;
+        let guard = cache.cache.guard_of(worker);
+        Some(cache.tracker.clone().task(&cache.cache, guard))
+    }
+
+    fn cache(&self) -> Option<&SessionCache> {
+        self.shared.cache.as_ref().map(|cache| &*cache.cache)
+    }
+
+    /// The cache and the calling worker's tracked connection, while that
+    /// connection tracks: where a read or compare-and-set that may fill
+    /// the cache goes.
+    fn tracked(&self) -> Option<(&SessionCache, Guard, Connection)> {
+        let cache = self.cache()?;
+        let guard = cache.guard_of(crate::util::worker::current());
+        let connection = cache.connection(guard)?;
+        Some((cache, guard, Connection::Tracked(connection)))
     }
 
     /// Drops what the cache holds for the session at Redis key `key`: after
-    /// every write of this process, so that it never reads back its own
-    /// old data.
+    /// every write of this process on its plain connection, so that it
+    /// never reads back its own old data.
     pub(super) fn forget(&self, key: &str) {
-        if let Some(cache) = &self.shared.cache {
+        if let Some(cache) = self.cache() {
             if let Some(id) = key.strip_prefix(self.shared.prefix.as_str()) {
                 cache.forget(id);
             }
         }
     }
 
-    /// The value last read for `id`, when the cache holds it: where a
-    /// commit's compare-and-set may start instead of a `GET`.
+    /// The value last read or written for `id`, when the cache holds it:
+    /// where a commit's compare-and-set may start instead of a `GET`.
     pub(super) fn cached_value(&self, id: &SessionId) -> Option<Vec<u8>> {
-        self.shared.cache.as_ref()?.raw(id.as_str())
+        self.cache()?.raw(id.as_str())
     }
 
     /// A load answered from the cache.
@@ -247,17 +280,19 @@ pub(super) fn stamp_for(
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
-        let cache = self.shared.cache.as_deref();
-        if let Some(cached) = cache.and_then(|cache| cache.get(id.as_str())) {
+        if let Some(cached) = self.cache().and_then(|cache| cache.get(id.as_str())) {
             return self.load_cached(id, cached, with_expiry).await;
         }
+        let Some((cache, guard, connection)) = self.tracked() else {
+            let connection = self.connection();
+            let (loaded, _) = self.load_from_redis(connection, id, with_expiry).await?;
+            return Ok(loaded);
+        };
         // Claimed before the read leaves, so that a change meanwhile keeps
         // what it read out of the cache (see `cache`).
-        let ticket = cache.and_then(|cache| cache.reserve(id.as_str()));
-        let loaded = self
-            .load_from_redis(id, with_expiry || ticket.is_some())
-            .await;
-        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+        let ticket = cache.reserve(id.as_str(), guard);
+        let loaded = self.load_from_redis(connection, id, true).await;
+        if let Some(ticket) = ticket {
             match &loaded {
                 Ok((Loaded::Live(stored), Some(fetched))) => cache.fill(
                     id.as_str(),
@@ -270,7 +305,16 @@ impl SessionStore for RedisStore {
                 _ => cache.forget(id.as_str()),
             }
         }
-        let (mut loaded, _) = loaded?;
+        let (mut loaded, _) = match loaded {
+            Ok(loaded) => loaded,
+            // The tracked connection failed (its task turns the cache off
+            // for this worker once it notices): a read can be sent again,
+            // on the plain connection, which reconnects by itself.
+            Err(_) => {
+                let connection = self.connection();
+                self.load_from_redis(connection, id, with_expiry).await?
+            }
+        };
         if let (Loaded::Live(stored), false) = (&mut loaded, with_expiry) {
             stored.times.expires_in = None;
         }
@@ -305,15 +349,17 @@ impl SessionStore for RedisStore {
 }
 
 impl RedisStore {
-    /// A load from Redis; for a live session, also what the cache keeps.
+    /// A load from Redis on `connection`; for a live session, also what
+    /// the cache keeps.
     async fn load_from_redis(
         &self,
+        connection: Connection,
         id: &SessionId,
         with_ttl: bool,
     ) -> Result<(Loaded, Option<Fetched>), StoreError> {
         let key = self.key(id);
         let (bytes, ttl) = if with_ttl {
-            self.get_with_ttl(&key).await?
+            self.get_with_ttl(connection, &key).await?
         } else {
             (self.get(&key).await?, None)
         };

@@ -1,16 +1,19 @@
-//! The connection that keeps the client-side cache ([`super::cache`])
-//! correct: one RESP3 connection per process, in broadcast tracking mode on
-//! the store's prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix>`), so that
-//! Redis sends an invalidation for every change to a session key, whoever
-//! made it, and for every expiry and eviction.
+//! The tracked connections that keep the client-side cache
+//! ([`super::cache`]) correct: one RESP3 connection per worker thread, with
+//! `CLIENT TRACKING ON NOLOOP`, on which the worker's cached reads and its
+//! compare-and-sets are sent. Redis remembers the keys each one reads and
+//! sends it an invalidation at the first change to one of them made on any
+//! other connection, and at its expiry or eviction.
 //!
-//! A background task owns it. The cache is on only while the task knows
-//! the connection is live: after `CLIENT TRACKING` answered, and until the
-//! connection reports its end, a `PING` (every [`PING_EVERY`]) goes
-//! unanswered, or the push channel closes. Then the cache is emptied and
-//! off, and the task connects again, backing off from [`RETRY_MIN`] to
-//! [`RETRY_MAX`]. A server that refuses tracking (older than Redis 6, or a
-//! proxy in front of it) leaves the cache off, with one warning.
+//! A task on the worker's own runtime owns it (so its I/O stays on that
+//! thread, as the worker's other Redis connection does). Its records are
+//! served only while the task knows the connection is live: after `CLIENT
+//! TRACKING` answered, and until the connection reports its end, a `PING`
+//! (every [`PING_EVERY`]) goes unanswered, or the push channel closes. Then
+//! its records are dropped and the worker reads through its plain
+//! connection, and the task connects again, backing off from [`RETRY_MIN`]
+//! to [`RETRY_MAX`]. A server that refuses tracking (older than Redis 6, or
+//! a proxy in front of it) leaves the cache off, with one warning.
 //!
 //! The task ends when the store is dropped.
 
@@ -21,18 +24,19 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::cache::SessionCache;
+use super::cache::{Guard, SessionCache};
 use super::conn::describe;
 
 /// How often the tracking connection is checked with `PING`.
 pub(super) const PING_EVERY: Duration = Duration::from_secs(1);
-/// The tracking connection's name in `CLIENT LIST`.
+/// The tracked connections' name in `CLIENT LIST`.
 pub const CONNECTION_NAME: &str = "cloakroom-tracking";
 /// Back-off between connection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// What the task needs to (re)connect.
+/// What a task needs to (re)connect.
+#[derive(Clone)]
 pub(super) struct Tracker {
     pub client: redis::Client,
     pub prefix: String,
@@ -40,11 +44,18 @@ pub(super) struct Tracker {
     pub command_timeout: Duration,
 }
 
-/// Starts the task keeping `cache` correct; it holds the cache weakly and
-/// ends once the store is gone.
-pub(super) fn spawn(tracker: Tracker, cache: &Arc<SessionCache>) {
-    let cache = Arc::downgrade(cache);
-    tokio::spawn(async move { tracker.run(cache).await });
+impl Tracker {
+    /// The task that keeps tracked connection `guard` of `cache`: to be run
+    /// on the worker whose requests use it. It holds the cache weakly and
+    /// ends once the store is gone.
+    pub(super) fn task(
+        self,
+        cache: &Arc<SessionCache>,
+        guard: Guard,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let cache = Arc::downgrade(cache);
+        async move { self.run(cache, guard).await }
+    }
 }
 
 /// Why a tracking connection ended.
@@ -56,22 +67,22 @@ enum Ended {
 }
 
 impl Tracker {
-    async fn run(self, cache: Weak<SessionCache>) {
+    async fn run(self, cache: Weak<SessionCache>, guard: Guard) {
         let mut delay = RETRY_MIN;
         let mut warned = false;
         loop {
-            match self.track(&cache).await {
+            match self.track(&cache, guard).await {
                 Ended::StoreDropped => return,
                 Ended::Lost(reason) => {
                     let Some(live) = cache.upgrade() else { return };
-                    let was_on = live.is_on();
-                    live.turn_off();
+                    let was_on = live.connection(guard).is_some();
+                    live.turn_off(guard);
                     drop(live);
                     if was_on {
                         delay = RETRY_MIN;
-                        tracing::warn!(%reason, "Redis cache: tracking lost; the cache is off until it is back");
+                        tracing::warn!(%reason, worker = guard, "Redis cache: tracking lost; this worker reads Redis until it is back");
                     } else if !warned {
-                        tracing::warn!(%reason, "Redis cache: tracking unavailable; reads go to Redis until it is");
+                        tracing::warn!(%reason, worker = guard, "Redis cache: tracking unavailable; this worker reads Redis until it is");
                     }
                     warned = true;
                     tokio::time::sleep(delay).await;
@@ -81,8 +92,8 @@ impl Tracker {
         }
     }
 
-    /// One tracking connection, from connecting to its end.
-    async fn track(&self, cache: &Weak<SessionCache>) -> Ended {
+    /// One tracked connection, from connecting to its end.
+    async fn track(&self, cache: &Weak<SessionCache>, guard: Guard) -> Ended {
         let (sender, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -104,19 +115,19 @@ impl Tracker {
             return Ended::Lost(reason);
         }
         let mut tracking = redis::cmd("CLIENT");
-        tracking
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(&self.prefix);
+        // Its own writes (the compare-and-sets that fill the cache) send it
+        // no invalidation; everyone else's do.
+        tracking.arg("TRACKING").arg("ON").arg("NOLOOP");
         if let Err(reason) = self.ask(&mut connection, &tracking).await {
             return Ended::Lost(reason);
         }
         match cache.upgrade() {
             Some(cache) => {
-                cache.turn_on();
-                tracing::info!("Redis cache: tracking on; session records are cached");
+                cache.turn_on(guard, Some(connection.clone()));
+                tracing::info!(
+                    worker = guard,
+                    "Redis cache: tracking on; session records are cached"
+                );
             }
             None => return Ended::StoreDropped,
         }
@@ -132,7 +143,7 @@ impl Tracker {
                         return Ended::StoreDropped;
                     };
                     match push.kind {
-                        PushKind::Invalidate => self.invalidate(&cache, push.data),
+                        PushKind::Invalidate => self.invalidate(&cache, guard, push.data),
                         PushKind::Disconnection => {
                             return Ended::Lost("the connection closed".into());
                         }
@@ -168,7 +179,7 @@ impl Tracker {
 
     /// `invalidate` carries the keys changed, or nil when the whole
     /// database was flushed.
-    fn invalidate(&self, cache: &SessionCache, data: Vec<Value>) {
+    fn invalidate(&self, cache: &SessionCache, guard: Guard, data: Vec<Value>) {
         let Some(keys) = data.into_iter().next() else {
             return;
         };
@@ -184,7 +195,7 @@ impl Tracker {
                         .strip_prefix(self.prefix.as_bytes())
                         .and_then(|id| std::str::from_utf8(id).ok());
                     if let Some(id) = id {
-                        cache.invalidate(id);
+                        cache.invalidate(id, guard);
                     }
                 }
             }
