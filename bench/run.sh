@@ -64,6 +64,12 @@ SCALE_SESSIONS=${SCALE_SESSIONS:-1000000}
 # e.g. CACHE_SESSIONS=1000000 for a Redis cache that holds the scale run's
 # sessions, CACHE_SESSIONS=0 for none.
 CACHE_SESSIONS=${CACHE_SESSIONS:-}
+# What sends the plain-HTTP scenarios' requests: wrk (with measure.lua), or
+# bench_load (examples/bench_load.rs), whose cost per request does not
+# depend on the length of the cookie list: every session list is repeated to
+# the longest one's length, so the 1k and the 1M targets of a scale run can
+# be compared by their rates, not only by their CPU per request.
+LOAD=${LOAD:-wrk}
 CLOAKROOM_SCALE_ADDR=127.0.0.1:3909
 CLOAKROOM_REDIS_SCALE_ADDR=127.0.0.1:3913
 declare -A REDIS_AT=()      # redis-server name (redis, redis-scale) -> its address, a free port found at start
@@ -148,6 +154,7 @@ install_missing_tools() {
 
 build_binaries() {
     local what=(--example bench_upstream)
+    [[ $LOAD != bench_load ]] || what+=(--example bench_load)
     local target
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         if wants_target "$target"; then
@@ -523,9 +530,26 @@ scenario_cookie_file() { # target scenario
 }
 
 run_wrk() { # target scenario seconds output-file
+    if [[ $LOAD == bench_load ]]; then
+        BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_COOKIES=$(scenario_cookie_file "$1" "$2") \
+            BENCH_LINES=$(longest_session_list) \
+            "$TARGET_DIR/release/examples/bench_load" "$THREADS" "$CONNECTIONS" "$3" \
+            "$(target_url "$1" "$2")" >"$4" 2>&1
+        return
+    fi
     BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_COOKIES=$(scenario_cookie_file "$1" "$2") \
         wrk -t "$THREADS" -c "$CONNECTIONS" \
         -d "${3}s" -s "$BENCH_DIR/measure.lua" "$(target_url "$1" "$2")" >"$4" 2>&1
+}
+
+# The most sessions any target of this run rotates over: what bench_load
+# repeats every list to.
+longest_session_list() {
+    local target longest=$SESSIONS
+    for target in "${TARGETS[@]}"; do
+        if [[ $target == *-scale ]] && ((SCALE_SESSIONS > longest)); then longest=$SCALE_SESSIONS; fi
+    done
+    echo "$longest"
 }
 
 # tls-handshake: wrk over https, one request per connection (the request
@@ -577,7 +601,11 @@ run_load() { # target scenario seconds output-file
 }
 
 load_tool() { # scenario -> the name of its output files' prefix
-    [[ $1 == h2-session-read ]] && echo h2load || echo wrk
+    case $1 in
+    h2-session-read) echo h2load ;;
+    tls-handshake) echo wrk ;;
+    *) echo "$LOAD" ;;
+    esac
 }
 
 warm_up() { # target scenario
@@ -820,7 +848,11 @@ load_line() {
         *) plain=1 ;;
         esac
     done
-    ((plain == 0)) || line+="; plain HTTP: wrk -t $THREADS -c $CONNECTIONS"
+    if [[ $LOAD == bench_load ]]; then
+        ((plain == 0)) || line+="; plain HTTP: bench_load $THREADS threads, $CONNECTIONS connections, every cookie list repeated to $(longest_session_list) requests"
+    else
+        ((plain == 0)) || line+="; plain HTTP: wrk -t $THREADS -c $CONNECTIONS"
+    fi
     ((handshake == 0)) || line+="; tls-handshake: wrk -t $THREADS -c $CONNECTIONS -H 'Connection: close' over https, with bench/no_resume.c preloaded (one request per connection, every handshake a full one)"
     ((h2 == 0)) || line+="; h2-session-read: h2load -t $THREADS -c $CONNECTIONS -m $STREAMS (HTTP/2 over TLS) with the session cookie"
     echo "${line#; }"
@@ -965,6 +997,7 @@ main() {
     [[ $SCALE_SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SCALE_SESSIONS must be a positive number, not '$SCALE_SESSIONS'"
     [[ -z $CACHE_SESSIONS || $CACHE_SESSIONS =~ ^[0-9]+$ ]] ||
         die "CACHE_SESSIONS must be a number (0: no cache), not '$CACHE_SESSIONS'"
+    [[ $LOAD == wrk || $LOAD == bench_load ]] || die "LOAD must be wrk or bench_load, not '$LOAD'"
     install_missing_tools
     build_binaries
     make_base_config
