@@ -301,3 +301,58 @@ async fn cache_sessions_0_turns_the_cache_off() {
         Some(json!({"user": {"name": "bea"}}))
     );
 }
+
+#[tokio::test]
+async fn a_server_that_refuses_tracking_leaves_the_cache_off_and_sessions_working() {
+    let test =
+        "redis_cache::a_server_that_refuses_tracking_leaves_the_cache_off_and_sessions_working";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    if url.contains('@') {
+        // A REDIS_URL with credentials of its own: no room for ours.
+        eprintln!("*** SKIPPED {test}: REDIS_URL carries credentials ***");
+        return;
+    }
+    // A user that may do everything but ask for key tracking, as behind a
+    // proxy that does not pass CLIENT TRACKING on.
+    let user = format!("no-tracking-{}", std::process::id());
+    let mut admin = redis_client(&url).await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-client|tracking")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let limited = url.replacen("redis://", &format!("redis://{user}:secret@"), 1);
+    let upstream = Upstream::start().await;
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &redis_store(&limited, "")).await;
+    let cookie = sid_pair(&log_in(&bare(), &proxy, "ada").await);
+    for n in 0..5 {
+        write_n(&proxy, &cookie, n).await;
+        visit(&proxy, &cookie).await;
+        assert!(
+            n_is(n)(upstream.last().session()),
+            "write {n} not read back"
+        );
+    }
+    // Every worker has been refused by now (its first attempt comes at
+    // start-up); nothing was served from a cache.
+    tracking_is(ops, false).await;
+    assert_eq!(metric(ops, "cloakroom_redis_cache_hits_total").await, 0.0);
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    visit(&proxy, &cookie).await;
+    assert!(user_is("bea")(upstream.last().session()));
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
