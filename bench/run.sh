@@ -13,6 +13,8 @@
 #   SESSIONS=1000000 bench/run.sh      # a scale run: cookies rotate over 1M sessions
 #   TARGETS="nginx cloakroom cloakroom-scale cloakroom-redis cloakroom-redis-scale" \
 #     SCENARIOS=session-read bench/run.sh   # 1k and 1M sessions side by side
+#   TARGETS="nginx cloakroom cloakroom-mid cloakroom-scale" \
+#     SCENARIOS=session-read bench/run.sh   # 1k, 100k and 1M sessions side by side
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -60,6 +62,10 @@ CLOAKROOM_IDLE_ADDR=127.0.0.1:3908
 # redis-server of its own), with SCALE_SESSIONS sessions made through each
 # instead of SESSIONS, so that one run measures both sizes side by side.
 SCALE_SESSIONS=${SCALE_SESSIONS:-1000000}
+# The mid-size twins (cloakroom-mid, cloakroom-redis-mid), the same with
+# MID_SESSIONS sessions: with both kinds of twin, one run measures three
+# sizes.
+MID_SESSIONS=${MID_SESSIONS:-100000}
 # store.cache_sessions of the Redis targets (empty: the default, 100000);
 # e.g. CACHE_SESSIONS=1000000 for a Redis cache that holds the scale run's
 # sessions, CACHE_SESSIONS=0 for none.
@@ -72,7 +78,9 @@ CACHE_SESSIONS=${CACHE_SESSIONS:-}
 LOAD=${LOAD:-wrk}
 CLOAKROOM_SCALE_ADDR=127.0.0.1:3909
 CLOAKROOM_REDIS_SCALE_ADDR=127.0.0.1:3913
-declare -A REDIS_AT=()      # redis-server name (redis, redis-scale) -> its address, a free port found at start
+CLOAKROOM_MID_ADDR=127.0.0.1:3914
+CLOAKROOM_REDIS_MID_ADDR=127.0.0.1:3915
+declare -A REDIS_AT=()      # redis-server name (redis, redis-mid, redis-scale) -> its address, a free port found at start
 declare -A REDIS_RSS_BEFORE=() # redis-server name -> its RSS (kB) before and after the sessions were made
 declare -A REDIS_RSS_REST=()
 
@@ -99,7 +107,7 @@ declare -A SESSION_FILE=()  # Cloakroom target -> the file of its sessions' cook
 declare -A RSS_BEFORE=()    # Cloakroom target -> its RSS (kB) before the sessions were made
 declare -A RSS_REST=()      # Cloakroom target -> its RSS (kB) with them, before the load
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle cloakroom-scale cloakroom-redis-scale)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
@@ -124,7 +132,7 @@ install_missing_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
     nginx_bin >/dev/null || missing+=(nginx)
-    if { wants_target cloakroom-redis || wants_target cloakroom-redis-scale; } && ! redis_bin >/dev/null; then missing+=(redis-server); fi
+    if wants_redis && ! redis_bin >/dev/null; then missing+=(redis-server); fi
     if wants_tls; then
         command -v h2load >/dev/null || missing+=(nghttp2-client)
         command -v openssl >/dev/null || missing+=(openssl)
@@ -169,6 +177,25 @@ build_binaries() {
 wants_target() {
     local target
     for target in "${TARGETS[@]}" "${TLS_TARGETS[@]}"; do [[ $target == "$1" ]] && return 0; done
+    return 1
+}
+
+# Every name in TARGETS is one this script starts (the TLS twins come with
+# the TLS scenarios, not by name).
+check_target_names() {
+    local target known
+    for target in "${TARGETS[@]}"; do
+        for known in direct nginx "${CLOAKROOM_TARGETS[@]}"; do
+            [[ $known == "$target" && $known != *-tls ]] && continue 2
+        done
+        die "unknown target '$target'; known: direct nginx $(printf '%s\n' "${CLOAKROOM_TARGETS[@]}" | grep -v -- '-tls$' | paste -sd ' ')"
+    done
+}
+
+# Whether a target of this run stores its sessions in Redis.
+wants_redis() {
+    local target
+    for target in "${TARGETS[@]}"; do [[ $target == cloakroom-redis* ]] && return 0; done
     return 1
 }
 
@@ -289,26 +316,30 @@ room_for() { # sessions config
 }
 
 # How many sessions are made through a target: SCALE_SESSIONS for the scale
-# twins, one for the TLS targets (h2load sends one cookie), else SESSIONS.
+# twins, MID_SESSIONS for the mid-size ones, one for the TLS targets (h2load
+# sends one cookie), else SESSIONS.
 sessions_of() { # target
     case $1 in
     *-scale) echo "$SCALE_SESSIONS" ;;
+    *-mid) echo "$MID_SESSIONS" ;;
     *-tls) echo 1 ;;
     *) echo "$SESSIONS" ;;
     esac
 }
 
-# Cloakroom with the bench config on CLOAKROOM_SCALE_ADDR, with room for
-# SCALE_SESSIONS sessions.
-start_cloakroom_scale() {
-    require_free_port "$CLOAKROOM_SCALE_ADDR"
-    local config=$RUN_DIR/proxy.scale.toml
-    room_for "$SCALE_SESSIONS" "$BASE_CONFIG" |
-        sed -e "s|^listen = .*|listen = \"$CLOAKROOM_SCALE_ADDR\"|" >"$config"
+# A memory-store twin of cloakroom (cloakroom-scale, cloakroom-mid) on its
+# own address, with room for the sessions made through it.
+start_cloakroom_sized() { # target
+    local target=$1 addr
+    addr=$(target_addr "$target")
+    require_free_port "$addr"
+    local config=$RUN_DIR/proxy.$target.toml
+    room_for "$(sessions_of "$target")" "$BASE_CONFIG" |
+        sed -e "s|^listen = .*|listen = \"$addr\"|" >"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
-        --config "$config" >"$RUN_DIR/cloakroom-scale.log" 2>&1 &
-    PID[cloakroom-scale]=$!
-    wait_for_port cloakroom-scale "$CLOAKROOM_SCALE_ADDR"
+        --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
+    PID[$target]=$!
+    wait_for_port "$target" "$addr"
 }
 
 start_cloakroom() {
@@ -364,7 +395,7 @@ free_port() {
 }
 
 # A redis-server of our own: no persistence, files in the run directory.
-start_redis() { # name (redis, redis-scale)
+start_redis() { # name (redis, redis-mid, redis-scale)
     local name=$1 addr
     addr=127.0.0.1:$(free_port)
     REDIS_AT[$name]=$addr
@@ -442,9 +473,8 @@ measured_pids() {
     case $1 in
     direct) echo "${PID[upstream]}" ;;
     nginx | nginx-tls) echo "${PID[$1]} $(child_pids "${PID[$1]}")" ;;
-    cloakroom | cloakroom-tls | cloakroom-observed | cloakroom-idle | cloakroom-scale) echo "${PID[$1]}" ;;
-    cloakroom-redis) echo "${PID[cloakroom-redis]} ${PID[redis]}" ;;
-    cloakroom-redis-scale) echo "${PID[cloakroom-redis-scale]} ${PID[redis-scale]}" ;;
+    cloakroom | cloakroom-tls | cloakroom-observed | cloakroom-idle | cloakroom-mid | cloakroom-scale) echo "${PID[$1]}" ;;
+    cloakroom-redis*) echo "${PID[$1]} ${PID[redis${1#cloakroom-redis}]}" ;;
     esac
 }
 
@@ -497,6 +527,8 @@ target_addr() { # target -> host:port
     cloakroom-idle) echo "$CLOAKROOM_IDLE_ADDR" ;;
     cloakroom-scale) echo "$CLOAKROOM_SCALE_ADDR" ;;
     cloakroom-redis-scale) echo "$CLOAKROOM_REDIS_SCALE_ADDR" ;;
+    cloakroom-mid) echo "$CLOAKROOM_MID_ADDR" ;;
+    cloakroom-redis-mid) echo "$CLOAKROOM_REDIS_MID_ADDR" ;;
     esac
 }
 
@@ -547,7 +579,8 @@ run_wrk() { # target scenario seconds output-file
 longest_session_list() {
     local target longest=$SESSIONS
     for target in "${TARGETS[@]}"; do
-        if [[ $target == *-scale ]] && ((SCALE_SESSIONS > longest)); then longest=$SCALE_SESSIONS; fi
+        [[ $target == cloakroom* ]] || continue
+        if (($(sessions_of "$target") > longest)); then longest=$(sessions_of "$target"); fi
     done
     echo "$longest"
 }
@@ -889,7 +922,7 @@ render_report() {
 - machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
-- sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
+- sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($MID_SESSIONS for the -mid twins, $SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
 - Redis cache: store.cache_sessions = ${CACHE_SESSIONS:-the default (100000)} in the Redis targets
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
@@ -913,14 +946,17 @@ EOF
         if is_tls_scenario "$scenario"; then tls+=("$scenario"); else plain+=("$scenario"); fi
     done
     if ((${#plain[@]} > 0)) && wants_target nginx; then
-        for proxy in cloakroom cloakroom-redis cloakroom-scale cloakroom-redis-scale; do
+        for proxy in cloakroom cloakroom-redis cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale; do
             if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
         done
     fi
+    local size
     for proxy in cloakroom cloakroom-redis; do
-        if ((${#plain[@]} > 0)) && wants_target "$proxy" && wants_target "$proxy-scale"; then
-            ratio_table "$proxy-scale" "$proxy" "${plain[@]}"
-        fi
+        for size in mid scale; do
+            if ((${#plain[@]} > 0)) && wants_target "$proxy" && wants_target "$proxy-$size"; then
+                ratio_table "$proxy-$size" "$proxy" "${plain[@]}"
+            fi
+        done
     done
     for proxy in cloakroom-observed cloakroom-idle; do
         if ((${#plain[@]} > 0)) && wants_target cloakroom && wants_target "$proxy"; then
@@ -952,7 +988,7 @@ memory_table() {
     [[ -n $rows ]] || return 0
     cat <<EOF
 
-Memory, with $SESSIONS session(s) of {"user":{"name":"bench"}} per target ($SCALE_SESSIONS for the -scale twins; "before": after 1 s of anonymous load, so connection buffers are counted there; bytes per session mean something from about 100k sessions on):
+Memory, with $SESSIONS session(s) of {"user":{"name":"bench"}} per target ($MID_SESSIONS for the -mid twins, $SCALE_SESSIONS for the -scale twins; "before": after 1 s of anonymous load, so connection buffers are counted there; bytes per session mean something from about 100k sessions on):
 
 | process | RSS before (MB) | RSS with the sessions, at rest (MB) | peak RSS (MB) | bytes per session |
 |---|---:|---:|---:|---:|
@@ -986,6 +1022,7 @@ main() {
     trap 'exit 130' INT TERM
 
     check_scenarios
+    check_target_names
     if wants_tls; then
         if wants_target nginx; then TLS_TARGETS+=(nginx-tls); fi
         if wants_target cloakroom; then TLS_TARGETS+=(cloakroom-tls); fi
@@ -995,6 +1032,7 @@ main() {
 
     [[ $SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SESSIONS must be a positive number, not '$SESSIONS'"
     [[ $SCALE_SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SCALE_SESSIONS must be a positive number, not '$SCALE_SESSIONS'"
+    [[ $MID_SESSIONS =~ ^[1-9][0-9]*$ ]] || die "MID_SESSIONS must be a positive number, not '$MID_SESSIONS'"
     [[ -z $CACHE_SESSIONS || $CACHE_SESSIONS =~ ^[0-9]+$ ]] ||
         die "CACHE_SESSIONS must be a number (0: no cache), not '$CACHE_SESSIONS'"
     [[ $LOAD == wrk || $LOAD == bench_load ]] || die "LOAD must be wrk or bench_load, not '$LOAD'"
@@ -1009,11 +1047,14 @@ main() {
         start_redis redis
         start_cloakroom_redis cloakroom-redis redis
     fi
-    if wants_target cloakroom-scale; then start_cloakroom_scale; fi
-    if wants_target cloakroom-redis-scale; then
-        start_redis redis-scale
-        start_cloakroom_redis cloakroom-redis-scale redis-scale
-    fi
+    local size
+    for size in mid scale; do
+        if wants_target "cloakroom-$size"; then start_cloakroom_sized "cloakroom-$size"; fi
+        if wants_target "cloakroom-redis-$size"; then
+            start_redis "redis-$size"
+            start_cloakroom_redis "cloakroom-redis-$size" "redis-$size"
+        fi
+    done
     if wants_target nginx-tls; then start_nginx_tls; fi
     if wants_target cloakroom-tls; then start_cloakroom_tls; fi
     if wants_target cloakroom-observed; then start_cloakroom_observed; fi
