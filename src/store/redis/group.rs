@@ -346,7 +346,13 @@ impl RedisStore {
 
 /// The queue split by session, each group in arrival order, the groups in
 /// order of their first commit.
-fn by_session(queue: Vec<Pending>) -> Vec<(SessionId, Vec<Pending>)> {
+fn by_session(mut queue: Vec<Pending>) -> Vec<(SessionId, Vec<Pending>)> {
+    // One commit (the common case): no index to build.
+    if queue.len() == 1 {
+        if let Some(pending) = queue.pop() {
+            return vec![(pending.id.clone(), vec![pending])];
+        }
+    }
     let mut groups: Vec<(SessionId, Vec<Pending>)> = Vec::new();
     let mut index: HashMap<SessionId, usize> = HashMap::new();
     for pending in queue {
