@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
 use crate::domain::session::ascii_json;
+use crate::domain::session::scan::{self, Scan};
 use crate::domain::session::{SessionData, SessionId};
 
 /// Marks an encoded (non-plain) per-field value.
@@ -115,10 +116,14 @@ impl SessionHeaders {
             }
         }
         for (name, pointer) in &self.fields {
-            let Some(value) = pointer.value_in(data) else {
-                continue;
+            let encoded = match plain_text_at(data, &pointer.0) {
+                Some(plain) => Some(plain),
+                None => match pointer.value_in(data) {
+                    Some(value) => encode_field(&value),
+                    None => continue,
+                },
             };
-            match encode_field(&value).filter(|v| v.len() <= self.budget) {
+            match encoded.filter(|v| v.len() <= self.budget) {
                 Some(value) => {
                     headers.insert(name.clone(), value);
                 }
@@ -145,6 +150,22 @@ impl SessionHeaders {
         }
         HeaderValue::from_maybe_shared(json).ok()
     }
+}
+
+/// The header of the value at `tokens` when it is a plain string written
+/// without escapes: its bytes in the session's rendering, shared rather
+/// than parsed and copied (what [`encode_field`] gives for it). `None`
+/// for every other value, and when the scan is unsure.
+fn plain_text_at(data: &SessionData, tokens: &[String]) -> Option<HeaderValue> {
+    let json = data.ascii_json();
+    let Scan::Found(text) = scan::value_at(json, tokens) else {
+        return None;
+    };
+    let inner = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') || !is_plain(std::str::from_utf8(inner).ok()?) {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(json.slice_ref(inner)).ok()
 }
 
 /// Encodes one value for a per-field header.
@@ -222,5 +243,40 @@ mod tests {
         assert_eq!(lookup("/list/2"), None);
         assert_eq!(lookup("/missing"), None);
         assert_eq!(lookup(""), None);
+    }
+
+    #[test]
+    fn a_plain_string_shared_from_the_text_is_the_header_encoding_gives() {
+        use crate::domain::session::test_json::random_object;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let pointers = [
+            "/user",
+            "/name",
+            "/user/name",
+            "/0/0",
+            "/a~1b",
+            "/user/user",
+        ];
+        let mut shared = 0;
+        for _ in 0..3000 {
+            let data = SessionData::from_ascii_json(
+                SessionData::new(random_object(&mut rng, 2))
+                    .ascii_json()
+                    .clone(),
+            );
+            for pointer in pointers {
+                let pointer = Pointer::parse(pointer).unwrap();
+                let encoded = pointer.value_in(&data).and_then(|v| encode_field(&v));
+                if let Some(plain) = plain_text_at(&data, &pointer.0) {
+                    assert_eq!(Some(plain), encoded, "{:?}", data.ascii_json());
+                    shared += 1;
+                }
+            }
+        }
+        // `bench`, `]}` and `a b` (but not ` a`, which is encoded).
+        assert!(shared > 150, "{shared} values shared");
+        let data = SessionData::from_ascii_json(Bytes::from_static(br#"{"user":{"name":"a\"b"}}"#));
+        assert_eq!(plain_text_at(&data, &["user".into(), "name".into()]), None);
     }
 }

@@ -187,13 +187,12 @@ impl Proxy {
         current: Option<&Current>,
     ) -> Vec<IndexChange> {
         // A write that kept the id and the identity (most writes) changes
-        // nothing: told by comparing the values, without making identities
-        // and without building the loaded session's map (its value is read
-        // from its text).
+        // nothing: told by comparing the values (their texts, most often),
+        // without making identities and without building either map.
         if let (Committed::Saved { id, data, .. }, Some(current)) = (committed, current) {
             if *id == current.id {
                 if let Some(tokens) = &self.users.identity_tokens {
-                    if data.lookup(tokens) == current.data.lookup(tokens) {
+                    if data.same_at(&current.data, tokens) {
                         return Vec::new();
                     }
                 }

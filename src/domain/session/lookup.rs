@@ -4,9 +4,10 @@
 //! Why read the text: the memory store keeps a session as its rendering
 //! only, and a request that reads a session usually needs one value of it
 //! (a per-field header such as `X-User`, the identity key of a login-only
-//! route). Walking the text with serde skips every other value without
-//! allocating, where parsing the whole map would allocate each key and
-//! value. Both paths give the same answer (tested below).
+//! route). The byte [`scan`](super::scan) finds the value's text, and only
+//! that is parsed; what the scan is unsure of, a walk with serde decides,
+//! skipping every other value without allocating. All paths give the same
+//! answer (tested below).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -14,6 +15,8 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::scan::{self, array_index, Scan};
 
 /// A JSON pointer (RFC 6901) as its unescaped tokens; `None` for the
 /// empty pointer (the whole document) and for text not starting with `/`.
@@ -46,14 +49,22 @@ pub fn in_json(json: &[u8], tokens: &[String]) -> Option<Value> {
     if tokens.is_empty() {
         return None;
     }
-    walk::<Value>(json, tokens)
+    match scan::value_at(json, tokens) {
+        Scan::Found(text) => serde_json::from_slice(text).ok(),
+        Scan::Absent => None,
+        Scan::Unsure => walk::<Value>(json, tokens),
+    }
 }
 
 /// Whether the JSON object `json` has `key`, with a value other than null.
 pub fn is_present(json: &[u8], key: &str) -> bool {
-    // `Option<IgnoredAny>`: `None` for null, `Some` for any other value.
     let tokens = [key.to_owned()];
-    matches!(walk::<Option<IgnoredAny>>(json, &tokens), Some(Some(_)))
+    match scan::value_at(json, &tokens) {
+        Scan::Found(text) => text != b"null",
+        Scan::Absent => false,
+        // `Option<IgnoredAny>`: `None` for null, `Some` for any other value.
+        Scan::Unsure => matches!(walk::<Option<IgnoredAny>>(json, &tokens), Some(Some(_))),
+    }
 }
 
 fn walk<T: for<'de> Deserialize<'de>>(json: &[u8], tokens: &[String]) -> Option<T> {
@@ -61,15 +72,6 @@ fn walk<T: for<'de> Deserialize<'de>>(json: &[u8], tokens: &[String]) -> Option<
     let found = Walk::<T>::new(tokens).deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
     found
-}
-
-/// An array index token: digits without a leading zero (RFC 6901 §4).
-pub fn array_index(token: &str) -> Option<usize> {
-    let canonical = token == "0" || (!token.starts_with('0') && !token.is_empty());
-    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    token.parse().ok()
 }
 
 /// Deserialises the value at `tokens` as a `T`, skipping everything else.
@@ -256,6 +258,58 @@ mod tests {
             None,
             "the empty pointer is never a field"
         );
+    }
+
+    #[test]
+    fn the_scan_serde_and_the_map_agree_on_random_sessions() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pointers = [
+            "/user",
+            "/user/name",
+            "/user/0",
+            "/user/0/name",
+            "/name/user/name",
+            "/0",
+            "/0/0",
+            "/a~1b",
+            "/a~1b/user",
+            "/\u{e9}",
+            "/\u{e9}/name",
+            "/q\"k",
+            "/user/01",
+        ];
+        let (mut found, mut decided) = (0, 0);
+        for _ in 0..2000 {
+            let map = super::super::test_json::random_object(&mut rng, 3);
+            let json = ascii_json::object_to_ascii(&map);
+            for pointer in pointers {
+                let tokens = tokens(pointer);
+                let by_scan = in_json(&json, &tokens);
+                assert_eq!(
+                    by_scan.as_ref(),
+                    in_map(&map, &tokens),
+                    "{pointer} in {map:?}"
+                );
+                assert_eq!(
+                    by_scan,
+                    walk::<Value>(&json, &tokens),
+                    "{pointer} in {map:?}"
+                );
+                found += usize::from(by_scan.is_some());
+                decided += usize::from(scan::value_at(&json, &tokens) != Scan::Unsure);
+            }
+            let key = pointers[0].trim_start_matches('/');
+            let present = matches!(
+                walk::<Option<IgnoredAny>>(&json, &[key.to_owned()]),
+                Some(Some(_))
+            );
+            assert_eq!(is_present(&json, key), present, "{map:?}");
+        }
+        // The comparison means something: values were found, and most
+        // answers came from the scan itself.
+        assert!(found > 2000, "{found} values found");
+        assert!(decided > 13_000, "{decided} answers decided by the scan");
     }
 
     #[test]

@@ -9,6 +9,10 @@ pub mod identity;
 pub mod lifetime;
 pub mod lookup;
 pub mod ops;
+pub mod scan;
+#[cfg(test)]
+pub(crate) mod test_json;
+pub mod text_patch;
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
@@ -18,6 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
+
+use self::scan::Scan;
 
 /// Longest session id accepted from a cookie. Ours are 43 characters;
 /// express-session's default ids are 32.
@@ -129,6 +135,12 @@ impl SessionData {
         }
     }
 
+    /// The rendering, when the map has not been parsed (the memory store's
+    /// sessions): what a write can patch as text.
+    pub fn text_only(&self) -> Option<&[u8]> {
+        self.map.get().is_none().then_some(self.json.as_ref())
+    }
+
     pub fn empty() -> Arc<Self> {
         Arc::new(Self::new(Map::new()))
     }
@@ -170,6 +182,22 @@ impl SessionData {
         }
     }
 
+    /// Whether `self` and `other` hold the same value at `tokens` (or both
+    /// none). Told from the renderings when their texts there are the
+    /// same, or both absent, without building either value: one value has
+    /// one rendering, though two renderings (members in another order) may
+    /// be one value, so any other answer of the scan is left to the values.
+    pub fn same_at(&self, other: &SessionData, tokens: &[String]) -> bool {
+        match (
+            scan::value_at(&self.json, tokens),
+            scan::value_at(&other.json, tokens),
+        ) {
+            (Scan::Found(mine), Scan::Found(theirs)) if mine == theirs => true,
+            (Scan::Absent, Scan::Absent) => true,
+            _ => self.lookup(tokens) == other.lookup(tokens),
+        }
+    }
+
     /// The value at a JSON pointer given as its unescaped tokens (RFC
     /// 6901; an array index is digits without a leading zero). Taken from
     /// the map when it is built, else read from the rendering without
@@ -208,6 +236,25 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?}");
         }
         assert!(SessionId::parse("tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj").is_some());
+    }
+
+    #[test]
+    fn the_same_value_is_told_from_the_text_or_else_from_the_values() {
+        let text =
+            |json: &'static str| SessionData::from_ascii_json(Bytes::from_static(json.as_bytes()));
+        let user = ["user".to_owned()];
+        let before = text(r#"{"user":{"id":1,"name":"ada"},"n":1}"#);
+        // Same text: the same, whatever else changed.
+        assert!(before.same_at(&text(r#"{"n":2,"user":{"id":1,"name":"ada"}}"#), &user));
+        // Another text of the same value (members in another order).
+        assert!(before.same_at(&text(r#"{"user":{"name":"ada","id":1}}"#), &user));
+        assert!(!before.same_at(&text(r#"{"user":{"id":2,"name":"ada"}}"#), &user));
+        assert!(!before.same_at(&text(r#"{"n":1}"#), &user));
+        assert!(text(r#"{"n":1}"#).same_at(&text("{}"), &user));
+        // A key the scan leaves to serde.
+        let escaped = text(r#"{"\u00e9":1,"user":{"id":1,"name":"ada"}}"#);
+        assert!(escaped.same_at(&before, &user));
+        assert!(!escaped.same_at(&text(r#"{"user":null}"#), &user));
     }
 
     #[test]

@@ -1,0 +1,308 @@
+//! A byte scanner over session data as Cloakroom renders it (compact,
+//! printable-ASCII JSON, see [`ascii_json`](super::ascii_json)): where a
+//! value sits, found by skipping bytes rather than deserialising.
+//!
+//! Why: a session read needs one value of the session (a per-field header
+//! such as `X-User`), and a session write compares the identity before and
+//! after and patches a few top-level keys. Walking the text with serde costs
+//! about five times what skipping the bytes does.
+//!
+//! The scanner answers only what it is sure of. A key written with an
+//! escape, nesting deeper than serde_json's limit, or text that is not one
+//! JSON value gives [`Scan::Unsure`], and the caller asks serde instead;
+//! so for any text the answer is serde's (tested in `lookup` and `ops`).
+
+/// serde_json's recursion limit: deeper text is left to serde, which
+/// refuses it.
+const MAX_DEPTH: usize = 128;
+
+/// An array index token: digits without a leading zero (RFC 6901 §4).
+pub fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0" || (!token.starts_with('0') && !token.is_empty());
+    if !canonical || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// What the scanner found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan<T> {
+    Found(T),
+    Absent,
+    /// Not decided here: ask serde.
+    Unsure,
+}
+
+/// The text of the value at `tokens` (a JSON pointer's tokens) in `json`.
+pub fn value_at<'a>(json: &'a [u8], tokens: &[String]) -> Scan<&'a [u8]> {
+    let mut cursor = Cursor { text: json, at: 0 };
+    let Some(found) = cursor.find(tokens, 0) else {
+        return Scan::Unsure;
+    };
+    cursor.skip_space();
+    match found {
+        _ if cursor.at != json.len() => Scan::Unsure,
+        Some((start, end)) => Scan::Found(&json[start..end]),
+        None => Scan::Absent,
+    }
+}
+
+/// One member of an object: its key as written (no escapes in it) and the
+/// text of its value.
+pub type Member<'a> = (&'a [u8], &'a [u8]);
+
+/// The members of the JSON object `json`, in order; `None` when it is not
+/// one object, or a key holds an escape.
+pub fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
+    let mut cursor = Cursor { text: json, at: 0 };
+    cursor.skip_space();
+    cursor.expect(b'{')?;
+    let mut members = Vec::new();
+    cursor.skip_space();
+    if !cursor.eat(b'}') {
+        loop {
+            let key = cursor.plain_key()?;
+            cursor.skip_space();
+            cursor.expect(b':')?;
+            cursor.skip_space();
+            let start = cursor.at;
+            cursor.skip_value(1)?;
+            members.push((key, &json[start..cursor.at]));
+            cursor.skip_space();
+            if cursor.eat(b'}') {
+                break;
+            }
+            cursor.expect(b',')?;
+        }
+    }
+    cursor.skip_space();
+    (cursor.at == json.len()).then_some(members)
+}
+
+struct Cursor<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A string; returns what is between the quotes, as written.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' => self.at += 2,
+                _ => self.at += 1,
+            }
+        }
+        let inside = self.text.get(start..self.at)?;
+        self.at += 1;
+        Some(inside)
+    }
+
+    /// An object key with no escape in it, after any space.
+    fn plain_key(&mut self) -> Option<&'a [u8]> {
+        self.skip_space();
+        self.string().filter(|key| !key.contains(&b'\\'))
+    }
+
+    /// Skips one value; `None` if the text is not one.
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.skip_space();
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => {
+                self.at += 1;
+                self.skip_space();
+                if self.eat(b'}') {
+                    return Some(());
+                }
+                loop {
+                    self.skip_space();
+                    self.string()?;
+                    self.skip_space();
+                    self.expect(b':')?;
+                    self.skip_value(depth + 1)?;
+                    self.skip_space();
+                    if self.eat(b'}') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                }
+            }
+            b'[' => {
+                self.at += 1;
+                self.skip_space();
+                if self.eat(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    self.skip_space();
+                    if self.eat(b']') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                }
+            }
+            _ => {
+                let start = self.at;
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
+                ) {
+                    self.at += 1;
+                }
+                (self.at > start).then_some(())
+            }
+        }
+    }
+
+    /// The span of the value at `tokens` in the value here (`Some(None)`:
+    /// not there); `None` when unsure.
+    fn find(&mut self, tokens: &[String], depth: usize) -> Option<Option<(usize, usize)>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.skip_space();
+        let Some((first, rest)) = tokens.split_first() else {
+            let start = self.at;
+            self.skip_value(depth)?;
+            return Some(Some((start, self.at)));
+        };
+        let mut found = None;
+        match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                self.skip_space();
+                if self.eat(b'}') {
+                    return Some(None);
+                }
+                loop {
+                    let key = self.plain_key()?;
+                    self.skip_space();
+                    self.expect(b':')?;
+                    // The first member under the key that holds the rest
+                    // of the pointer, as serde's walk decides.
+                    if found.is_none() && key == first.as_bytes() {
+                        found = self.find(rest, depth + 1)?;
+                    } else {
+                        self.skip_value(depth + 1)?;
+                    }
+                    self.skip_space();
+                    if self.eat(b'}') {
+                        return Some(found);
+                    }
+                    self.expect(b',')?;
+                }
+            }
+            b'[' => {
+                let wanted = array_index(first);
+                self.at += 1;
+                self.skip_space();
+                if self.eat(b']') {
+                    return Some(None);
+                }
+                let mut index = 0;
+                loop {
+                    if Some(index) == wanted {
+                        found = self.find(rest, depth + 1)?;
+                    } else {
+                        self.skip_value(depth + 1)?;
+                    }
+                    self.skip_space();
+                    if self.eat(b']') {
+                        return Some(found);
+                    }
+                    self.expect(b',')?;
+                    index += 1;
+                }
+            }
+            // A scalar has nothing inside.
+            _ => self.skip_value(depth).map(|()| None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(pointer: &str) -> Vec<String> {
+        pointer.split('/').skip(1).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn finds_the_text_of_a_value() {
+        let json = br#"{"user":{"name":"bench","roles":["a",{"b":[null,2.5]}]},"n":7}"#;
+        assert_eq!(
+            value_at(json, &tokens("/user/name")),
+            Scan::Found(&b"\"bench\""[..])
+        );
+        assert_eq!(
+            value_at(json, &tokens("/user/roles/1/b/1")),
+            Scan::Found(&b"2.5"[..])
+        );
+        assert_eq!(value_at(json, &tokens("/n")), Scan::Found(&b"7"[..]));
+        assert_eq!(value_at(json, &tokens("/user/missing")), Scan::Absent);
+        assert_eq!(value_at(json, &tokens("/n/x")), Scan::Absent);
+        assert_eq!(value_at(json, &tokens("/user/roles/9")), Scan::Absent);
+    }
+
+    #[test]
+    fn leaves_to_serde_what_it_cannot_be_sure_of() {
+        let escaped_key = br#"{"\u00e9":1,"user":2}"#;
+        assert_eq!(value_at(escaped_key, &tokens("/user")), Scan::Unsure);
+        let trailing = br#"{"user":1} trailing"#;
+        assert_eq!(value_at(trailing, &tokens("/user")), Scan::Unsure);
+        assert_eq!(
+            value_at(br#"{"user":"unterminated"#, &tokens("/user")),
+            Scan::Unsure
+        );
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(value_at(deep.as_bytes(), &tokens("/a")), Scan::Unsure);
+        assert_eq!(members(escaped_key), None);
+        assert_eq!(members(b"[1]"), None);
+        assert_eq!(members(br#"{"a":1}x"#), None);
+    }
+
+    #[test]
+    fn lists_the_members_of_an_object_in_order() {
+        let json = br#"{"b":{"x":[1,"]"]},"a":"q\"}","c":null}"#;
+        let members = members(json).unwrap();
+        let expected: [Member<'_>; 3] = [
+            (b"b", br#"{"x":[1,"]"]}"#),
+            (b"a", br#""q\"}""#),
+            (b"c", b"null"),
+        ];
+        assert_eq!(members, expected);
+        assert_eq!(super::members(b"{}"), Some(Vec::new()));
+    }
+}

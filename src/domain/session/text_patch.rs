@@ -1,0 +1,106 @@
+//! Merge patches applied to a session's rendered text, without building
+//! its map: the common write (a few top-level keys set or removed, on a
+//! session the memory store keeps as text) costs a scan and a copy instead
+//! of a parse, a merge and a rendering.
+//!
+//! The text made is byte for byte the one the map path renders (tested
+//! against it in `ops`): members keep their order, a replaced key keeps its
+//! place, a new key goes last, and a removed key's place is taken by the
+//! last member, as `serde_json::Map::remove` does with `preserve_order`.
+//! Anything else (a patch value that is an object, which merges
+//! recursively; a key the scan leaves to serde; many members) is left to
+//! the map path.
+
+use serde_json::{Map, Value};
+
+use super::ascii_json;
+use super::scan;
+
+/// Sessions with more top-level members take the map path (keys are
+/// looked up by a linear search here).
+const MAX_MEMBERS: usize = 64;
+
+enum Key<'a> {
+    /// As written in the text (no escape in it).
+    Written(&'a [u8]),
+    Added(&'a str),
+}
+
+enum Slot<'a> {
+    Written(&'a [u8]),
+    Patched(&'a Value),
+}
+
+/// The rendering of `patches` merged, in order, into the data rendered as
+/// `text`; `None` when the map path must decide.
+pub fn apply<'a>(
+    text: &[u8],
+    patches: impl Iterator<Item = &'a Map<String, Value>>,
+) -> Option<Vec<u8>> {
+    let written = scan::members(text)?;
+    if written.len() > MAX_MEMBERS {
+        return None;
+    }
+    let mut members: Vec<(Key<'_>, Slot<'_>)> = Vec::with_capacity(written.len() + 2);
+    for (key, value) in written {
+        // Duplicate keys are no rendering of a map.
+        if members.iter().any(|(k, _)| key_bytes(k) == key) {
+            return None;
+        }
+        members.push((Key::Written(key), Slot::Written(value)));
+    }
+    for patch in patches {
+        for (key, value) in patch {
+            if value.is_object() {
+                return None;
+            }
+            let at = members
+                .iter()
+                .position(|(k, _)| key_bytes(k) == key.as_bytes());
+            match (value, at) {
+                (Value::Null, Some(at)) => {
+                    members.swap_remove(at);
+                }
+                (Value::Null, None) => {}
+                (value, Some(at)) => members[at].1 = Slot::Patched(value),
+                (value, None) => members.push((Key::Added(key), Slot::Patched(value))),
+            }
+            if members.len() > MAX_MEMBERS {
+                return None;
+            }
+        }
+    }
+    Some(render(&members))
+}
+
+fn key_bytes<'k>(key: &'k Key<'_>) -> &'k [u8] {
+    match key {
+        Key::Written(bytes) => bytes,
+        Key::Added(text) => text.as_bytes(),
+    }
+}
+
+fn render(members: &[(Key<'_>, Slot<'_>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (index, (key, slot)) in members.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        match key {
+            Key::Written(bytes) => {
+                out.push(b'"');
+                out.extend_from_slice(bytes);
+                out.push(b'"');
+            }
+            Key::Added(text) => out.extend_from_slice(&ascii_json::to_ascii(text)),
+        }
+        out.push(b':');
+        match slot {
+            Slot::Written(bytes) => out.extend_from_slice(bytes),
+            Slot::Patched(value) => out.extend_from_slice(&ascii_json::to_ascii(value)),
+        }
+    }
+    out.push(b'}');
+    out
+}
