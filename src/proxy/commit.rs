@@ -16,7 +16,6 @@ use super::error::ProxyError;
 use super::users::Visitor;
 use super::{upgrade, Proxy};
 use crate::domain::session::ops::{self, SessionOp};
-use crate::domain::session::SessionId;
 use crate::domain::{caching, headers};
 use crate::metrics::StoreOp;
 use crate::store::{Commit, Committed, SessionStore, StoreError};
@@ -132,7 +131,7 @@ impl Proxy {
         let commit = Commit {
             current: current.map(|c| &c.id),
             ops: &parsed,
-            fresh_id: SessionId::generate(),
+            fresh_id: None,
             ttl: policy.ttl,
             max_bytes: policy.max_bytes,
             rotate_on: policy.rotate_on.as_deref(),

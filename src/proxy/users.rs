@@ -304,7 +304,7 @@ impl Proxy {
         let commit = Commit {
             current: Some(id),
             ops: &ops,
-            fresh_id: SessionId::generate(),
+            fresh_id: None,
             ttl: self.policy.ttl,
             max_bytes: self.policy.max_bytes,
             rotate_on: None,

@@ -33,7 +33,7 @@ async fn commit<S: SessionStore>(
     let commit = Commit {
         current,
         ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: TTL,
         max_bytes: MAX,
         rotate_on: None,
@@ -48,7 +48,7 @@ pub async fn create<S: SessionStore>(store: &S, data: Value, ttl: Duration) -> S
     let commit = Commit {
         current: None,
         ops: &ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl,
         max_bytes: MAX,
         rotate_on: None,
@@ -80,7 +80,7 @@ pub async fn patch_without_session_creates_one_under_the_fresh_id<S: SessionStor
     let commit = Commit {
         current: None,
         ops: &ops,
-        fresh_id: fresh.clone(),
+        fresh_id: Some(fresh.clone()),
         ttl: TTL,
         max_bytes: MAX,
         rotate_on: None,
@@ -182,7 +182,7 @@ async fn create_with<S: SessionStore>(
     let commit = Commit {
         current: None,
         ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: TTL,
         max_bytes: MAX,
         rotate_on: None,

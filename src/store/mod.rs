@@ -33,8 +33,9 @@ pub struct Commit<'a> {
     /// The session the request was served with; `None` for an anonymous request.
     pub current: Option<&'a SessionId>,
     pub ops: &'a [SessionOp],
-    /// The id to use if the operations create or regenerate the session.
-    pub fresh_id: SessionId,
+    /// The id to use if the operations create or move the session; `None`:
+    /// a random one, made only then (see [`Commit::fresh_id`]).
+    pub fresh_id: Option<SessionId>,
     /// How long the written session lives.
     pub ttl: Duration,
     /// Largest session, as ASCII JSON, the store accepts.
@@ -45,6 +46,14 @@ pub struct Commit<'a> {
     /// The idle and absolute timeouts a session created (or moved to a
     /// fresh id) now gets; they are stored with it.
     pub lifetimes: Lifetimes,
+}
+
+impl Commit<'_> {
+    /// The id a created or moved session gets. Made here, when needed,
+    /// rather than for every write: most writes keep their id.
+    pub fn fresh_id(&self) -> SessionId {
+        self.fresh_id.clone().unwrap_or_else(SessionId::generate)
+    }
 }
 
 /// What a load found.

@@ -309,7 +309,7 @@ impl SessionStore for MemoryStore {
                 Plan::Keep => Ok(Committed::Unchanged),
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, remember, .. } => {
-                    let fresh_id = commit.fresh_id.clone();
+                    let fresh_id = commit.fresh_id();
                     self.inner.create(fresh_id, data, remember, &commit, now)
                 }
             };
@@ -362,7 +362,7 @@ impl SessionStore for MemoryStore {
                 // A moved session starts its lifetime again (a login), and
                 // stays remembered.
                 let remember = remember.or(stamp.remember.map(Duration::from_millis));
-                let fresh_id = commit.fresh_id.clone();
+                let fresh_id = commit.fresh_id();
                 self.inner.create(fresh_id, data, remember, &commit, now)
             }
         }

@@ -63,7 +63,8 @@ struct StripeState {
 struct Pending {
     id: SessionId,
     ops: Vec<SessionOp>,
-    fresh_id: SessionId,
+    /// Given for a test, else made when the session moves.
+    fresh_id: Option<SessionId>,
     ttl: Duration,
     max_bytes: usize,
     rotate_on: Option<Box<str>>,
@@ -280,14 +281,15 @@ impl RedisStore {
                     data = new.clone();
                     ttl = pending.ttl;
                     let saved_as = if fresh_id {
-                        fate = Fate::Moved(pending.fresh_id.clone());
+                        let fresh = pending.fresh_id.clone().unwrap_or_else(SessionId::generate);
+                        fate = Fate::Moved(fresh.clone());
                         let remembered = stamp.and_then(|s| s.remember).map(Duration::from_millis);
                         stamp = Some(super::stamp_for(
                             None,
                             pending.lifetimes,
                             remember.or(remembered),
                         ));
-                        pending.fresh_id.clone()
+                        fresh
                     } else {
                         fate = Fate::Written;
                         stamp = Some(super::stamp_for(stamp, pending.lifetimes, remember));

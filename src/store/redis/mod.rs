@@ -329,10 +329,10 @@ impl SessionStore for RedisStore {
                 Plan::Write { data, remember, .. } => {
                     let stamp = stamp_for(None, commit.lifetimes, remember);
                     let (value, millis) = self.encode(None, stamp, &data, commit.ttl);
-                    self.set_new(&self.key(&commit.fresh_id), &value, millis)
-                        .await?;
+                    let fresh_id = commit.fresh_id();
+                    self.set_new(&self.key(&fresh_id), &value, millis).await?;
                     Ok(Committed::Saved {
-                        id: commit.fresh_id,
+                        id: fresh_id,
                         data,
                         remember: stamp.remember.map(Duration::from_millis),
                     })

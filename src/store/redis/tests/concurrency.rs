@@ -29,7 +29,7 @@ async fn concurrent_patches_from_two_instances_all_survive() {
                 let commit = Commit {
                     current: Some(&id),
                     ops: &ops,
-                    fresh_id: SessionId::generate(),
+                    fresh_id: None,
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
                     rotate_on: None,
@@ -54,7 +54,7 @@ async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) 
     let commit = Commit {
         current: Some(id),
         ops: &ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
         rotate_on: None,
@@ -97,7 +97,7 @@ async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
     let commit = Commit {
         current: Some(&id),
         ops: &destroy,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
         rotate_on: None,
@@ -133,7 +133,7 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
                 let commit = Commit {
                     current: Some(&old),
                     ops: &ops,
-                    fresh_id: SessionId::generate(),
+                    fresh_id: None,
                     ttl: Duration::from_secs(60),
                     max_bytes: 65536,
                     rotate_on: None,

@@ -57,7 +57,7 @@ async fn a_dead_redis_is_unavailable_and_a_restarted_one_is_used_again() {
     let commit = Commit {
         current: Some(&id),
         ops: &ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
         rotate_on: None,

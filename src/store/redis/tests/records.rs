@@ -67,7 +67,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
     let commit = Commit {
         current: Some(&id),
         ops: &ops,
-        fresh_id: SessionId::generate(),
+        fresh_id: None,
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
         rotate_on: None,
