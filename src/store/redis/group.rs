@@ -248,7 +248,9 @@ impl RedisStore {
             let vanished = group.iter().map(|_| Ok(Committed::Vanished)).collect();
             return Ok(Round::Finished(vanished, None));
         };
-        let mut data = Arc::new(SessionData::new(record.data));
+        // Kept as text, so that a write of top-level keys is planned on
+        // the text (see `ops::plan`).
+        let mut data = Arc::new(SessionData::rendered(&record.data));
         let mut fate = Fate::Kept;
         let mut ttl = Duration::ZERO;
         // The stamp the written session gets: the record's, or a fresh one

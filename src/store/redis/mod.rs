@@ -250,7 +250,7 @@ impl RedisStore {
         let ttl = stamp.ttl(unix_millis(now), ttl);
         let cookie = self.shared.cookie.for_write(cookie, now, ttl);
         let millis = record::ttl_millis(&cookie, now, ttl);
-        (record::encode(&cookie, Some(stamp), data.map()), millis)
+        (record::encode_data(&cookie, Some(stamp), data), millis)
     }
 }
 

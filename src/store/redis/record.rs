@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::session::lifetime::{Stamp, STAMP_KEY};
 use crate::domain::session::ops::RESERVED_KEY;
+use crate::domain::session::SessionData;
 
 use crate::util::date::{civil_from_days, days_from_civil};
 
@@ -80,6 +81,30 @@ pub fn encode(
     stamp: Option<Stamp>,
     data: &Map<String, Value>,
 ) -> Vec<u8> {
+    // Serialising a map of JSON values cannot fail.
+    let body = serde_json::to_vec(data).unwrap_or_else(|_| b"{}".to_vec());
+    encode_rendered(cookie, stamp, &body)
+}
+
+/// [`encode`] for session data: its ASCII rendering is its compact JSON
+/// as well when nothing in it was escaped to ASCII (no `\u` in it), and
+/// is then copied rather than rendered again.
+pub fn encode_data(
+    cookie: &Map<String, Value>,
+    stamp: Option<Stamp>,
+    data: &SessionData,
+) -> Vec<u8> {
+    let ascii = data.ascii_json();
+    if ascii.windows(2).any(|pair| pair == b"\\u") {
+        encode(cookie, stamp, data.map())
+    } else {
+        encode_rendered(cookie, stamp, ascii)
+    }
+}
+
+/// [`encode`] with the data already rendered as compact JSON (`{...}`):
+/// its members are copied after the cookie and the stamp.
+fn encode_rendered(cookie: &Map<String, Value>, stamp: Option<Stamp>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"cookie\":");
     // Serialising maps of JSON values cannot fail.
@@ -90,13 +115,13 @@ pub fn encode(
         out.extend_from_slice(b"\":");
         let _ = serde_json::to_writer(&mut out, &stamp.to_json());
     }
-    if !data.is_empty() {
-        let body = serde_json::to_vec(data).unwrap_or_else(|_| b"{}".to_vec());
-        // `body` is `{...}`: splice its members after the cookie.
-        out.push(b',');
-        out.extend_from_slice(&body[1..]);
-    } else {
-        out.push(b'}');
+    match data.get(1..) {
+        // `data` is `{...}`: splice its members after the cookie.
+        Some(members) if members != b"}" => {
+            out.push(b',');
+            out.extend_from_slice(members);
+        }
+        _ => out.push(b'}'),
     }
     out
 }
@@ -261,6 +286,34 @@ mod tests {
         let cookie = record.cookie.unwrap();
         assert_eq!(cookie["sameSite"], json!("strict"));
         assert_eq!(encode(&cookie, record.stamp, &record.data), stored.to_vec());
+    }
+
+    #[test]
+    fn session_data_is_written_as_its_map_would_be() {
+        use crate::domain::session::test_json::random_object;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
+        let stamp = Some(Stamp {
+            created: 1,
+            absolute: Some(2),
+            idle: None,
+            remember: None,
+        });
+        let mut copied = 0;
+        for _ in 0..2000 {
+            let map = random_object(&mut rng, 2);
+            let data =
+                SessionData::from_ascii_json(SessionData::new(map.clone()).ascii_json().clone());
+            assert_eq!(
+                encode_data(&cookie, stamp, &data),
+                encode(&cookie, stamp, &map),
+                "{map:?}"
+            );
+            copied += usize::from(!data.ascii_json().windows(2).any(|pair| pair == b"\\u"));
+        }
+        // Both ways were taken: non-ASCII text is rendered again.
+        assert!((500..1900).contains(&copied), "{copied} of 2000 copied");
     }
 
     #[test]
