@@ -366,12 +366,12 @@ impl RedisStore {
         let Some(bytes) = bytes else {
             return Ok((Loaded::Missing, None));
         };
-        let Some(record) = record::decode(&bytes) else {
+        let Some((stamp, data)) = record::decode_data(&bytes) else {
             tracing::warn!("a Redis session record is not a JSON object; treated as no session");
             return Ok((Loaded::Missing, None));
         };
         let now = unix_millis(SystemTime::now());
-        let stamp = record.stamp.unwrap_or_default();
+        let stamp = stamp.unwrap_or_default();
         if stamp.is_expired(now) {
             // Redis lets it go at the same deadline; this makes sure.
             self.delete(&key).await?;
@@ -381,7 +381,7 @@ impl RedisStore {
         let stored = Stored {
             // The cache keeps it: text only (a parsed map would take
             // several times the memory, for every cached session).
-            data: Arc::new(SessionData::rendered(&record.data)),
+            data: Arc::new(SessionData::rendered(&data)),
             times: times(&stamp, now, ttl),
         };
         let fetched = Fetched {

@@ -18,8 +18,10 @@
 //!
 //! Everything here is pure: no I/O.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::domain::session::lifetime::{Stamp, STAMP_KEY};
@@ -70,6 +72,56 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         stamp,
         data,
     })
+}
+
+/// [`decode`] for a load, which needs no cookie object: the stamp and the
+/// data, with the cookie object skipped rather than built.
+pub fn decode_data(bytes: &[u8]) -> Option<(Option<Stamp>, Map<String, Value>)> {
+    let DataOnly { stamp, data } = serde_json::from_slice(bytes).ok()?;
+    Some((stamp, data))
+}
+
+struct DataOnly {
+    stamp: Option<Stamp>,
+    data: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for DataOnly {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(DataOnlyVisitor)
+    }
+}
+
+struct DataOnlyVisitor;
+
+impl<'de> Visitor<'de> for DataOnlyVisitor {
+    type Value = DataOnly;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a session record (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataOnly, A::Error> {
+        let mut decoded = DataOnly {
+            stamp: None,
+            data: Map::new(),
+        };
+        // As `decode` reads the record: a key given twice keeps its first
+        // place and its last value.
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                RESERVED_KEY => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                STAMP_KEY => decoded.stamp = Stamp::from_json(&map.next_value::<Value>()?),
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    decoded.data.insert(key, value);
+                }
+            }
+        }
+        Ok(decoded)
+    }
 }
 
 /// The stored value: `cookie` first, as express-session writes it, then the
@@ -314,6 +366,35 @@ mod tests {
         }
         // Both ways were taken: non-ASCII text is rendered again.
         assert!((500..1900).contains(&copied), "{copied} of 2000 copied");
+    }
+
+    #[test]
+    fn a_load_reads_the_stamp_and_the_data_as_the_whole_record_gives_them() {
+        use crate::domain::session::test_json::random_object;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
+        for n in 0..1000_u64 {
+            let stamp = (n % 3 > 0).then_some(Stamp {
+                created: n,
+                absolute: None,
+                idle: Some(60),
+                remember: None,
+            });
+            let bytes = encode(&cookie, stamp, &random_object(&mut rng, 2));
+            let whole = decode(&bytes).unwrap();
+            let (read_stamp, data) = decode_data(&bytes).unwrap();
+            assert_eq!((read_stamp, &data), (whole.stamp, &whole.data));
+            // Key order too: the data is rendered from it.
+            assert!(data.keys().eq(whole.data.keys()));
+        }
+        // Written by hand: a key twice, the cookie not an object, the stamp first.
+        let odd = br#"{"__cloakroom":{"created":5},"a":1,"cookie":"x","b":2,"a":3}"#;
+        let whole = decode(odd).unwrap();
+        assert_eq!(decode_data(odd), Some((whole.stamp, whole.data)));
+        for bad in [&b"not json"[..], b"[1]", b"\"s\"", b"{\"a\":"] {
+            assert!(decode_data(bad).is_none());
+        }
     }
 
     #[test]
