@@ -57,27 +57,25 @@ pub type Member<'a> = (&'a [u8], &'a [u8]);
 pub fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
     let mut cursor = Cursor { text: json, at: 0 };
     cursor.skip_space();
-    cursor.expect(b'{')?;
-    let mut members = Vec::new();
-    cursor.skip_space();
-    if !cursor.eat(b'}') {
-        loop {
-            let key = cursor.plain_key()?;
-            cursor.skip_space();
-            cursor.expect(b':')?;
-            cursor.skip_space();
-            let start = cursor.at;
-            cursor.skip_value(1)?;
-            members.push((key, &json[start..cursor.at]));
-            cursor.skip_space();
-            if cursor.eat(b'}') {
-                break;
-            }
-            cursor.expect(b',')?;
-        }
+    if cursor.peek() != Some(b'{') {
+        return None;
     }
+    let mut members = Vec::new();
+    cursor.object(|cursor, key| {
+        let key = plain(key)?;
+        cursor.skip_space();
+        let start = cursor.at;
+        cursor.skip_value(1)?;
+        members.push((key, &json[start..cursor.at]));
+        Some(())
+    })?;
     cursor.skip_space();
     (cursor.at == json.len()).then_some(members)
+}
+
+/// A key as written, if it holds no escape (else the scan is unsure).
+fn plain(key: &[u8]) -> Option<&[u8]> {
+    (!key.contains(&b'\\')).then_some(key)
 }
 
 struct Cursor<'a> {
@@ -124,10 +122,46 @@ impl<'a> Cursor<'a> {
         Some(inside)
     }
 
-    /// An object key with no escape in it, after any space.
-    fn plain_key(&mut self) -> Option<&'a [u8]> {
+    /// The object here: `member` is called on each key (as written) with
+    /// the cursor before its value, and must move past the value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
         self.skip_space();
-        self.string().filter(|key| !key.contains(&b'\\'))
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            self.skip_space();
+            let key = self.string()?;
+            self.skip_space();
+            self.expect(b':')?;
+            member(self, key)?;
+            self.skip_space();
+            if self.eat(b'}') {
+                return Some(());
+            }
+            self.expect(b',')?;
+        }
+    }
+
+    /// The array here: `element` is called with each element's index and
+    /// the cursor before it, and must move past it.
+    fn array(&mut self, mut element: impl FnMut(&mut Self, usize) -> Option<()>) -> Option<()> {
+        self.expect(b'[')?;
+        self.skip_space();
+        if self.eat(b']') {
+            return Some(());
+        }
+        let mut index = 0;
+        loop {
+            element(self, index)?;
+            self.skip_space();
+            if self.eat(b']') {
+                return Some(());
+            }
+            self.expect(b',')?;
+            index += 1;
+        }
     }
 
     /// Skips one value; `None` if the text is not one.
@@ -138,40 +172,8 @@ impl<'a> Cursor<'a> {
         self.skip_space();
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
-                self.at += 1;
-                self.skip_space();
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                loop {
-                    self.skip_space();
-                    self.string()?;
-                    self.skip_space();
-                    self.expect(b':')?;
-                    self.skip_value(depth + 1)?;
-                    self.skip_space();
-                    if self.eat(b'}') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                }
-            }
-            b'[' => {
-                self.at += 1;
-                self.skip_space();
-                if self.eat(b']') {
-                    return Some(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    self.skip_space();
-                    if self.eat(b']') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                }
-            }
+            b'{' => self.object(|cursor, _| cursor.skip_value(depth + 1)),
+            b'[' => self.array(|cursor, _| cursor.skip_value(depth + 1)),
             _ => {
                 let start = self.at;
                 while matches!(
@@ -199,55 +201,31 @@ impl<'a> Cursor<'a> {
         };
         let mut found = None;
         match self.peek()? {
-            b'{' => {
-                self.at += 1;
-                self.skip_space();
-                if self.eat(b'}') {
-                    return Some(None);
+            b'{' => self.object(|cursor, key| {
+                // The first member under the key that holds the rest of
+                // the pointer, as serde's walk decides.
+                if found.is_none() && plain(key)? == first.as_bytes() {
+                    found = cursor.find(rest, depth + 1)?;
+                    Some(())
+                } else {
+                    cursor.skip_value(depth + 1)
                 }
-                loop {
-                    let key = self.plain_key()?;
-                    self.skip_space();
-                    self.expect(b':')?;
-                    // The first member under the key that holds the rest
-                    // of the pointer, as serde's walk decides.
-                    if found.is_none() && key == first.as_bytes() {
-                        found = self.find(rest, depth + 1)?;
-                    } else {
-                        self.skip_value(depth + 1)?;
-                    }
-                    self.skip_space();
-                    if self.eat(b'}') {
-                        return Some(found);
-                    }
-                    self.expect(b',')?;
-                }
-            }
+            })?,
             b'[' => {
                 let wanted = array_index(first);
-                self.at += 1;
-                self.skip_space();
-                if self.eat(b']') {
-                    return Some(None);
-                }
-                let mut index = 0;
-                loop {
+                self.array(|cursor, index| {
                     if Some(index) == wanted {
-                        found = self.find(rest, depth + 1)?;
+                        found = cursor.find(rest, depth + 1)?;
+                        Some(())
                     } else {
-                        self.skip_value(depth + 1)?;
+                        cursor.skip_value(depth + 1)
                     }
-                    self.skip_space();
-                    if self.eat(b']') {
-                        return Some(found);
-                    }
-                    self.expect(b',')?;
-                    index += 1;
-                }
+                })?;
             }
             // A scalar has nothing inside.
-            _ => self.skip_value(depth).map(|()| None),
+            _ => self.skip_value(depth)?,
         }
+        Some(found)
     }
 }
 
