@@ -141,6 +141,13 @@ impl SessionData {
         self.map.get().is_none().then_some(self.json.as_ref())
     }
 
+    /// The same data, kept as its rendering alone (the rendering is
+    /// shared, not copied): what a cache holds, and what a plan may build
+    /// a map on without building it in data others share.
+    pub fn text_copy(&self) -> Self {
+        Self::from_ascii_json(self.json.clone())
+    }
+
     pub fn empty() -> Arc<Self> {
         Arc::new(Self::new(Map::new()))
     }

@@ -77,7 +77,8 @@ pub(super) struct Cached {
     /// expects, so that a write after a read needs no second `GET`.
     pub raw: Arc<[u8]>,
     pub data: Arc<SessionData>,
-    pub stamp: Stamp,
+    /// The record's stamp, if it has one (as `record::decode` reads it).
+    pub stamp: Option<Stamp>,
     /// When Redis lets it go (less the clock's resolution); `None` when
     /// the key has no time to live.
     pub expires: Option<Instant>,
@@ -264,7 +265,7 @@ impl SessionCache {
         ticket: Ticket,
         raw: &[u8],
         data: Arc<SessionData>,
-        stamp: Stamp,
+        stamp: Option<Stamp>,
         ttl: Option<Duration>,
     ) {
         let expires = ttl.map(|ttl| {
@@ -293,17 +294,17 @@ impl SessionCache {
         }
     }
 
-    /// The value last read or written for `id`, if cached and live: where
-    /// a commit's compare-and-set starts. Stale at worst, which costs that
-    /// commit one more round, never a lost update. Not counted as a hit or
-    /// a miss.
-    pub fn raw(&self, id: &str) -> Option<Vec<u8>> {
+    /// The record last read or written for `id`, if cached and live:
+    /// where a commit's compare-and-set starts, its decoding included.
+    /// Stale at worst, which costs that commit one more round, never a
+    /// lost update. Not counted as a hit or a miss.
+    pub fn entry(&self, id: &str) -> Option<Cached> {
         let now = coarse_clock::now();
         match lock(self.shard(id)).get(id) {
             Some(Slot::Filled { cached, guard })
                 if self.is_live(*guard) && cached.expires.is_none_or(|at| now < at) =>
             {
-                Some(cached.raw.to_vec())
+                Some(cached.clone())
             }
             _ => None,
         }
@@ -398,7 +399,7 @@ mod tests {
 
     fn fill(cache: &SessionCache, id: &str, ticket: Ticket, who: &str) {
         let raw = who.as_bytes();
-        cache.fill(id, ticket, raw, data(who), Stamp::default(), None);
+        cache.fill(id, ticket, raw, data(who), None, None);
     }
 
     fn filled(cache: &SessionCache, id: &str, guard: Guard, who: &str) {
@@ -433,7 +434,7 @@ mod tests {
         assert_eq!(served(&cache, "a").as_deref(), Some("ada"));
         cache.turn_off(A);
         assert!(cache.get("a").is_none(), "A's record outlived A");
-        assert!(cache.raw("a").is_none());
+        assert!(cache.entry("a").is_none());
         assert_eq!(served(&cache, "b").as_deref(), Some("bob"), "B's stays");
         assert!(cache.reserve("a", A).is_none());
         cache.turn_on(A, None);
@@ -464,9 +465,12 @@ mod tests {
         assert!(cache.get("a").is_none());
         fill(&cache, "a", second, "new");
         assert_eq!(served(&cache, "a").as_deref(), Some("new"));
-        assert_eq!(cache.raw("a").as_deref(), Some(&b"new"[..]));
+        assert_eq!(
+            cache.entry("a").map(|cached| cached.raw.to_vec()),
+            Some(b"new".to_vec())
+        );
         cache.forget("a");
-        assert_eq!(cache.raw("a"), None);
+        assert!(cache.entry("a").is_none());
     }
 
     #[test]
@@ -496,12 +500,12 @@ mod tests {
         let cache = two_guards();
         let ticket = cache.reserve("a", A).unwrap();
         let zero = Some(Duration::ZERO);
-        cache.fill("a", ticket, b"", data("ada"), Stamp::default(), zero);
-        assert!(cache.raw("a").is_none());
+        cache.fill("a", ticket, b"", data("ada"), None, zero);
+        assert!(cache.entry("a").is_none());
         assert!(cache.get("a").is_none());
         let ticket = cache.reserve("b", A).unwrap();
         let long = Duration::from_secs(3600);
-        cache.fill("b", ticket, b"", data("bob"), Stamp::default(), Some(long));
+        cache.fill("b", ticket, b"", data("bob"), None, Some(long));
         assert!(cache.get("b").is_some());
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().misses, 1);

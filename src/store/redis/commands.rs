@@ -212,7 +212,7 @@ impl RedisStore {
         match (&outcome, ticket) {
             (Ok(Cas::Done), Some(ticket)) => {
                 // Text only, as a read caches it.
-                let data = SessionData::from_ascii_json(written.data.ascii_json().clone());
+                let data = written.data.text_copy();
                 let ttl = Some(Duration::from_millis(millis));
                 cache.fill(id, ticket, value, Arc::new(data), written.stamp, ttl);
             }
@@ -281,7 +281,8 @@ impl RedisStore {
 pub(super) struct Written<'a> {
     pub id: &'a SessionId,
     pub data: &'a SessionData,
-    pub stamp: Stamp,
+    /// As a read of the written record finds it.
+    pub stamp: Option<Stamp>,
 }
 
 /// A compare-and-set script's call on `keys` with (expected, value, ttl).

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use super::commands::{Cas, Written};
 use super::record;
 use super::{RedisStore, MAX_ATTEMPTS};
-use crate::domain::session::lifetime::Lifetimes;
+use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan, SessionOp};
 use crate::domain::session::{SessionData, SessionId};
 use crate::store::{Commit, Committed, StoreError};
@@ -56,7 +56,24 @@ struct StripeState {
     /// the read would. Later groups of the same run read first: if they
     /// used it, each would be as quick as another instance's retry and win
     /// every race while this queue refills, starving that instance.
-    remembered: Option<(SessionId, Vec<u8>)>,
+    remembered: Option<(SessionId, Known)>,
+}
+
+/// A record a compare-and-set may start from: its bytes as Redis held
+/// them (last time this process looked), and their decoding when this
+/// process made it already (a read or a write through the cache, or this
+/// stripe's last write), so that a write does not parse the record again.
+pub(super) struct Known {
+    pub raw: Vec<u8>,
+    pub decoded: Option<Decoded>,
+}
+
+/// What `record::decode_data` reads from a record: its data, kept as
+/// text, and its stamp.
+#[derive(Clone)]
+pub(super) struct Decoded {
+    pub data: Arc<SessionData>,
+    pub stamp: Option<Stamp>,
 }
 
 /// A queued commit, owning what it needs.
@@ -96,9 +113,9 @@ enum Fate {
 
 /// One compare-and-set round of a group.
 enum Round {
-    /// The results, in the group's order, and the value now stored under
+    /// The results, in the group's order, and the record now stored under
     /// the session's id, if known.
-    Finished(Vec<Result<Committed, StoreError>>, Option<Vec<u8>>),
+    Finished(Vec<Result<Committed, StoreError>>, Option<Known>),
     /// The record changed since it was read: this is what it holds now.
     Conflict(Option<Vec<u8>>),
 }
@@ -171,8 +188,8 @@ impl RedisStore {
                     }
                 };
                 let written = self.write_group(&id, group, known).await;
-                if let Some(value) = written.filter(|v| v.len() <= REMEMBERED_MAX_BYTES) {
-                    lock(stripe).remembered = Some((id, value));
+                if let Some(record) = written.filter(|r| r.raw.len() <= REMEMBERED_MAX_BYTES) {
+                    lock(stripe).remembered = Some((id, record));
                 }
             }
             if let Some(unused) = remembered {
@@ -187,8 +204,8 @@ impl RedisStore {
         &self,
         id: &SessionId,
         group: Vec<Pending>,
-        known: Option<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
+        known: Option<Known>,
+    ) -> Option<Known> {
         let fail = |group: Vec<Pending>, error: &StoreError| {
             for pending in group {
                 let _ = pending.reply.send(Err(copy(error)));
@@ -197,10 +214,10 @@ impl RedisStore {
         // Where the compare-and-set starts: the value this stripe wrote
         // last, or the one the cache read (the request's own load, most
         // often), or else a `GET`. A stale start costs one more round.
-        let mut stored = match known.or_else(|| self.cached_value(id)) {
-            Some(value) => Some(value),
+        let mut stored = match known.or_else(|| self.cached_record(id)) {
+            Some(record) => Some(record),
             None => match self.get(&self.key(id)).await {
-                Ok(value) => value,
+                Ok(value) => value.map(Known::read),
                 Err(error) => {
                     fail(group, &error);
                     return None;
@@ -221,7 +238,7 @@ impl RedisStore {
                     }
                     return written;
                 }
-                Ok(Round::Conflict(now_stored)) => stored = now_stored,
+                Ok(Round::Conflict(now_stored)) => stored = now_stored.map(Known::read),
                 Err(error) => {
                     fail(group, &error);
                     return None;
@@ -241,22 +258,20 @@ impl RedisStore {
         &self,
         id: &SessionId,
         group: &[Pending],
-        expected: &[u8],
+        expected: &Known,
     ) -> Result<Round, StoreError> {
-        let Some(record) = record::decode(expected) else {
+        let Some(decoded) = expected.decoded() else {
             tracing::warn!("a Redis session record is not a JSON object; left as it is");
             let vanished = group.iter().map(|_| Ok(Committed::Vanished)).collect();
             return Ok(Round::Finished(vanished, None));
         };
-        // Kept as text, so that a write of top-level keys is planned on
-        // the text (see `ops::plan`).
-        let mut data = Arc::new(SessionData::rendered(&record.data));
+        let start = Arc::new(decoded.data.text_copy());
+        let mut data = Arc::clone(&start);
         let mut fate = Fate::Kept;
         let mut ttl = Duration::ZERO;
         // The stamp the written session gets: the record's, or a fresh one
         // when it moves (a login starts its lifetime again) or had none.
-        let kept = record.stamp;
-        let mut stamp = kept;
+        let mut stamp = decoded.stamp;
         let mut results = Vec::with_capacity(group.len());
         for pending in group {
             if matches!(fate, Fate::Deleted | Fate::Moved(_)) {
@@ -307,8 +322,18 @@ impl RedisStore {
             results.push(result);
         }
         let key = self.key(id);
+        let expected_raw = &expected.raw[..];
         let outcome = match fate {
-            Fate::Kept => return Ok(Round::Finished(results, Some(expected.to_vec()))),
+            Fate::Kept => {
+                let kept = Known {
+                    raw: expected.raw.clone(),
+                    decoded: Some(Decoded {
+                        data: start,
+                        stamp: decoded.stamp,
+                    }),
+                };
+                return Ok(Round::Finished(results, Some(kept)));
+            }
             // Whatever the record held, the end is "deleted": no compare.
             Fate::Deleted => {
                 if !self.delete(&key).await? {
@@ -319,25 +344,38 @@ impl RedisStore {
             }
             Fate::Written => {
                 let stamp = stamp.unwrap_or_default();
-                let (value, millis) = self.encode(record.cookie, stamp, &data, ttl);
+                let cookie = record::stored_cookie(expected_raw);
+                let (value, millis) = self.encode(cookie, stamp, &data, ttl);
+                // The stamp as a read of the record will find it.
+                let stamp = Some(stamp).filter(Stamp::is_set);
                 let written = Written {
                     id,
                     data: &data,
                     stamp,
                 };
                 match self
-                    .set_if_unchanged(&key, expected, &value, millis, written)
+                    .set_if_unchanged(&key, expected_raw, &value, millis, written)
                     .await?
                 {
-                    Cas::Done => return Ok(Round::Finished(results, Some(value))),
+                    Cas::Done => {
+                        let written = Known {
+                            raw: value,
+                            decoded: Some(Decoded {
+                                data: Arc::new(data.text_copy()),
+                                stamp,
+                            }),
+                        };
+                        return Ok(Round::Finished(results, Some(written)));
+                    }
                     changed => changed,
                 }
             }
             Fate::Moved(fresh) => {
                 let stamp = stamp.unwrap_or_default();
-                let (value, millis) = self.encode(record.cookie, stamp, &data, ttl);
+                let cookie = record::stored_cookie(expected_raw);
+                let (value, millis) = self.encode(cookie, stamp, &data, ttl);
                 let fresh = self.key(&fresh);
-                self.move_if_unchanged(&key, &fresh, expected, &value, millis)
+                self.move_if_unchanged(&key, &fresh, expected_raw, &value, millis)
                     .await?
             }
         };
@@ -345,6 +383,28 @@ impl RedisStore {
             Cas::Done => Round::Finished(results, None),
             Cas::Changed(now_stored) => Round::Conflict(now_stored),
         })
+    }
+}
+
+impl Known {
+    /// A record just read from Redis, not decoded yet.
+    fn read(raw: Vec<u8>) -> Self {
+        Self { raw, decoded: None }
+    }
+
+    /// Its decoding: the one known, or `record::decode_data`'s (`None`
+    /// when the record is not a JSON object). The data is kept as text,
+    /// so that a write of top-level keys is planned on the text (see
+    /// `ops::plan`).
+    fn decoded(&self) -> Option<std::borrow::Cow<'_, Decoded>> {
+        if let Some(decoded) = &self.decoded {
+            return Some(std::borrow::Cow::Borrowed(decoded));
+        }
+        let (stamp, data) = record::decode_data(&self.raw)?;
+        Some(std::borrow::Cow::Owned(Decoded {
+            data: Arc::new(SessionData::rendered(&data)),
+            stamp,
+        }))
     }
 }
 

@@ -62,8 +62,6 @@ mod users;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value as Json};
-
 use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan};
@@ -71,6 +69,7 @@ use crate::domain::session::{SessionData, SessionId};
 use cache::{Cached, Guard, SessionCache};
 use commands::Scripts;
 use conn::Connection;
+use group::{Decoded, Known};
 use settings::RedisConfig;
 
 pub use cache::CacheStats;
@@ -201,10 +200,18 @@ impl RedisStore {
         }
     }
 
-    /// The value last read or written for `id`, when the cache holds it:
-    /// where a commit's compare-and-set may start instead of a `GET`.
-    pub(super) fn cached_value(&self, id: &SessionId) -> Option<Vec<u8>> {
-        self.cache()?.raw(id.as_str())
+    /// The record last read or written for `id`, decoded, when the cache
+    /// holds it: where a commit's compare-and-set may start instead of a
+    /// `GET`.
+    fn cached_record(&self, id: &SessionId) -> Option<Known> {
+        let cached = self.cache()?.entry(id.as_str())?;
+        Some(Known {
+            raw: cached.raw.to_vec(),
+            decoded: Some(Decoded {
+                data: cached.data,
+                stamp: cached.stamp,
+            }),
+        })
     }
 
     /// A load answered from the cache.
@@ -215,7 +222,8 @@ impl RedisStore {
         with_expiry: bool,
     ) -> Result<Loaded, StoreError> {
         let now = unix_millis(SystemTime::now());
-        if cached.stamp.is_expired(now) {
+        let stamp = cached.stamp.unwrap_or_default();
+        if stamp.is_expired(now) {
             self.delete(&self.key(id)).await?;
             return Ok(Loaded::Expired);
         }
@@ -227,7 +235,7 @@ impl RedisStore {
         };
         Ok(Loaded::Live(Stored {
             data: cached.data,
-            times: times(&cached.stamp, now, expires_in),
+            times: times(&stamp, now, expires_in),
         }))
     }
 
@@ -236,20 +244,23 @@ impl RedisStore {
         format!("{}{}", self.shared.prefix, id.as_str())
     }
 
-    /// The stored value for `data` with its `stamp`, and its TTL in ms:
-    /// the nearest of `ttl` (the session's default life) and the stamp's
-    /// deadlines.
+    /// The stored value for `data` with its `stamp` and the record's
+    /// cookie object refreshed (a new one when `cookie` is absent), and
+    /// its TTL in ms: the nearest of `ttl` (the session's default life)
+    /// and the stamp's deadlines.
     fn encode(
         &self,
-        cookie: Option<Map<String, Json>>,
+        cookie: record::StoredCookie<'_>,
         stamp: Stamp,
         data: &SessionData,
         ttl: Duration,
     ) -> (Vec<u8>, u64) {
         let now = SystemTime::now();
         let ttl = stamp.ttl(unix_millis(now), ttl);
-        let cookie = self.shared.cookie.for_write(cookie, now, ttl);
-        let millis = record::ttl_millis(&cookie, now, ttl);
+        let settings = &self.shared.cookie;
+        let expiry = settings.expiry(now, ttl);
+        let cookie = settings.rendered_for_write(cookie, ttl, expiry);
+        let millis = record::ttl_millis(expiry, now, ttl);
         (record::encode_data(&cookie, Some(stamp), data), millis)
     }
 }
@@ -328,7 +339,8 @@ impl SessionStore for RedisStore {
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, remember, .. } => {
                     let stamp = stamp_for(None, commit.lifetimes, remember);
-                    let (value, millis) = self.encode(None, stamp, &data, commit.ttl);
+                    let (value, millis) =
+                        self.encode(record::StoredCookie::Absent, stamp, &data, commit.ttl);
                     let fresh_id = commit.fresh_id();
                     self.set_new(&self.key(&fresh_id), &value, millis).await?;
                     Ok(Committed::Saved {
@@ -371,6 +383,7 @@ impl RedisStore {
             return Ok((Loaded::Missing, None));
         };
         let now = unix_millis(SystemTime::now());
+        let read_stamp = stamp;
         let stamp = stamp.unwrap_or_default();
         if stamp.is_expired(now) {
             // Redis lets it go at the same deadline; this makes sure.
@@ -386,7 +399,7 @@ impl RedisStore {
         };
         let fetched = Fetched {
             raw: bytes,
-            stamp,
+            stamp: read_stamp,
             ttl,
         };
         Ok((Loaded::Live(stored), Some(fetched)))
@@ -396,7 +409,8 @@ impl RedisStore {
 /// A live record as read, beside its decoding: what the cache keeps.
 struct Fetched {
     raw: Vec<u8>,
-    stamp: Stamp,
+    /// As read: `None` when the record has none.
+    stamp: Option<Stamp>,
     /// Its time to live, when asked for and it has one.
     ttl: Option<Duration>,
 }

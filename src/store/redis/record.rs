@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::session::lifetime::{Stamp, STAMP_KEY};
 use crate::domain::session::ops::RESERVED_KEY;
+use crate::domain::session::scan;
 use crate::domain::session::SessionData;
 
 use crate::util::date::{civil_from_days, days_from_civil};
@@ -124,15 +125,11 @@ impl<'de> Visitor<'de> for DataOnlyVisitor {
     }
 }
 
-/// The stored value: `cookie` first, as express-session writes it, then the
-/// stamp (if set), then the data keys in their order. `data` never holds
-/// `cookie` or the stamp's key (patches touching them are refused and
-/// decoding removes them).
-pub fn encode(
-    cookie: &Map<String, Value>,
-    stamp: Option<Stamp>,
-    data: &Map<String, Value>,
-) -> Vec<u8> {
+/// The stored value: `cookie` (the cookie object's JSON) first, as
+/// express-session writes it, then the stamp (if set), then the data keys
+/// in their order. `data` never holds `cookie` or the stamp's key (patches
+/// touching them are refused and decoding removes them).
+pub fn encode(cookie: &[u8], stamp: Option<Stamp>, data: &Map<String, Value>) -> Vec<u8> {
     // Serialising a map of JSON values cannot fail.
     let body = serde_json::to_vec(data).unwrap_or_else(|_| b"{}".to_vec());
     encode_rendered(cookie, stamp, &body)
@@ -141,11 +138,7 @@ pub fn encode(
 /// [`encode`] for session data: its ASCII rendering is its compact JSON
 /// as well when nothing in it was escaped to ASCII (no `\u` in it), and
 /// is then copied rather than rendered again.
-pub fn encode_data(
-    cookie: &Map<String, Value>,
-    stamp: Option<Stamp>,
-    data: &SessionData,
-) -> Vec<u8> {
+pub fn encode_data(cookie: &[u8], stamp: Option<Stamp>, data: &SessionData) -> Vec<u8> {
     let ascii = data.ascii_json();
     if ascii.windows(2).any(|pair| pair == b"\\u") {
         encode(cookie, stamp, data.map())
@@ -156,15 +149,15 @@ pub fn encode_data(
 
 /// [`encode`] with the data already rendered as compact JSON (`{...}`):
 /// its members are copied after the cookie and the stamp.
-fn encode_rendered(cookie: &Map<String, Value>, stamp: Option<Stamp>, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+fn encode_rendered(cookie: &[u8], stamp: Option<Stamp>, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cookie.len() + data.len() + 64);
     out.extend_from_slice(b"{\"cookie\":");
-    // Serialising maps of JSON values cannot fail.
-    let _ = serde_json::to_writer(&mut out, cookie);
+    out.extend_from_slice(cookie);
     if let Some(stamp) = stamp.filter(Stamp::is_set) {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(STAMP_KEY.as_bytes());
         out.extend_from_slice(b"\":");
+        // Serialising a JSON value cannot fail.
         let _ = serde_json::to_writer(&mut out, &stamp.to_json());
     }
     match data.get(1..) {
@@ -178,27 +171,95 @@ fn encode_rendered(cookie: &Map<String, Value>, stamp: Option<Stamp>, data: &[u8
     out
 }
 
+/// A stored record's cookie object, as a write finds it.
+#[derive(Debug, PartialEq)]
+pub enum StoredCookie<'a> {
+    /// Its text, found by scanning the record.
+    Text(&'a [u8]),
+    /// Parsed, where the scan left the record to serde.
+    Parsed(Map<String, Value>),
+    /// The record has none (or `cookie` is not an object).
+    Absent,
+}
+
+/// The cookie object of the stored value `bytes`, which decodes (the
+/// caller has decoded it, or holds its decoding): its text when the scan
+/// is sure of the record's members, else parsed, as [`decode`] reads it.
+pub fn stored_cookie(bytes: &[u8]) -> StoredCookie<'_> {
+    let Some(members) = scan::members(bytes) else {
+        return decode(bytes)
+            .and_then(|record| record.cookie)
+            .map_or(StoredCookie::Absent, StoredCookie::Parsed);
+    };
+    // A key given twice: its last value counts, as in `decode`.
+    match members
+        .iter()
+        .rev()
+        .find(|(key, _)| *key == RESERVED_KEY.as_bytes())
+    {
+        Some((_, value)) if value.first() == Some(&b'{') => StoredCookie::Text(value),
+        _ => StoredCookie::Absent,
+    }
+}
+
 impl RecordCookie {
+    /// When a cookie written at `now` for a session that lives `ttl`
+    /// expires, to the millisecond (as `expires` says it); `None` for a
+    /// browser-session cookie.
+    pub fn expiry(&self, now: SystemTime, ttl: Duration) -> Option<SystemTime> {
+        self.persistent.then(|| {
+            let millis = (now + ttl).duration_since(UNIX_EPOCH).map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+            UNIX_EPOCH + Duration::from_millis(millis)
+        })
+    }
+
     /// The cookie object to write with a session that lives `ttl` from
-    /// `now`. An existing object keeps its fields (an express app's settings
-    /// survive Cloakroom's writes); `originalMaxAge` and `expires` are
-    /// refreshed either way.
+    /// `now` (its [`Self::expiry`] is `expiry`). An existing object keeps
+    /// its fields (an express app's settings survive Cloakroom's writes);
+    /// `originalMaxAge` and `expires` are refreshed either way.
     pub fn for_write(
         &self,
         existing: Option<Map<String, Value>>,
-        now: SystemTime,
         ttl: Duration,
+        expiry: Option<SystemTime>,
     ) -> Map<String, Value> {
         let mut cookie = existing.unwrap_or_else(|| self.fresh());
-        let (max_age, expires) = if self.persistent {
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            (Value::from(millis), Value::from(js_date(now + ttl)))
-        } else {
-            (Value::Null, Value::Null)
+        let (max_age, expires) = match expiry {
+            Some(expiry) => {
+                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                (Value::from(millis), Value::from(js_date(expiry)))
+            }
+            None => (Value::Null, Value::Null),
         };
         cookie.insert("originalMaxAge".into(), max_age);
         cookie.insert("expires".into(), expires);
         cookie
+    }
+
+    /// [`Self::for_write`] on a stored record's cookie object, rendered.
+    /// An object found as text is patched as text: its other members are
+    /// copied, not parsed and rendered again.
+    pub fn rendered_for_write(
+        &self,
+        stored: StoredCookie<'_>,
+        ttl: Duration,
+        expiry: Option<SystemTime>,
+    ) -> Vec<u8> {
+        let existing = match stored {
+            StoredCookie::Text(text) => {
+                if let Some(patched) = refresh_expiry(text, ttl, expiry) {
+                    return patched;
+                }
+                serde_json::from_slice(text).ok()
+            }
+            StoredCookie::Parsed(map) => Some(map),
+            StoredCookie::Absent => None,
+        };
+        // Serialising a map of JSON values cannot fail.
+        serde_json::to_vec(&self.for_write(existing, ttl, expiry))
+            .unwrap_or_else(|_| b"{}".to_vec())
     }
 
     /// A new cookie object, in the key order of express-session's `toJSON`.
@@ -219,34 +280,112 @@ impl RecordCookie {
     }
 }
 
+/// What [`RecordCookie::for_write`] does to the object rendered as `text`,
+/// done on the text: `originalMaxAge` and `expires` replaced where they
+/// are, or added last, in that order. `None` (the map decides) when the
+/// scan is unsure or a key is given twice.
+fn refresh_expiry(text: &[u8], ttl: Duration, expiry: Option<SystemTime>) -> Option<Vec<u8>> {
+    const MAX_AGE: &[u8] = b"originalMaxAge";
+    const EXPIRES: &[u8] = b"expires";
+    let members = scan::members(text)?;
+    let mut max_age = Vec::with_capacity(20);
+    let mut expires = Vec::with_capacity(26);
+    match expiry {
+        Some(expiry) => {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            max_age.extend_from_slice(millis.to_string().as_bytes());
+            expires.push(b'"');
+            expires.extend_from_slice(&js_date_bytes(expiry));
+            expires.push(b'"');
+        }
+        None => {
+            max_age.extend_from_slice(b"null");
+            expires.extend_from_slice(b"null");
+        }
+    }
+    let mut out = Vec::with_capacity(text.len() + 32);
+    out.push(b'{');
+    let (mut has_max_age, mut has_expires) = (false, false);
+    for (index, &(key, value)) in members.iter().enumerate() {
+        if members[..index].iter().any(|&(earlier, _)| earlier == key) {
+            return None;
+        }
+        let value = match key {
+            MAX_AGE => {
+                has_max_age = true;
+                &max_age[..]
+            }
+            EXPIRES => {
+                has_expires = true;
+                &expires[..]
+            }
+            _ => value,
+        };
+        push_member(&mut out, key, value);
+    }
+    if !has_max_age {
+        push_member(&mut out, MAX_AGE, &max_age);
+    }
+    if !has_expires {
+        push_member(&mut out, EXPIRES, &expires);
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+/// `"key":value`, after a comma unless it is the object's first member.
+fn push_member(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value);
+}
+
 /// The record's time to live in milliseconds, connect-redis's rule: until
-/// `cookie.expires` when the record has one (at least 1 ms), otherwise
+/// the cookie's `expiry` when it has one (at least 1 ms), otherwise
 /// `default`.
-pub fn ttl_millis(cookie: &Map<String, Value>, now: SystemTime, default: Duration) -> u64 {
-    let until_expiry = cookie
-        .get("expires")
-        .and_then(Value::as_str)
-        .and_then(parse_js_date)
-        .map(|expires| expires.duration_since(now).unwrap_or(Duration::ZERO));
-    let ttl = until_expiry.unwrap_or(default);
+pub fn ttl_millis(expiry: Option<SystemTime>, now: SystemTime, default: Duration) -> u64 {
+    let ttl = expiry.map_or(default, |expiry| {
+        expiry.duration_since(now).unwrap_or(Duration::ZERO)
+    });
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// JavaScript's `Date#toJSON`: `2026-11-22T06:40:57.123Z`.
 pub fn js_date(time: SystemTime) -> String {
+    String::from_utf8_lossy(&js_date_bytes(time)).into_owned()
+}
+
+/// [`js_date`]'s text, written digit by digit: it is part of every Redis
+/// write.
+fn js_date_bytes(time: SystemTime) -> [u8; 24] {
     let millis = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let (days, in_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
     // Within the years 0 to 9999 for any time a session can expire.
-    let (year, month, day) = civil_from_days(days).unwrap_or((1970, 1, 1));
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000
-    )
+    let (year, month, day) = civil_from_days(days)
+        .filter(|&(year, _, _)| (0..=9999).contains(&year))
+        .unwrap_or((1970, 1, 1));
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    for (at, width, mut value) in [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, in_day / 3_600_000),
+        (14, 2, in_day / 60_000 % 60),
+        (17, 2, in_day / 1000 % 60),
+        (20, 3, in_day % 1000),
+    ] {
+        for place in (at..at + width).rev() {
+            text[place] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    text
 }
 
 /// Reads what [`js_date`] writes (the milliseconds may be left out).
@@ -294,6 +433,20 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(millis)
     }
 
+    /// What a write makes of `existing` at `now` for `ttl`.
+    fn written(
+        template: &RecordCookie,
+        existing: Option<Map<String, Value>>,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Map<String, Value> {
+        template.for_write(existing, ttl, template.expiry(now, ttl))
+    }
+
+    fn json_of(cookie: &Map<String, Value>) -> Vec<u8> {
+        serde_json::to_vec(cookie).unwrap()
+    }
+
     fn template(persistent: bool) -> RecordCookie {
         RecordCookie {
             path: "/".into(),
@@ -337,7 +490,10 @@ mod tests {
         );
         let cookie = record.cookie.unwrap();
         assert_eq!(cookie["sameSite"], json!("strict"));
-        assert_eq!(encode(&cookie, record.stamp, &record.data), stored.to_vec());
+        assert_eq!(
+            encode(&json_of(&cookie), record.stamp, &record.data),
+            stored.to_vec()
+        );
     }
 
     #[test]
@@ -345,7 +501,12 @@ mod tests {
         use crate::domain::session::test_json::random_object;
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
+        let cookie = written(
+            &template(true),
+            None,
+            at(1_700_000_000_123),
+            Duration::from_secs(60),
+        );
         let stamp = Some(Stamp {
             created: 1,
             absolute: Some(2),
@@ -358,8 +519,8 @@ mod tests {
             let data =
                 SessionData::from_ascii_json(SessionData::new(map.clone()).ascii_json().clone());
             assert_eq!(
-                encode_data(&cookie, stamp, &data),
-                encode(&cookie, stamp, &map),
+                encode_data(&json_of(&cookie), stamp, &data),
+                encode(&json_of(&cookie), stamp, &map),
                 "{map:?}"
             );
             copied += usize::from(!data.ascii_json().windows(2).any(|pair| pair == b"\\u"));
@@ -373,7 +534,12 @@ mod tests {
         use crate::domain::session::test_json::random_object;
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
+        let cookie = written(
+            &template(true),
+            None,
+            at(1_700_000_000_123),
+            Duration::from_secs(60),
+        );
         for n in 0..1000_u64 {
             let stamp = (n % 3 > 0).then_some(Stamp {
                 created: n,
@@ -381,7 +547,7 @@ mod tests {
                 idle: Some(60),
                 remember: None,
             });
-            let bytes = encode(&cookie, stamp, &random_object(&mut rng, 2));
+            let bytes = encode(&json_of(&cookie), stamp, &random_object(&mut rng, 2));
             let whole = decode(&bytes).unwrap();
             let (read_stamp, data) = decode_data(&bytes).unwrap();
             assert_eq!((read_stamp, &data), (whole.stamp, &whole.data));
@@ -409,13 +575,18 @@ mod tests {
 
     #[test]
     fn a_new_record_carries_express_sessions_cookie_object() {
-        let cookie = template(true).for_write(None, at(1_700_000_000_123), Duration::from_secs(60));
-        let bytes = encode(&cookie, None, &Map::new());
+        let cookie = written(
+            &template(true),
+            None,
+            at(1_700_000_000_123),
+            Duration::from_secs(60),
+        );
+        let bytes = encode(&json_of(&cookie), None, &Map::new());
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"cookie":{"originalMaxAge":60000,"expires":"2023-11-14T22:14:20.123Z","httpOnly":true,"path":"/","sameSite":"lax"}}"#
         );
-        let session_cookie = template(false).for_write(None, at(0), Duration::from_secs(60));
+        let session_cookie = written(&template(false), None, at(0), Duration::from_secs(60));
         assert_eq!(session_cookie["expires"], Value::Null);
         assert_eq!(session_cookie["originalMaxAge"], Value::Null);
     }
@@ -426,22 +597,163 @@ mod tests {
         let Value::Object(existing) = existing else {
             unreachable!()
         };
-        let cookie = template(true).for_write(Some(existing), at(0), Duration::from_secs(2));
+        let cookie = written(
+            &template(true),
+            Some(existing),
+            at(0),
+            Duration::from_secs(2),
+        );
         assert_eq!(
             Value::Object(cookie),
             json!({"originalMaxAge": 2000, "expires": "1970-01-01T00:00:02.000Z", "secure": true, "path": "/app", "sameSite": "strict"})
         );
     }
 
+    /// What the map path makes of a stored cookie object, rendered.
+    fn by_map(
+        template: &RecordCookie,
+        existing: Option<Map<String, Value>>,
+        ttl: Duration,
+        expiry: Option<SystemTime>,
+    ) -> Vec<u8> {
+        json_of(&template.for_write(existing, ttl, expiry))
+    }
+
+    #[test]
+    fn a_cookie_object_refreshed_as_text_is_the_one_the_map_gives() {
+        use crate::domain::session::test_json::{random_object, random_value};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut as_text = 0;
+        for n in 0..2000_u64 {
+            // An express-session cookie object, or any object, with or
+            // without the two fields, wherever they sit.
+            let mut existing = if n % 2 == 0 {
+                template(true).fresh()
+            } else {
+                random_object(&mut rng, 2)
+            };
+            for field in ["originalMaxAge", "expires"] {
+                if rng.random_bool(0.3) {
+                    existing.shift_remove(field);
+                } else if rng.random_bool(0.3) {
+                    existing.insert(field.into(), random_value(&mut rng, 1));
+                }
+            }
+            let text = json_of(&existing);
+            let settings = template(n % 3 > 0);
+            let now = at(1_700_000_000_000 + n * 7_777);
+            let ttl = Duration::from_millis(rng.random_range(1..10_000_000_000));
+            let expiry = settings.expiry(now, ttl);
+            let refreshed = settings.rendered_for_write(StoredCookie::Text(&text), ttl, expiry);
+            assert_eq!(
+                refreshed,
+                by_map(&settings, Some(existing.clone()), ttl, expiry),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+            as_text += usize::from(refresh_expiry(&text, ttl, expiry).is_some());
+        }
+        // The scan leaves escaped keys to the map; most objects have none.
+        assert!(as_text > 1500, "{as_text} of 2000 refreshed as text");
+        // Spaces and a key given twice: the same JSON as the map's.
+        let settings = template(true);
+        let ttl = Duration::from_secs(60);
+        let expiry = settings.expiry(at(0), ttl);
+        for odd in [
+            &br#" { "path" : "/" , "expires" : null } "#[..],
+            br#"{"path":"/","path":"/app","originalMaxAge":1}"#,
+            br#"{"p\u0061th":"/"}"#,
+        ] {
+            let refreshed = settings.rendered_for_write(StoredCookie::Text(odd), ttl, expiry);
+            let existing: Map<String, Value> = serde_json::from_slice(odd).unwrap();
+            let by_map: Value =
+                serde_json::from_slice(&by_map(&settings, Some(existing), ttl, expiry)).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&refreshed).unwrap(), by_map);
+        }
+    }
+
+    #[test]
+    fn a_write_finds_the_cookie_object_decode_finds() {
+        use crate::domain::session::test_json::{random_object, random_value};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let mut records: Vec<Vec<u8>> = (0..1000)
+            .map(|n| {
+                let cookie = if n % 4 == 0 {
+                    json_of(&random_object(&mut rng, 2))
+                } else {
+                    json_of(&written(
+                        &template(true),
+                        None,
+                        at(n),
+                        Duration::from_secs(60),
+                    ))
+                };
+                let stamp = rng.random_bool(0.5).then_some(Stamp {
+                    created: n,
+                    absolute: Some(n + 1),
+                    idle: None,
+                    remember: None,
+                });
+                let mut bytes = encode(&cookie, stamp, &random_object(&mut rng, 2));
+                if n % 5 == 0 {
+                    // The cookie last: an app that writes its own records.
+                    let mut record: Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+                    let cookie = record.shift_remove("cookie").unwrap();
+                    record.insert("cookie".into(), cookie);
+                    bytes = serde_json::to_vec(&record).unwrap();
+                }
+                if n % 7 == 0 {
+                    let mut record: Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+                    record.insert("cookie".into(), random_value(&mut rng, 0));
+                    bytes = serde_json::to_vec(&record).unwrap();
+                }
+                bytes
+            })
+            .collect();
+        records.extend(
+            [
+                &br#"{"cookie":{"path":"/"},"a":1,"cookie":{"path":"/app"}}"#[..],
+                br#"{"a":1,"cookie":"odd"}"#,
+                br#"{"a":1}"#,
+                br#" {"cookie" : {"path":"/"} , "\u0061":1 } "#,
+                br#"{"\u0063ookie":{"path":"/x"}}"#,
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        let mut found_as_text = 0;
+        for bytes in &records {
+            let by_decode = decode(bytes).unwrap().cookie;
+            let found = match stored_cookie(bytes) {
+                StoredCookie::Text(text) => {
+                    found_as_text += 1;
+                    Some(serde_json::from_slice(text).unwrap())
+                }
+                StoredCookie::Parsed(map) => Some(map),
+                StoredCookie::Absent => None,
+            };
+            assert_eq!(found, by_decode, "{}", String::from_utf8_lossy(bytes));
+        }
+        assert!(found_as_text > 700, "{found_as_text} found as text");
+    }
+
     #[test]
     fn ttl_follows_connect_redis() {
         let now = at(1_700_000_000_000);
         let day = Duration::from_secs(86_400);
-        let cookie = template(true).for_write(None, now, Duration::from_secs(90));
-        assert_eq!(ttl_millis(&cookie, now, day), 90_000);
-        let browser_session = template(false).for_write(None, now, day);
-        assert_eq!(ttl_millis(&browser_session, now, day), 86_400_000);
-        let past = template(true).for_write(None, at(0), Duration::from_secs(1));
-        assert_eq!(ttl_millis(&past, now, day), 1, "at least 1 ms");
+        let ttl = |template: RecordCookie, written_at: SystemTime, lives: Duration| {
+            ttl_millis(template.expiry(written_at, lives), now, day)
+        };
+        assert_eq!(ttl(template(true), now, Duration::from_secs(90)), 90_000);
+        assert_eq!(ttl(template(false), now, day), 86_400_000);
+        assert_eq!(
+            ttl(template(true), at(0), Duration::from_secs(1)),
+            1,
+            "at least 1 ms"
+        );
+        // The expiry is the one `expires` says: to the millisecond.
+        let odd = now + Duration::from_micros(1_500);
+        assert_eq!(ttl(template(true), odd, Duration::from_secs(90)), 90_001);
     }
 }

@@ -69,31 +69,37 @@ async fn harness() -> Option<Harness> {
 
 conformance::suite!(async harness);
 
+/// A harness whose worker 0 tracks: loads and compare-and-sets go
+/// through the tracked connection and fill the cache.
+pub(super) async fn tracked_harness(test: &str) -> Option<Harness> {
+    let harness = harness_with(test, "").await?;
+    let task = harness.store.worker_task(0).expect("the store has a cache");
+    tokio::spawn(task);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !harness
+        .store
+        .cache_stats()
+        .is_some_and(|stats| stats.tracking)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracking never came on"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Some(harness)
+}
+
 /// The same suite with the client-side cache tracking: loads and
 /// compare-and-sets go through the tracked connection and fill the cache.
 mod with_the_cache_tracking {
     use super::*;
 
-    async fn tracked_harness() -> Option<Harness> {
-        let harness = harness_with("redis store conformance, cache tracking", "").await?;
-        let task = harness.store.worker_task(0).expect("the store has a cache");
-        tokio::spawn(task);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !harness
-            .store
-            .cache_stats()
-            .is_some_and(|stats| stats.tracking)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tracking never came on"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Some(harness)
+    async fn tracked() -> Option<Harness> {
+        tracked_harness("redis store conformance, cache tracking").await
     }
 
-    conformance::suite!(async tracked_harness);
+    conformance::suite!(async tracked);
 }
 
 /// The same suite on a three-node Redis Cluster: regenerate crosses slots.

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use super::*;
+use crate::domain::session::lifetime::{Lifetimes, STAMP_KEY};
 
 #[tokio::test]
 async fn records_are_written_in_connect_redis_format() {
@@ -83,6 +84,70 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
         stored,
         json!({"cookie": {"originalMaxAge": null, "expires": null, "secure": true, "httpOnly": false, "path": "/app"}, "cart": [1], "user": "ada"})
     );
+}
+
+/// A write that starts from what the cache holds (the request's own load,
+/// then this process's last write) treats the record as one read from
+/// Redis: an app's record without a stamp gets a fresh one, kept by the
+/// next write, and the app's cookie object survives.
+#[tokio::test]
+async fn a_write_from_the_cache_stamps_an_app_s_record_as_a_read_would() {
+    let Some(h) = tracked_harness("a_write_from_the_cache_stamps_an_app_s_record").await else {
+        return;
+    };
+    let id = SessionId::generate();
+    let key = h.store.key(&id);
+    let cookie = json!({"originalMaxAge": null, "expires": null, "secure": true, "httpOnly": false, "path": "/app"});
+    let written = json!({"cookie": cookie, "cart": [1]}).to_string();
+    let mut connection = h.store.connection();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&written)
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(h.store.load(&id, false).await.unwrap().live().is_some());
+    }
+    assert!(
+        h.store.cache_stats().unwrap().hits >= 1,
+        "the record is cached"
+    );
+    let lifetimes = Lifetimes {
+        idle: Some(Duration::from_secs(60)),
+        absolute: Some(Duration::from_secs(3600)),
+    };
+    let before = super::unix_millis(SystemTime::now());
+    let mut stamps = Vec::new();
+    for n in 0..2 {
+        let ops = [patch(json!({"n": n}))];
+        let commit = Commit {
+            current: Some(&id),
+            ops: &ops,
+            fresh_id: None,
+            ttl: Duration::from_secs(60),
+            max_bytes: 65536,
+            rotate_on: None,
+            lifetimes,
+        };
+        assert!(matches!(
+            h.store.commit(commit).await.unwrap(),
+            Committed::Saved { .. }
+        ));
+        let stored: serde_json::Value =
+            serde_json::from_str(&raw_get(&h.store, &key).await.unwrap()).unwrap();
+        assert_eq!(stored["cookie"], cookie);
+        assert_eq!(stored["cart"], json!([1]));
+        assert_eq!(stored["n"], json!(n));
+        stamps.push(stored[STAMP_KEY].clone());
+    }
+    let created = stamps[0]["created"].as_u64().unwrap();
+    assert!(created >= before, "a fresh stamp: {}", stamps[0]);
+    assert_eq!(stamps[0]["idle"], json!(60_000));
+    assert_eq!(stamps[0]["absolute"], json!(created + 3_600_000));
+    assert_eq!(stamps[1], stamps[0], "the next write keeps it");
 }
 
 /// An index larger than one `HSCAN` round is read whole, each member once,
