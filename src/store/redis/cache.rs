@@ -62,8 +62,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::domain::session::lifetime::Stamp;
-use crate::domain::session::SessionData;
+use super::record::Decoded;
 use crate::util::coarse_clock;
 
 /// Shards, so that readers on different sessions do not wait on each
@@ -76,9 +75,7 @@ pub(super) struct Cached {
     /// The value as Redis holds it: what a commit's compare-and-set
     /// expects, so that a write after a read needs no second `GET`.
     pub raw: Arc<[u8]>,
-    pub data: Arc<SessionData>,
-    /// The record's stamp, if it has one (as `record::decode` reads it).
-    pub stamp: Option<Stamp>,
+    pub decoded: Decoded,
     /// When Redis lets it go (less the clock's resolution); `None` when
     /// the key has no time to live.
     pub expires: Option<Instant>,
@@ -264,8 +261,7 @@ impl SessionCache {
         id: &str,
         ticket: Ticket,
         raw: &[u8],
-        data: Arc<SessionData>,
-        stamp: Option<Stamp>,
+        decoded: Decoded,
         ttl: Option<Duration>,
     ) {
         let expires = ttl.map(|ttl| {
@@ -284,8 +280,7 @@ impl SessionCache {
                 if held == ticket.number {
                     let cached = Cached {
                         raw: raw.into(),
-                        data,
-                        stamp,
+                        decoded,
                         expires,
                     };
                     *slot = Slot::Filled { cached, guard };
@@ -378,20 +373,25 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::session::SessionData;
     use serde_json::json;
 
     const A: Guard = 0;
     const B: Guard = 1;
 
-    fn data(user: &str) -> Arc<SessionData> {
+    fn data(user: &str) -> Decoded {
         match json!({ "user": user }) {
-            serde_json::Value::Object(map) => Arc::new(SessionData::new(map)),
+            serde_json::Value::Object(map) => Decoded {
+                data: Arc::new(SessionData::new(map)),
+                stamp: None,
+                cookie_at: None,
+            },
             _ => unreachable!(),
         }
     }
 
     fn user(cached: &Cached) -> String {
-        cached.data.map()["user"]
+        cached.decoded.data.map()["user"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
@@ -399,7 +399,7 @@ mod tests {
 
     fn fill(cache: &SessionCache, id: &str, ticket: Ticket, who: &str) {
         let raw = who.as_bytes();
-        cache.fill(id, ticket, raw, data(who), None, None);
+        cache.fill(id, ticket, raw, data(who), None);
     }
 
     fn filled(cache: &SessionCache, id: &str, guard: Guard, who: &str) {
@@ -500,12 +500,12 @@ mod tests {
         let cache = two_guards();
         let ticket = cache.reserve("a", A).unwrap();
         let zero = Some(Duration::ZERO);
-        cache.fill("a", ticket, b"", data("ada"), None, zero);
+        cache.fill("a", ticket, b"", data("ada"), zero);
         assert!(cache.entry("a").is_none());
         assert!(cache.get("a").is_none());
         let ticket = cache.reserve("b", A).unwrap();
         let long = Duration::from_secs(3600);
-        cache.fill("b", ticket, b"", data("bob"), None, Some(long));
+        cache.fill("b", ticket, b"", data("bob"), Some(long));
         assert!(cache.get("b").is_some());
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().misses, 1);

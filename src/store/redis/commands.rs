@@ -3,15 +3,14 @@
 //! what they are given: what a write means is decided in Rust by
 //! [`crate::domain::session::ops::plan`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Script, ScriptInvocation, Value};
 
 use super::conn::{describe, Connection};
+use super::record::Decoded;
 use super::RedisStore;
-use crate::domain::session::lifetime::Stamp;
-use crate::domain::session::{SessionData, SessionId};
+use crate::domain::session::SessionId;
 use crate::store::StoreError;
 
 /// Writes `ARGV[2]` with a TTL of `ARGV[3]` ms if `KEYS[1]` still holds
@@ -192,14 +191,15 @@ impl RedisStore {
         expected: &[u8],
         value: &[u8],
         millis: u64,
-        written: Written<'_>,
+        id: &SessionId,
+        written: &Decoded,
     ) -> Result<Cas, StoreError> {
         let script = &self.shared.scripts.set_if_unchanged;
         let args = (expected, value, millis);
         let Some((cache, guard, mut connection)) = self.tracked() else {
             return self.cas("write", script, &[key], args).await;
         };
-        let id = written.id.as_str();
+        let id = id.as_str();
         // Claimed before the write leaves, as a read does.
         let ticket = cache.reserve(id, guard);
         let reply = self
@@ -211,10 +211,8 @@ impl RedisStore {
         let outcome = cas_outcome("write", reply);
         match (&outcome, ticket) {
             (Ok(Cas::Done), Some(ticket)) => {
-                // Text only, as a read caches it.
-                let data = written.data.text_copy();
                 let ttl = Some(Duration::from_millis(millis));
-                cache.fill(id, ticket, value, Arc::new(data), written.stamp, ttl);
+                cache.fill(id, ticket, value, written.clone(), ttl);
             }
             _ => cache.forget(id),
         }
@@ -275,14 +273,6 @@ impl RedisStore {
         }
         cas_outcome(what, reply)
     }
-}
-
-/// The session a compare-and-set writes, for the cache to keep.
-pub(super) struct Written<'a> {
-    pub id: &'a SessionId,
-    pub data: &'a SessionData,
-    /// As a read of the written record finds it.
-    pub stamp: Option<Stamp>,
 }
 
 /// A compare-and-set script's call on `keys` with (expected, value, ttl).

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::commands::{Cas, Written};
-use super::record;
+use super::commands::Cas;
+use super::record::Decoded;
 use super::{RedisStore, MAX_ATTEMPTS};
 use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan, SessionOp};
-use crate::domain::session::{SessionData, SessionId};
+use crate::domain::session::SessionId;
 use crate::store::{Commit, Committed, StoreError};
 
 /// Stripes of the write queues (a power of two).
@@ -66,14 +66,6 @@ struct StripeState {
 pub(super) struct Known {
     pub raw: Vec<u8>,
     pub decoded: Option<Decoded>,
-}
-
-/// What `record::decode_data` reads from a record: its data, kept as
-/// text, and its stamp.
-#[derive(Clone)]
-pub(super) struct Decoded {
-    pub data: Arc<SessionData>,
-    pub stamp: Option<Stamp>,
 }
 
 /// A queued commit, owning what it needs.
@@ -329,7 +321,7 @@ impl RedisStore {
                     raw: expected.raw.clone(),
                     decoded: Some(Decoded {
                         data: start,
-                        stamp: decoded.stamp,
+                        ..decoded.into_owned()
                     }),
                 };
                 return Ok(Round::Finished(results, Some(kept)));
@@ -344,26 +336,22 @@ impl RedisStore {
             }
             Fate::Written => {
                 let stamp = stamp.unwrap_or_default();
-                let cookie = record::stored_cookie(expected_raw);
-                let (value, millis) = self.encode(cookie, stamp, &data, ttl);
-                // The stamp as a read of the record will find it.
-                let stamp = Some(stamp).filter(Stamp::is_set);
-                let written = Written {
-                    id,
-                    data: &data,
-                    stamp,
+                let cookie = decoded.cookie(expected_raw);
+                let (value, millis, cookie_at) = self.encode(cookie, stamp, &data, ttl);
+                let written = Decoded {
+                    data: Arc::new(data.text_copy()),
+                    // The stamp as a read of the record will find it.
+                    stamp: Some(stamp).filter(Stamp::is_set),
+                    cookie_at: Some(cookie_at),
                 };
                 match self
-                    .set_if_unchanged(&key, expected_raw, &value, millis, written)
+                    .set_if_unchanged(&key, expected_raw, &value, millis, id, &written)
                     .await?
                 {
                     Cas::Done => {
                         let written = Known {
                             raw: value,
-                            decoded: Some(Decoded {
-                                data: Arc::new(data.text_copy()),
-                                stamp,
-                            }),
+                            decoded: Some(written),
                         };
                         return Ok(Round::Finished(results, Some(written)));
                     }
@@ -372,8 +360,8 @@ impl RedisStore {
             }
             Fate::Moved(fresh) => {
                 let stamp = stamp.unwrap_or_default();
-                let cookie = record::stored_cookie(expected_raw);
-                let (value, millis) = self.encode(cookie, stamp, &data, ttl);
+                let cookie = decoded.cookie(expected_raw);
+                let (value, millis, _) = self.encode(cookie, stamp, &data, ttl);
                 let fresh = self.key(&fresh);
                 self.move_if_unchanged(&key, &fresh, expected_raw, &value, millis)
                     .await?
@@ -392,19 +380,14 @@ impl Known {
         Self { raw, decoded: None }
     }
 
-    /// Its decoding: the one known, or `record::decode_data`'s (`None`
-    /// when the record is not a JSON object). The data is kept as text,
-    /// so that a write of top-level keys is planned on the text (see
-    /// `ops::plan`).
+    /// Its decoding: the one known, or read now (`None` when the record
+    /// is not a JSON object). The data is kept as text, so that a write
+    /// of top-level keys is planned on the text (see `ops::plan`).
     fn decoded(&self) -> Option<std::borrow::Cow<'_, Decoded>> {
-        if let Some(decoded) = &self.decoded {
-            return Some(std::borrow::Cow::Borrowed(decoded));
+        match &self.decoded {
+            Some(decoded) => Some(std::borrow::Cow::Borrowed(decoded)),
+            None => Decoded::read(&self.raw).map(std::borrow::Cow::Owned),
         }
-        let (stamp, data) = record::decode_data(&self.raw)?;
-        Some(std::borrow::Cow::Owned(Decoded {
-            data: Arc::new(SessionData::rendered(&data)),
-            stamp,
-        }))
     }
 }
 

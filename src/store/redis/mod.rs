@@ -69,7 +69,7 @@ use crate::domain::session::{SessionData, SessionId};
 use cache::{Cached, Guard, SessionCache};
 use commands::Scripts;
 use conn::Connection;
-use group::{Decoded, Known};
+use group::Known;
 use settings::RedisConfig;
 
 pub use cache::CacheStats;
@@ -207,10 +207,7 @@ impl RedisStore {
         let cached = self.cache()?.entry(id.as_str())?;
         Some(Known {
             raw: cached.raw.to_vec(),
-            decoded: Some(Decoded {
-                data: cached.data,
-                stamp: cached.stamp,
-            }),
+            decoded: Some(cached.decoded),
         })
     }
 
@@ -222,7 +219,7 @@ impl RedisStore {
         with_expiry: bool,
     ) -> Result<Loaded, StoreError> {
         let now = unix_millis(SystemTime::now());
-        let stamp = cached.stamp.unwrap_or_default();
+        let stamp = cached.decoded.stamp.unwrap_or_default();
         if stamp.is_expired(now) {
             self.delete(&self.key(id)).await?;
             return Ok(Loaded::Expired);
@@ -234,7 +231,7 @@ impl RedisStore {
             _ => None,
         };
         Ok(Loaded::Live(Stored {
-            data: cached.data,
+            data: cached.decoded.data,
             times: times(&stamp, now, expires_in),
         }))
     }
@@ -245,23 +242,24 @@ impl RedisStore {
     }
 
     /// The stored value for `data` with its `stamp` and the record's
-    /// cookie object refreshed (a new one when `cookie` is absent), and
-    /// its TTL in ms: the nearest of `ttl` (the session's default life)
-    /// and the stamp's deadlines.
+    /// cookie object refreshed (a new one when `cookie` is absent), its
+    /// TTL in ms (the nearest of `ttl`, the session's default life, and
+    /// the stamp's deadlines), and where the cookie object sits in it.
     fn encode(
         &self,
         cookie: record::StoredCookie<'_>,
         stamp: Stamp,
         data: &SessionData,
         ttl: Duration,
-    ) -> (Vec<u8>, u64) {
+    ) -> (Vec<u8>, u64, std::ops::Range<usize>) {
         let now = SystemTime::now();
         let ttl = stamp.ttl(unix_millis(now), ttl);
         let settings = &self.shared.cookie;
         let expiry = settings.expiry(now, ttl);
         let cookie = settings.rendered_for_write(cookie, ttl, expiry);
         let millis = record::ttl_millis(expiry, now, ttl);
-        (record::encode_data(&cookie, Some(stamp), data), millis)
+        let value = record::encode_data(&cookie, Some(stamp), data);
+        (value, millis, record::cookie_place(cookie.len()))
     }
 }
 
@@ -309,8 +307,11 @@ impl SessionStore for RedisStore {
                     id.as_str(),
                     ticket,
                     &fetched.raw,
-                    Arc::clone(&stored.data),
-                    fetched.stamp,
+                    record::Decoded {
+                        data: Arc::clone(&stored.data),
+                        stamp: fetched.stamp,
+                        cookie_at: None,
+                    },
                     fetched.ttl,
                 ),
                 _ => cache.forget(id.as_str()),
@@ -339,7 +340,7 @@ impl SessionStore for RedisStore {
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, remember, .. } => {
                     let stamp = stamp_for(None, commit.lifetimes, remember);
-                    let (value, millis) =
+                    let (value, millis, _) =
                         self.encode(record::StoredCookie::Absent, stamp, &data, commit.ttl);
                     let fresh_id = commit.fresh_id();
                     self.set_new(&self.key(&fresh_id), &value, millis).await?;

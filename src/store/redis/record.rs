@@ -19,6 +19,8 @@
 //! Everything here is pure: no I/O.
 
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -74,6 +76,47 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         data,
     })
 }
+
+/// What a write needs of a stored record besides its bytes, once this
+/// process has read or made it: what [`decode_data`] reads (the data, kept
+/// as text, and the stamp), and where the cookie object sits when known.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub data: Arc<SessionData>,
+    pub stamp: Option<Stamp>,
+    /// The cookie object's place in the record, when this process wrote
+    /// it ([`encode_data`] puts it first, and no other member is named
+    /// `cookie`); else found by [`stored_cookie`].
+    pub cookie_at: Option<Range<usize>>,
+}
+
+impl Decoded {
+    /// [`decode_data`]'s reading of `bytes`, the data kept as text alone.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        let (stamp, data) = decode_data(bytes)?;
+        Some(Self {
+            data: Arc::new(SessionData::rendered(&data)),
+            stamp,
+            cookie_at: None,
+        })
+    }
+
+    /// The cookie object of `bytes`, the record this is the decoding of.
+    pub fn cookie<'a>(&self, bytes: &'a [u8]) -> StoredCookie<'a> {
+        match self.cookie_at.clone().and_then(|at| bytes.get(at)) {
+            Some(text) => StoredCookie::Text(text),
+            None => stored_cookie(bytes),
+        }
+    }
+}
+
+/// Where [`encode_data`] puts a cookie object of `length` bytes.
+pub fn cookie_place(length: usize) -> Range<usize> {
+    COOKIE_MEMBER.len()..COOKIE_MEMBER.len() + length
+}
+
+/// How every record Cloakroom writes starts.
+const COOKIE_MEMBER: &[u8] = b"{\"cookie\":";
 
 /// [`decode`] for a load, which needs no cookie object: the stamp and the
 /// data, with the cookie object skipped rather than built.
@@ -151,7 +194,7 @@ pub fn encode_data(cookie: &[u8], stamp: Option<Stamp>, data: &SessionData) -> V
 /// its members are copied after the cookie and the stamp.
 fn encode_rendered(cookie: &[u8], stamp: Option<Stamp>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(cookie.len() + data.len() + 64);
-    out.extend_from_slice(b"{\"cookie\":");
+    out.extend_from_slice(COOKIE_MEMBER);
     out.extend_from_slice(cookie);
     if let Some(stamp) = stamp.filter(Stamp::is_set) {
         out.extend_from_slice(b",\"");
@@ -736,6 +779,35 @@ mod tests {
             assert_eq!(found, by_decode, "{}", String::from_utf8_lossy(bytes));
         }
         assert!(found_as_text > 700, "{found_as_text} found as text");
+    }
+
+    #[test]
+    fn the_cookie_object_of_a_record_written_here_is_where_encode_put_it() {
+        use crate::domain::session::test_json::random_object;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        for n in 0..500 {
+            let cookie = json_of(&written(
+                &template(n % 2 == 0),
+                None,
+                at(n),
+                Duration::from_secs(9),
+            ));
+            let data = SessionData::new(random_object(&mut rng, 2));
+            let stamp = (n % 3 == 0).then_some(Stamp {
+                created: n,
+                absolute: None,
+                idle: Some(5),
+                remember: None,
+            });
+            let bytes = encode_data(&cookie, stamp, &data);
+            let mut decoded = Decoded::read(&bytes).unwrap();
+            assert_eq!(decoded.cookie(&bytes), stored_cookie(&bytes));
+            decoded.cookie_at = Some(cookie_place(cookie.len()));
+            assert_eq!(decoded.cookie(&bytes), StoredCookie::Text(&cookie));
+            let whole: Map<String, Value> = serde_json::from_slice(&cookie).unwrap();
+            assert_eq!(decode(&bytes).unwrap().cookie, Some(whole));
+        }
     }
 
     #[test]
