@@ -123,7 +123,15 @@ nginx_bin() {
     command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }
 }
 
+# REDIS_SERVER: another server program for the Redis targets, e.g. a
+# Valkey 8.1 (REDIS_SERVER=target/valkey/valkey-server after .ci/valkey),
+# whose native compare-and-set Cloakroom then uses.
 redis_bin() {
+    if [[ -n ${REDIS_SERVER:-} ]]; then
+        [[ -x $REDIS_SERVER ]] || die "REDIS_SERVER=$REDIS_SERVER is not an executable"
+        echo "$REDIS_SERVER"
+        return
+    fi
     command -v redis-server || { [[ -x /usr/bin/redis-server ]] && echo /usr/bin/redis-server; }
 }
 
@@ -190,6 +198,14 @@ check_target_names() {
         done
         die "unknown target '$target'; known: direct nginx $(printf '%s\n' "${CLOAKROOM_TARGETS[@]}" | grep -v -- '-tls$' | paste -sd ' ')"
     done
+}
+
+# The Redis server of the run, for the report (nothing without a Redis
+# target). Session writes use its own compare-and-set when it has one
+# (Valkey 8.1, Redis 8.4), else the script.
+redis_line() {
+    wants_redis || return 0
+    printf '\n- Redis server: %s' "$("$(redis_bin)" --version | cut -d' ' -f1-3)"
 }
 
 # Whether a target of this run stores its sessions in Redis.
@@ -923,7 +939,7 @@ render_report() {
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
 - sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($MID_SESSIONS for the -mid twins, $SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
-- Redis cache: store.cache_sessions = ${CACHE_SESSIONS:-the default (100000)} in the Redis targets
+- Redis cache: store.cache_sessions = ${CACHE_SESSIONS:-the default (100000)} in the Redis targets$(redis_line)
 - session check: $SESSION_CHECK$tls_lines
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 

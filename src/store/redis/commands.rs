@@ -3,9 +3,10 @@
 //! what they are given: what a write means is decided in Rust by
 //! [`crate::domain::session::ops::plan`].
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::{Script, ScriptInvocation, Value};
+use redis::{ErrorKind, Script, ScriptInvocation, ServerErrorKind, Value};
 
 use super::conn::{describe, Connection};
 use super::record::Decoded;
@@ -26,6 +27,14 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('EXISTS', KEYS[1])
 return 1
 ";
+
+/// The server's own compare-and-set, where it has one (Valkey 8.1, Redis
+/// 8.4): `SET key value IFEQ expected GET PX ms` writes only if the key
+/// holds `expected`, and answers what the key held (nil if nothing). So
+/// the write succeeded exactly when the answer is `expected`, and
+/// otherwise the answer is the record to plan again on. No script runs,
+/// which costs the server a fraction of `SET_IF_UNCHANGED`.
+const NATIVE_CAS_OPTIONS: [&str; 2] = ["IFEQ", "GET"];
 
 /// One server only (two keys, two slots in a cluster): moves a session
 /// from `KEYS[1]` to `KEYS[2]`, with the new value `ARGV[2]` and a TTL of
@@ -181,10 +190,11 @@ impl RedisStore {
         Ok(touched? == 1)
     }
 
-    /// Writes `value` at `key` if it still holds `expected`. Sent on the
-    /// worker's tracked connection while it tracks, and then what it wrote
-    /// (`written`) is cached once Redis has answered, unless something
-    /// dropped or claimed the key meanwhile (see `cache`).
+    /// Writes `value` at `key` if it still holds `expected`: with the
+    /// server's own compare-and-set when it has one, else the script. Sent
+    /// on the worker's tracked connection while it tracks, and then what
+    /// it wrote (`written`) is cached once Redis has answered, unless
+    /// something dropped or claimed the key meanwhile (see `cache`).
     pub(super) async fn set_if_unchanged(
         &self,
         key: &str,
@@ -197,18 +207,28 @@ impl RedisStore {
         let script = &self.shared.scripts.set_if_unchanged;
         let args = (expected, value, millis);
         let Some((cache, guard, mut connection)) = self.tracked() else {
+            let mut connection = self.connection();
+            if let Some(outcome) = self.native_cas(&mut connection, key, args, false).await {
+                self.forget(key);
+                return outcome;
+            }
             return self.cas("write", script, &[key], args).await;
         };
         let id = id.as_str();
         // Claimed before the write leaves, as a read does.
         let ticket = cache.reserve(id, guard);
-        let reply = self
-            .run(
-                "write",
-                invocation(script, &[key], args).invoke_async::<Value>(&mut connection),
-            )
-            .await;
-        let outcome = cas_outcome("write", reply);
+        let outcome = match self.native_cas(&mut connection, key, args, true).await {
+            Some(outcome) => outcome,
+            None => {
+                let reply = self
+                    .run(
+                        "write",
+                        invocation(script, &[key], args).invoke_async::<Value>(&mut connection),
+                    )
+                    .await;
+                cas_outcome("write", reply)
+            }
+        };
         match (&outcome, ticket) {
             (Ok(Cas::Done), Some(ticket)) => {
                 let ttl = Some(Duration::from_millis(millis));
@@ -254,6 +274,69 @@ impl RedisStore {
         Ok(outcome)
     }
 
+    /// The server's own compare-and-set ([`NATIVE_CAS_OPTIONS`]) with
+    /// (expected, value, ttl), when the server has it. On a tracked
+    /// connection it runs in a transaction with `EXISTS key`, which starts
+    /// the key's tracking again, as the script does, with no other
+    /// client's write in between. `None` when it is off, or when the
+    /// server refuses it (replaced by one without `IFEQ`): then it is off
+    /// from here on, and the caller runs the script.
+    async fn native_cas(
+        &self,
+        connection: &mut Connection,
+        key: &str,
+        (expected, value, millis): (&[u8], &[u8], u64),
+        tracked: bool,
+    ) -> Option<Result<Cas, StoreError>> {
+        if !self.shared.native_cas.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(value)
+            .arg(NATIVE_CAS_OPTIONS[0])
+            .arg(expected);
+        set.arg(NATIVE_CAS_OPTIONS[1]).arg("PX").arg(millis);
+        let request = async {
+            if !tracked {
+                return set.query_async::<Option<Vec<u8>>>(connection).await;
+            }
+            let mut transaction = redis::pipe();
+            transaction.atomic().add_command(set);
+            transaction.cmd("EXISTS").arg(key).ignore();
+            let (held,): (Option<Vec<u8>>,) = transaction.query_async(connection).await?;
+            Ok(held)
+        };
+        let limit = self.shared.command_timeout;
+        let held = match tokio::time::timeout(limit, request).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(error)) if refused(&error) => {
+                self.shared.native_cas.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    error = %describe(&error),
+                    "Redis refused SET IFEQ; session writes use the compare-and-set script from now on"
+                );
+                return None;
+            }
+            Ok(Err(error)) => {
+                return Some(Err(StoreError::Unavailable(format!(
+                    "redis write: {}",
+                    describe(&error)
+                ))))
+            }
+            Err(_) => {
+                return Some(Err(StoreError::Unavailable(format!(
+                    "redis write: no answer within {limit:?}"
+                ))))
+            }
+        };
+        Some(Ok(if held.as_deref() == Some(expected) {
+            Cas::Done
+        } else {
+            Cas::Changed(held)
+        }))
+    }
+
     async fn cas(
         &self,
         what: &'static str,
@@ -287,6 +370,34 @@ fn invocation<'a>(
     }
     invocation.arg(args.0).arg(args.1).arg(args.2);
     invocation
+}
+
+/// Whether the server answered `SET ... IFEQ` with an error of its own
+/// (a syntax error, or a transaction it aborted for one): it has no such
+/// option, and wrote nothing.
+fn refused(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort)
+    ) && matches!(error.code(), Some("ERR" | "EXECABORT"))
+}
+
+/// Whether `connection`'s server has the native compare-and-set: asked
+/// with `SET` of a random key under the prefix, `IFEQ` a random value,
+/// which writes nothing (the key does not exist). A server without it
+/// answers a syntax error.
+pub(super) async fn probe_native_cas(
+    mut connection: Connection,
+    prefix: &str,
+    limit: Duration,
+) -> bool {
+    let key = format!("{prefix}cloakroom-probe:{}", SessionId::generate().as_str());
+    let unlikely = SessionId::generate();
+    let mut set = redis::cmd("SET");
+    set.arg(&key).arg("probe").arg(NATIVE_CAS_OPTIONS[0]);
+    set.arg(unlikely.as_str()).arg(NATIVE_CAS_OPTIONS[1]);
+    let answer = tokio::time::timeout(limit, set.query_async::<Value>(&mut connection)).await;
+    matches!(answer, Ok(Ok(Value::Nil)))
 }
 
 /// What a compare-and-set script's reply means.

@@ -59,6 +59,7 @@ pub mod settings;
 mod tracking;
 mod users;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -103,6 +104,10 @@ struct Shared {
     /// The client-side cache; `None` when `store.cache_sessions` is 0 (or
     /// on a cluster).
     cache: Option<Cache>,
+    /// Whether session writes use the server's own compare-and-set
+    /// (`SET ... IFEQ ... GET`, see `commands`): probed at connect on a
+    /// single server, turned off if the server later refuses it.
+    native_cas: AtomicBool,
 }
 
 struct Cache {
@@ -138,9 +143,17 @@ impl RedisStore {
             }
             _ => None,
         };
+        let native_cas = match &config.endpoint {
+            settings::RedisEndpoint::Single(_) => {
+                let connection = connections[0].clone();
+                commands::probe_native_cas(connection, &config.prefix, config.command_timeout).await
+            }
+            _ => false,
+        };
         tracing::info!(
             redis = %config.endpoint.redacted(),
             prefix = %config.prefix,
+            compare_and_set = if native_cas { "SET IFEQ" } else { "script" },
             "Redis session store connected"
         );
         Ok(Self {
@@ -154,8 +167,15 @@ impl RedisStore {
                     .map(|_| group::Stripe::default())
                     .collect(),
                 cache,
+                native_cas: AtomicBool::new(native_cas),
             }),
         })
+    }
+
+    /// Whether session writes use the server's own compare-and-set
+    /// (`SET ... IFEQ`) rather than the script.
+    pub fn native_compare_and_set(&self) -> bool {
+        self.shared.native_cas.load(Ordering::Relaxed)
     }
 
     /// What `/metrics` shows of the client-side cache; `None` without one.

@@ -51,9 +51,39 @@ pub fn missing(what: &str, test: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {what} ***\n");
 }
 
+/// Where `.ci/valkey` puts a Valkey with the native compare-and-set
+/// (`SET ... IFEQ`, Valkey 8.1 and later), relative to the repository.
+const VALKEY_FROM_CI: &str = "target/valkey/valkey-server";
+
+/// A `valkey-server` of version 8.1 or later: `VALKEY_SERVER`, else what
+/// `.ci/valkey` installed; `None` after a loud skip (a panic under
+/// CI=true) when there is neither.
+pub fn valkey_program(test: &str) -> Option<String> {
+    let program = std::env::var("VALKEY_SERVER")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| format!("{}/{VALKEY_FROM_CI}", env!("CARGO_MANIFEST_DIR")));
+    let runs = Command::new(&program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !runs {
+        missing(
+            "no valkey-server 8.1 or later (set VALKEY_SERVER, or run .ci/valkey)",
+            test,
+        );
+        return None;
+    }
+    Some(program)
+}
+
 /// One `redis-server` child process on 127.0.0.1.
 pub struct RedisServer {
     pub port: u16,
+    /// What runs it: `redis-server`, or a Valkey.
+    program: String,
     child: Option<Child>,
     dir: PathBuf,
     args: Vec<String>,
@@ -81,9 +111,23 @@ impl RedisServer {
         })
     }
 
+    /// A Valkey server (see [`valkey_program`]) without persistence.
+    pub fn start_valkey(test: &str) -> Option<Self> {
+        let program = valkey_program(test)?;
+        Some(Self::spawn_program(
+            &program,
+            &["--save", "", "--appendonly", "no"],
+        ))
+    }
+
     /// A server with `extra` arguments, on a free port (tried a few times:
     /// another process may take the port between the check and the bind).
     pub fn spawn(extra: &[&str]) -> Self {
+        Self::spawn_program("redis-server", extra)
+    }
+
+    /// [`Self::spawn`] with another server program.
+    pub fn spawn_program(program: &str, extra: &[&str]) -> Self {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port(extra.contains(&"--cluster-enabled"));
@@ -101,6 +145,7 @@ impl RedisServer {
             args.extend(extra.iter().map(|a| a.to_string()));
             let mut server = Self {
                 port,
+                program: program.to_owned(),
                 child: None,
                 dir,
                 args,
@@ -114,7 +159,7 @@ impl RedisServer {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,10 +9,23 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_patches_from_two_instances_all_survive() {
-    let Some(h) = harness_with("concurrent_patches_from_two_instances_all_survive", "").await
-    else {
-        return;
-    };
+    let test = "concurrent_patches_from_two_instances_all_survive";
+    if let Some(h) = harness_with(test, "").await {
+        two_instances_patch_at_once(h).await;
+    }
+}
+
+/// The same where both instances write with the server's own
+/// compare-and-set, one of them tracking (its writes in a transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_from_two_instances_all_survive_the_native_compare_and_set() {
+    let test = "concurrent_patches_from_two_instances_all_survive_the_native_compare_and_set";
+    if let Some(h) = valkey_harness(test, "").await {
+        two_instances_patch_at_once(tracking(h).await).await;
+    }
+}
+
+async fn two_instances_patch_at_once(h: Harness) {
     // A second store on the same Redis: its own connection and locks, as
     // another Cloakroom instance would have.
     let url = url_of(&h);
@@ -66,9 +79,20 @@ async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) 
 #[tokio::test]
 async fn what_this_instance_wrote_last_never_hides_another_instances_write() {
     let test = "what_this_instance_wrote_last_never_hides_another_instances_write";
-    let Some(h) = harness_with(test, "").await else {
-        return;
-    };
+    if let Some(h) = harness_with(test, "").await {
+        remembered_never_hides(h).await;
+    }
+}
+
+#[tokio::test]
+async fn what_this_instance_wrote_last_never_hides_another_instances_write_natively() {
+    let test = "what_this_instance_wrote_last_never_hides_another_instances_write_natively";
+    if let Some(h) = valkey_harness(test, "").await {
+        remembered_never_hides(tracking(h).await).await;
+    }
+}
+
+async fn remembered_never_hides(h: Harness) {
     let url = url_of(&h);
     let other = RedisStore::connect(&redis_config(&format!("url = \"{url}\""), ""))
         .await
@@ -167,4 +191,51 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
         kept, saved_before_move,
         "exactly the writes reported saved, no other"
     );
+}
+
+/// After a write with the server's own compare-and-set on the tracked
+/// connection (which caches what it wrote), a change by another instance
+/// still reaches this one: the transaction's read started the key's
+/// tracking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_elsewhere_after_a_native_write_drops_the_cached_record() {
+    let test = "a_change_elsewhere_after_a_native_write_drops_the_cached_record";
+    let Some(h) = valkey_harness(test, "").await else {
+        return;
+    };
+    let h = tracking(h).await;
+    let url = url_of(&h);
+    let other = RedisStore::connect(&redis_config(&format!("url = \"{url}\""), ""))
+        .await
+        .unwrap();
+    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    for n in 0..20 {
+        assert!(matches!(
+            patch_on(&h.store, &id, json!({ "mine": n })).await,
+            Committed::Saved { .. }
+        ));
+        let hits = h.store.cache_stats().unwrap().hits;
+        let data = h.store.load(&id, true).await.unwrap().live().unwrap();
+        assert_eq!(data.map()["mine"], json!(n));
+        assert!(
+            h.store.cache_stats().unwrap().hits > hits,
+            "the write was cached"
+        );
+        assert!(matches!(
+            patch_on(&other, &id, json!({ "theirs": n })).await,
+            Committed::Saved { .. }
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let data = h.store.load(&id, true).await.unwrap().live().unwrap();
+            if data.map().get("theirs") == Some(&json!(n)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {n}: the other instance's change never reached the cache"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -72,7 +72,11 @@ conformance::suite!(async harness);
 /// A harness whose worker 0 tracks: loads and compare-and-sets go
 /// through the tracked connection and fill the cache.
 pub(super) async fn tracked_harness(test: &str) -> Option<Harness> {
-    let harness = harness_with(test, "").await?;
+    Some(tracking(harness_with(test, "").await?).await)
+}
+
+/// `harness` once its worker 0's tracked connection is up.
+pub(super) async fn tracking(harness: Harness) -> Harness {
     let task = harness.store.worker_task(0).expect("the store has a cache");
     tokio::spawn(task);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -87,7 +91,21 @@ pub(super) async fn tracked_harness(test: &str) -> Option<Harness> {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Some(harness)
+    harness
+}
+
+/// A store on its own Valkey (8.1 or later), which has the native
+/// compare-and-set: `store_toml` added to its `[store]`.
+pub(super) async fn valkey_harness(test: &str, store_toml: &str) -> Option<Harness> {
+    let server = RedisServer::start_valkey(test)?;
+    let config = redis_config(&format!("url = \"{}\"\n{store_toml}", server.url()), "");
+    let store = RedisStore::connect(&config).await.unwrap();
+    assert!(store.native_compare_and_set(), "Valkey 8.1 has SET IFEQ");
+    Some(Harness {
+        store,
+        server: Some(server),
+        _cluster: None,
+    })
 }
 
 /// The same suite with the client-side cache tracking: loads and
@@ -100,6 +118,32 @@ mod with_the_cache_tracking {
     }
 
     conformance::suite!(async tracked);
+}
+
+/// The same suite where writes use the server's own compare-and-set
+/// (`SET ... IFEQ ... GET`), tracked as in production: in a transaction
+/// with the read that tracks the key again.
+mod with_the_native_compare_and_set {
+    use super::*;
+
+    async fn tracked() -> Option<Harness> {
+        let test = "redis store conformance, native compare-and-set";
+        Some(tracking(valkey_harness(test, "").await?).await)
+    }
+
+    conformance::suite!(async tracked);
+}
+
+/// The same, without the cache: the plain `SET ... IFEQ ... GET`.
+mod with_the_native_compare_and_set_untracked {
+    use super::*;
+
+    async fn untracked() -> Option<Harness> {
+        let test = "redis store conformance, native compare-and-set, no cache";
+        valkey_harness(test, "cache_sessions = 0").await
+    }
+
+    conformance::suite!(async untracked);
 }
 
 /// The same suite on a three-node Redis Cluster: regenerate crosses slots.
