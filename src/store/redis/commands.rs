@@ -1,6 +1,7 @@
-//! The Redis commands the store sends, each under the command timeout, and
-//! the compare-and-set scripts. The scripts only compare bytes and write
-//! what they are given: what a write means is decided in Rust by
+//! The Redis commands the store sends, each under the command timeout: the
+//! compare-and-set scripts, and the server's own compare-and-set where it
+//! has one (`SET ... IFEQ`). Both only compare bytes and write what they
+//! are given: what a write means is decided in Rust by
 //! [`crate::domain::session::ops::plan`].
 
 use std::sync::atomic::Ordering;
@@ -210,15 +211,16 @@ impl RedisStore {
             let mut connection = self.connection();
             if let Some(outcome) = self.native_cas(&mut connection, key, args, false).await {
                 self.forget(key);
-                return outcome;
+                return outcome.map(|(outcome, _)| outcome);
             }
             return self.cas("write", script, &[key], args).await;
         };
         let id = id.as_str();
         // Claimed before the write leaves, as a read does.
         let ticket = cache.reserve(id, guard);
-        let outcome = match self.native_cas(&mut connection, key, args, true).await {
-            Some(outcome) => outcome,
+        let (outcome, cacheable) = match self.native_cas(&mut connection, key, args, true).await {
+            Some(Ok((outcome, cacheable))) => (Ok(outcome), cacheable),
+            Some(Err(error)) => (Err(error), false),
             None => {
                 let reply = self
                     .run(
@@ -226,11 +228,12 @@ impl RedisStore {
                         invocation(script, &[key], args).invoke_async::<Value>(&mut connection),
                     )
                     .await;
-                cas_outcome("write", reply)
+                // The script wrote and read the key again in one step.
+                (cas_outcome("write", reply), true)
             }
         };
         match (&outcome, ticket) {
-            (Ok(Cas::Done), Some(ticket)) => {
+            (Ok(Cas::Done), Some(ticket)) if cacheable => {
                 let ttl = Some(Duration::from_millis(millis));
                 cache.fill(id, ticket, value, written.clone(), ttl);
             }
@@ -275,19 +278,21 @@ impl RedisStore {
     }
 
     /// The server's own compare-and-set ([`NATIVE_CAS_OPTIONS`]) with
-    /// (expected, value, ttl), when the server has it. On a tracked
-    /// connection it runs in a transaction with `EXISTS key`, which starts
-    /// the key's tracking again, as the script does, with no other
-    /// client's write in between. `None` when it is off, or when the
-    /// server refuses it (replaced by one without `IFEQ`): then it is off
-    /// from here on, and the caller runs the script.
+    /// (expected, value, ttl), when the server has it, and whether what it
+    /// wrote may be cached. On a tracked connection a `GET` of the key
+    /// follows in the same round trip: it starts the key's tracking again
+    /// (a change ends it), and tells whether the key still held the value
+    /// written once tracked (see [`native_outcome`]). `None` when it is
+    /// off, or when the server refuses it (replaced by one without
+    /// `IFEQ`): then it is off from here on, and the caller runs the
+    /// script.
     async fn native_cas(
         &self,
         connection: &mut Connection,
         key: &str,
         (expected, value, millis): (&[u8], &[u8], u64),
         tracked: bool,
-    ) -> Option<Result<Cas, StoreError>> {
+    ) -> Option<Result<(Cas, bool), StoreError>> {
         if !self.shared.native_cas.load(Ordering::Relaxed) {
             return None;
         }
@@ -299,17 +304,17 @@ impl RedisStore {
         set.arg(NATIVE_CAS_OPTIONS[1]).arg("PX").arg(millis);
         let request = async {
             if !tracked {
-                return set.query_async::<Option<Vec<u8>>>(connection).await;
+                let held = set.query_async::<Option<Vec<u8>>>(connection).await?;
+                return Ok((held, None));
             }
-            let mut transaction = redis::pipe();
-            transaction.atomic().add_command(set);
-            transaction.cmd("EXISTS").arg(key).ignore();
-            let (held,): (Option<Vec<u8>>,) = transaction.query_async(connection).await?;
-            Ok(held)
+            let mut pipeline = redis::pipe();
+            pipeline.add_command(set).cmd("GET").arg(key);
+            let (held, now) = pipeline.query_async(connection).await?;
+            Ok((held, Some(now)))
         };
         let limit = self.shared.command_timeout;
-        let held = match tokio::time::timeout(limit, request).await {
-            Ok(Ok(held)) => held,
+        let (held, now) = match tokio::time::timeout(limit, request).await {
+            Ok(Ok(replies)) => replies,
             Ok(Err(error)) if refused(&error) => {
                 self.shared.native_cas.store(false, Ordering::Relaxed);
                 tracing::warn!(
@@ -330,11 +335,7 @@ impl RedisStore {
                 ))))
             }
         };
-        Some(Ok(if held.as_deref() == Some(expected) {
-            Cas::Done
-        } else {
-            Cas::Changed(held)
-        }))
+        Some(Ok(native_outcome(expected, value, held, now)))
     }
 
     async fn cas(
@@ -370,6 +371,27 @@ fn invocation<'a>(
     }
     invocation.arg(args.0).arg(args.1).arg(args.2);
     invocation
+}
+
+/// What the native compare-and-set's replies mean: `held`, what the key
+/// held when the `SET` ran (the write happened exactly when that is
+/// `expected`), and on a tracked connection `now`, what the `GET` after it
+/// found. The written value may be cached only if the `GET` found it: the
+/// key is tracked again from that read on, but a write by another client
+/// between the two went unreported, and its value must not be hidden.
+/// (The script writes and reads again in one step, so its writes are
+/// always cacheable.)
+fn native_outcome(
+    expected: &[u8],
+    value: &[u8],
+    held: Option<Vec<u8>>,
+    now: Option<Option<Vec<u8>>>,
+) -> (Cas, bool) {
+    if held.as_deref() != Some(expected) {
+        return (Cas::Changed(held), false);
+    }
+    let cacheable = now.is_some_and(|now| now.as_deref() == Some(value));
+    (Cas::Done, cacheable)
 }
 
 /// Whether the server answered `SET ... IFEQ` with an error of its own
@@ -409,5 +431,34 @@ fn cas_outcome(what: &'static str, reply: Result<Value, StoreError>) -> Result<C
         _ => Err(StoreError::Unavailable(format!(
             "redis {what}: unexpected reply from the script"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_native_write_is_cached_only_if_the_read_after_it_found_it() {
+        let (old, new, other) = (&b"old"[..], &b"new"[..], &b"other"[..]);
+        let done = |held: &[u8], now: Option<Option<&[u8]>>| {
+            let now = now.map(|now| now.map(<[u8]>::to_vec));
+            native_outcome(old, new, Some(held.to_vec()), now)
+        };
+        assert!(matches!(done(old, Some(Some(new))), (Cas::Done, true)));
+        // Another client wrote, or deleted, between the SET and the GET.
+        assert!(matches!(done(old, Some(Some(other))), (Cas::Done, false)));
+        assert!(matches!(done(old, Some(None)), (Cas::Done, false)));
+        // Untracked: nothing is cached from it anyway.
+        assert!(matches!(done(old, None), (Cas::Done, false)));
+        // The key held something else: plan again on it; or nothing.
+        match native_outcome(old, new, Some(other.to_vec()), Some(Some(other.to_vec()))) {
+            (Cas::Changed(Some(held)), false) => assert_eq!(held, other),
+            _ => panic!("a changed record is a conflict"),
+        }
+        assert!(matches!(
+            native_outcome(old, new, None, Some(None)),
+            (Cas::Changed(None), false)
+        ));
     }
 }
