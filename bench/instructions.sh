@@ -10,10 +10,15 @@
 #   CONFIG=my.toml LOG=warn,cloakroom::access=info bench/instructions.sh
 #                                        # another config (listening on
 #                                        # 127.0.0.1:3901) and log filter
+#   SESSIONS=300 bench/instructions.sh   # the session scenarios rotate over
+#                                        # 300 sessions' cookies, as
+#                                        # bench/run.sh's do (default 1: one
+#                                        # hot cookie)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${SECONDS_EACH:-3}
+SESSIONS=${SESSIONS:-1}
 CONFIG=${CONFIG:-bench/proxy.bench.toml}
 LOG=${LOG:-warn}
 UPSTREAM=127.0.0.1:3900
@@ -58,8 +63,16 @@ RUST_LOG=$LOG valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=
 pids+=($!)
 wait_port "$PROXY"
 
-cookie=$(curl -s -D - -o /dev/null "http://$PROXY/login" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+login() {
+    curl -s -D - -o /dev/null "http://$PROXY/login" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p'
+}
+cookie=$(login)
 [[ -n $cookie ]] || { echo "no session cookie from /login" >&2; exit 1; }
+# With SESSIONS > 1, the session scenarios send each request with the next
+# cookie of this list (bench/measure.lua's BENCH_COOKIES).
+cookies=$work/cookies
+echo "$cookie" >"$cookies"
+for ((made = 1; made < SESSIONS; made++)); do login >>"$cookies"; done
 
 # Instructions the proxy has executed since the counters were zeroed,
 # summed over its threads.
@@ -68,7 +81,9 @@ instructions() {
 }
 
 measure() { # name, path, cookie
-    local name=$1 path=$2 cookie=$3
+    local name=$1 path=$2 cookie=$3 list=
+    [[ -z $cookie || $SESSIONS -le 1 ]] || list=$cookies
+    export BENCH_COOKIES=$list
     BENCH_COOKIE=$cookie wrk -t 1 -c 8 -d 1 -s bench/measure.lua "http://$PROXY$path" >/dev/null 2>&1 # warm-up
     callgrind_control -i on "${pids[1]}" >/dev/null
     callgrind_control -z "${pids[1]}" >/dev/null
@@ -83,7 +98,7 @@ measure() { # name, path, cookie
     printf '| %s | %s | %s | %s |\n' "$name" "$requests" "$(((after - before) / requests))" "$((${errors:-0}))"
 }
 
-echo "Instructions per request (user space, callgrind), wrk -t 1 -c 8 for ${SECONDS_EACH}s per scenario"
+echo "Instructions per request (user space, callgrind), wrk -t 1 -c 8 for ${SECONDS_EACH}s per scenario, session cookies rotating over $SESSIONS session(s)"
 echo
 echo "| scenario | requests | instructions per request | errors |"
 echo "|---|---:|---:|---:|"
