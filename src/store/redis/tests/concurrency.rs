@@ -63,17 +63,7 @@ async fn two_instances_patch_at_once(h: Harness) {
 
 /// A commit on `store` patching `value` into `id`.
 async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) -> Committed {
-    let ops = [patch(value)];
-    let commit = Commit {
-        current: Some(id),
-        ops: &ops,
-        fresh_id: None,
-        ttl: Duration::from_secs(60),
-        max_bytes: 65536,
-        rotate_on: None,
-        lifetimes: Default::default(),
-    };
-    store.commit(commit).await.unwrap()
+    patch_with(store, id, value, Default::default()).await
 }
 
 #[tokio::test]

@@ -172,6 +172,26 @@ pub(super) fn patch(value: serde_json::Value) -> SessionOp {
     }
 }
 
+/// A commit on `store` patching `value` into `id`, with `lifetimes`.
+pub(super) async fn patch_with(
+    store: &RedisStore,
+    id: &SessionId,
+    value: serde_json::Value,
+    lifetimes: crate::domain::session::lifetime::Lifetimes,
+) -> Committed {
+    let ops = [patch(value)];
+    let commit = Commit {
+        current: Some(id),
+        ops: &ops,
+        fresh_id: None,
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+        rotate_on: None,
+        lifetimes,
+    };
+    store.commit(commit).await.unwrap()
+}
+
 pub(super) async fn raw_get(store: &RedisStore, key: &str) -> Option<String> {
     let bytes = store.get(key).await.unwrap()?;
     Some(String::from_utf8(bytes).unwrap())

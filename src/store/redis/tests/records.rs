@@ -122,18 +122,8 @@ async fn a_write_from_the_cache_stamps_an_app_s_record_as_a_read_would() {
     let before = super::unix_millis(SystemTime::now());
     let mut stamps = Vec::new();
     for n in 0..2 {
-        let ops = [patch(json!({"n": n}))];
-        let commit = Commit {
-            current: Some(&id),
-            ops: &ops,
-            fresh_id: None,
-            ttl: Duration::from_secs(60),
-            max_bytes: 65536,
-            rotate_on: None,
-            lifetimes,
-        };
         assert!(matches!(
-            h.store.commit(commit).await.unwrap(),
+            patch_with(&h.store, &id, json!({ "n": n }), lifetimes).await,
             Committed::Saved { .. }
         ));
         let stored: serde_json::Value =
