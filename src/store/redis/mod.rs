@@ -14,7 +14,10 @@
 //! to [`MAX_ATTEMPTS`] times, then gives up with `StoreError::Unavailable`.
 //! So concurrent patches to different keys never lose an update, and a
 //! patch never re-creates a session that was destroyed or moved meanwhile
-//! (the script finds no value and the commit reports `Vanished`).
+//! (the script finds no value and the commit reports `Vanished`). On a
+//! server with its own compare-and-set (`SET ... IFEQ ... GET`, Valkey 8.1,
+//! Redis 8.4; probed at connect) that command replaces the script, with
+//! the same rule (see `commands`).
 //!
 //! Within one process, the commits on one session are applied together
 //! ([`group`]): one read, the commits planned one after another in arrival
