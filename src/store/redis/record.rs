@@ -486,6 +486,16 @@ mod tests {
         template.for_write(existing, ttl, template.expiry(now, ttl))
     }
 
+    /// The cookie object of a session written at a fixed time for a minute.
+    fn minute_cookie() -> Map<String, Value> {
+        written(
+            &template(true),
+            None,
+            at(1_700_000_000_123),
+            Duration::from_secs(60),
+        )
+    }
+
     fn json_of(cookie: &Map<String, Value>) -> Vec<u8> {
         serde_json::to_vec(cookie).unwrap()
     }
@@ -544,12 +554,7 @@ mod tests {
         use crate::domain::session::test_json::random_object;
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let cookie = written(
-            &template(true),
-            None,
-            at(1_700_000_000_123),
-            Duration::from_secs(60),
-        );
+        let cookie = minute_cookie();
         let stamp = Some(Stamp {
             created: 1,
             absolute: Some(2),
@@ -577,12 +582,7 @@ mod tests {
         use crate::domain::session::test_json::random_object;
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let cookie = written(
-            &template(true),
-            None,
-            at(1_700_000_000_123),
-            Duration::from_secs(60),
-        );
+        let cookie = minute_cookie();
         for n in 0..1000_u64 {
             let stamp = (n % 3 > 0).then_some(Stamp {
                 created: n,
@@ -618,12 +618,7 @@ mod tests {
 
     #[test]
     fn a_new_record_carries_express_sessions_cookie_object() {
-        let cookie = written(
-            &template(true),
-            None,
-            at(1_700_000_000_123),
-            Duration::from_secs(60),
-        );
+        let cookie = minute_cookie();
         let bytes = encode(&json_of(&cookie), None, &Map::new());
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
