@@ -155,6 +155,76 @@ async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
     until_seen(&first, &upstream, &cookie, |session| session.is_none()).await;
 }
 
+/// A change made elsewhere while this instance's worker cannot run (here
+/// the process is stopped, as a busy or descheduled worker is), and a
+/// request that was sent after it on a connection the worker already
+/// holds, reach the worker in the same turn of its loop. The invalidation,
+/// which came first, is applied first: the request gets the changed
+/// session, never the cached one.
+#[tokio::test]
+async fn an_invalidation_that_arrived_before_a_request_is_applied_before_it() {
+    let test = "redis_cache::an_invalidation_that_arrived_before_a_request_is_applied_before_it";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (port, ops_port) = (free_port(), free_port());
+    let config = TempFile::new(
+        "stopped-worker",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 1\n\
+             [upstream]\nurl = \"{}\"\n[session]\nsecrets = [\"{SECRET}\"]\n\
+             [ops]\nlisten = \"127.0.0.1:{ops_port}\"\n{}",
+            upstream.url(),
+            redis_store(&url, "")
+        ),
+    );
+    let (mut child, _log) = spawn_logging_binary(config.path());
+    wait_for_port(port, &mut child).await;
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    tracking_is(ops, true).await;
+
+    // One connection, kept alive: every request below reaches the worker
+    // as bytes on a socket it already watches.
+    let client = bare();
+    let page = format!("http://127.0.0.1:{port}/");
+    let login = client
+        .post(&page)
+        .header("x-test-set-session", r#"{"user":{"name":"ada"}}"#)
+        .send()
+        .await
+        .unwrap();
+    let cookie = sid_pair(&login);
+    let read = || client.get(&page).header("cookie", &cookie).send();
+    for _ in 0..2 {
+        assert_eq!(read().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        upstream.last().session(),
+        Some(json!({"user": {"name": "ada"}}))
+    );
+    let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    assert!(hits >= 1.0, "the session was not cached: {hits} hits");
+
+    signal(&child, "STOP");
+    // Redis sends the invalidation to the stopped worker's tracked
+    // connection as it answers this write...
+    rename_in_redis(&url, &cookie, "ada", "bea").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...and the request follows it.
+    let request = tokio::spawn(read());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal(&child, "CONT");
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        upstream.last().session(),
+        Some(json!({"user": {"name": "bea"}})),
+        "the request was served the record the invalidation had dropped"
+    );
+    assert!(terminate(&mut child).await.success());
+}
+
 /// `PATCH`es the session through `proxy` with `{"n": n}`, on a connection
 /// of its own (so a two-worker proxy takes them on both workers in turn).
 async fn write_n(proxy: &Proxy, cookie: &str, n: u64) {

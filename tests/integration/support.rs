@@ -452,14 +452,19 @@ pub async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
     panic!("cloakroom never listened on {port}");
 }
 
-/// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
-pub async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
-    let killed = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().unwrap().to_string())
+/// Sends `child` the signal named `name` (`TERM`, `STOP`, `CONT`, ...).
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let sent = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().expect("the child is running").to_string())
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success(), "kill -{name} failed");
+}
+
+/// Sends SIGTERM to the binary and waits (15 s at most) for it to exit.
+pub async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    signal(child, "TERM");
     tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("cloakroom did not exit within 15 s of SIGTERM")

@@ -47,9 +47,12 @@
 //!   expiry's invalidation arrives.
 //!
 //! The window that remains: between another client's write reaching Redis
-//! and its invalidation reaching this process, a read here may still get
-//! the record as it was (the README measures it). Writes stay
-//! compare-and-set against Redis, so no update is ever lost.
+//! and its invalidation being read by the guard's worker, a read here may
+//! still get the record as it was (the README measures it). An
+//! invalidation is applied as it is read, so a request the guard's worker
+//! takes after it never gets the old record; a request on another worker,
+//! run before the guard's worker has read the invalidation, may. Writes
+//! stay compare-and-set against Redis, so no update is ever lost.
 //!
 //! Bounded: at most `store.cache_sessions` records; a full shard drops one
 //! to make room.

@@ -15,12 +15,17 @@
 //! to [`RETRY_MAX`]. A server that refuses tracking (older than Redis 6, or
 //! a proxy in front of it) leaves the cache off, with one warning.
 //!
+//! Invalidations are applied by the task that reads the connection, as it
+//! reads them ([`Invalidations`]): one that reached the worker before a
+//! request did is applied before that request reads the cache, even when
+//! a busy worker takes both in the same turn of its loop.
+//!
 //! The task ends when the store is dropped.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
@@ -94,11 +99,17 @@ impl Tracker {
 
     /// One tracked connection, from connecting to its end.
     async fn track(&self, cache: &Weak<SessionCache>, guard: Guard) -> Ended {
-        let (sender, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+        let (rest, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+        let applier = Invalidations {
+            cache: cache.clone(),
+            guard,
+            prefix: self.prefix.clone(),
+            rest,
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout))
-            .set_push_sender(sender);
+            .set_push_sender(applier);
         let deadline = self.connect_timeout + self.command_timeout;
         let connecting = self
             .client
@@ -139,15 +150,8 @@ impl Tracker {
                     let Some(push) = push else {
                         return Ended::Lost("the push channel closed".into());
                     };
-                    let Some(cache) = cache.upgrade() else {
-                        return Ended::StoreDropped;
-                    };
-                    match push.kind {
-                        PushKind::Invalidate => self.invalidate(&cache, guard, push.data),
-                        PushKind::Disconnection => {
-                            return Ended::Lost("the connection closed".into());
-                        }
-                        _ => {}
+                    if push.kind == PushKind::Disconnection {
+                        return Ended::Lost("the connection closed".into());
                     }
                 }
                 _ = ping.tick() => {
@@ -176,15 +180,32 @@ impl Tracker {
             Err(_) => Err(format!("no answer within {limit:?}")),
         }
     }
+}
 
-    /// `invalidate` carries the keys changed, or nil when the whole
-    /// database was flushed.
-    fn invalidate(&self, cache: &SessionCache, guard: Guard, data: Vec<Value>) {
-        let Some(keys) = data.into_iter().next() else {
-            return;
+/// Applies a tracked connection's invalidations as the connection reads
+/// them, in the task that reads its socket: a record is dropped before any
+/// answer read after the invalidation is delivered, and before a request
+/// woken in the same turn of the worker's loop reads the cache. (Handed to
+/// a task of its own, it would be dropped only after such a request had
+/// been served the record.) Every other push goes to the tracking task.
+struct Invalidations {
+    cache: Weak<SessionCache>,
+    guard: Guard,
+    prefix: String,
+    rest: mpsc::UnboundedSender<PushInfo>,
+}
+
+impl AsyncPushSender for Invalidations {
+    fn send(&self, push: PushInfo) -> Result<(), SendError> {
+        if push.kind != PushKind::Invalidate {
+            return self.rest.send(push).map_err(|_| SendError);
+        }
+        let Some(cache) = self.cache.upgrade() else {
+            return Err(SendError);
         };
-        match keys {
-            Value::Array(keys) | Value::Set(keys) => {
+        // The keys changed, or nil when the whole database was flushed.
+        match push.data.into_iter().next() {
+            Some(Value::Array(keys) | Value::Set(keys)) => {
                 for key in keys {
                     let bytes = match &key {
                         Value::BulkString(bytes) => bytes.as_slice(),
@@ -195,11 +216,13 @@ impl Tracker {
                         .strip_prefix(self.prefix.as_bytes())
                         .and_then(|id| std::str::from_utf8(id).ok());
                     if let Some(id) = id {
-                        cache.invalidate(id, guard);
+                        cache.invalidate(id, self.guard);
                     }
                 }
             }
-            _ => cache.clear(),
+            Some(_) => cache.clear(),
+            None => {}
         }
+        Ok(())
     }
 }
