@@ -179,7 +179,10 @@ impl RedisStore {
                         None
                     }
                 };
-                let written = self.write_group(&id, group, known).await;
+                // Boxed: a group's future is large (its compare-and-set
+                // and its retries), and this task's would otherwise be
+                // copied whole each time it moves while being spawned.
+                let written = Box::pin(self.write_group(&id, group, known)).await;
                 if let Some(record) = written.filter(|r| r.raw.len() <= REMEMBERED_MAX_BYTES) {
                     lock(stripe).remembered = Some((id, record));
                 }
