@@ -164,7 +164,9 @@ pub trait SessionStore: Send + Sync + 'static {
 /// the request future embeds this one: unboxed, a Redis exchange's state
 /// (several KiB) would be copied on every request, memory store or not. One
 /// allocation beside a network round trip costs nothing; the memory arms
-/// stay unboxed.
+/// stay unboxed. The Redis load is the exception: it boxes its own round
+/// trips, so that a read the client-side cache answers allocates and
+/// copies nothing of them.
 #[derive(Clone)]
 pub enum AnyStore {
     Memory(MemoryStore),
@@ -234,7 +236,7 @@ impl SessionStore for AnyStore {
     async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
         match self {
             Self::Memory(store) => store.load(id, with_expiry).await,
-            Self::Redis(store) => Box::pin(store.load(id, with_expiry)).await,
+            Self::Redis(store) => store.load(id, with_expiry).await,
         }
     }
 

@@ -234,18 +234,13 @@ impl RedisStore {
         })
     }
 
-    /// A load answered from the cache.
-    async fn load_cached(
-        &self,
-        id: &SessionId,
-        cached: Cached,
-        with_expiry: bool,
-    ) -> Result<Loaded, StoreError> {
+    /// A load answered from the cache; `None` when the session is past a
+    /// deadline of its stamp (the caller deletes it).
+    fn load_cached(cached: Cached, with_expiry: bool) -> Option<Loaded> {
         let now = unix_millis(SystemTime::now());
         let stamp = cached.decoded.stamp.unwrap_or_default();
         if stamp.is_expired(now) {
-            self.delete(&self.key(id)).await?;
-            return Ok(Loaded::Expired);
+            return None;
         }
         let expires_in = match (with_expiry, cached.expires) {
             (true, Some(at)) => {
@@ -253,7 +248,7 @@ impl RedisStore {
             }
             _ => None,
         };
-        Ok(Loaded::Live(Stored {
+        Some(Loaded::Live(Stored {
             data: cached.decoded.data,
             times: times(&stamp, now, expires_in),
         }))
@@ -312,9 +307,50 @@ pub(super) fn stamp_for(
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
+        // The round trips are boxed: their futures are large, and a cache
+        // hit should not carry (and copy) their room.
         if let Some(cached) = self.cache().and_then(|cache| cache.get(id.as_str())) {
-            return self.load_cached(id, cached, with_expiry).await;
+            if let Some(loaded) = Self::load_cached(cached, with_expiry) {
+                return Ok(loaded);
+            }
+            Box::pin(self.delete(&self.key(id))).await?;
+            return Ok(Loaded::Expired);
         }
+        Box::pin(self.load_missed(id, with_expiry)).await
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        let Some(current_id) = commit.current else {
+            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
+                Plan::Keep => Ok(Committed::Unchanged),
+                Plan::Delete => Ok(Committed::Destroyed),
+                Plan::Write { data, remember, .. } => {
+                    let stamp = stamp_for(None, commit.lifetimes, remember);
+                    let (value, millis, _) =
+                        self.encode(record::StoredCookie::Absent, stamp, &data, commit.ttl);
+                    let fresh_id = commit.fresh_id();
+                    Box::pin(self.set_new(&self.key(&fresh_id), &value, millis)).await?;
+                    Ok(Committed::Saved {
+                        id: fresh_id,
+                        data,
+                        remember: stamp.remember.map(Duration::from_millis),
+                    })
+                }
+            };
+        };
+        self.enqueue(current_id, commit).await
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.expire(&self.key(id), millis).await
+    }
+}
+
+impl RedisStore {
+    /// A load the cache could not answer: from Redis, on the worker's
+    /// tracked connection (filling the cache) while it tracks.
+    async fn load_missed(&self, id: &SessionId, with_expiry: bool) -> Result<Loaded, StoreError> {
         let Some((cache, guard, connection)) = self.tracked() else {
             let connection = self.connection();
             let (loaded, _) = self.load_from_redis(connection, id, with_expiry).await?;
@@ -356,35 +392,6 @@ impl SessionStore for RedisStore {
         Ok(loaded)
     }
 
-    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
-        let Some(current_id) = commit.current else {
-            return match ops::plan(None, commit.ops, commit.max_bytes, None)? {
-                Plan::Keep => Ok(Committed::Unchanged),
-                Plan::Delete => Ok(Committed::Destroyed),
-                Plan::Write { data, remember, .. } => {
-                    let stamp = stamp_for(None, commit.lifetimes, remember);
-                    let (value, millis, _) =
-                        self.encode(record::StoredCookie::Absent, stamp, &data, commit.ttl);
-                    let fresh_id = commit.fresh_id();
-                    self.set_new(&self.key(&fresh_id), &value, millis).await?;
-                    Ok(Committed::Saved {
-                        id: fresh_id,
-                        data,
-                        remember: stamp.remember.map(Duration::from_millis),
-                    })
-                }
-            };
-        };
-        self.enqueue(current_id, commit).await
-    }
-
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.expire(&self.key(id), millis).await
-    }
-}
-
-impl RedisStore {
     /// A load from Redis on `connection`; for a live session, also what
     /// the cache keeps.
     async fn load_from_redis(

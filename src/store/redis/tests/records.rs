@@ -191,3 +191,47 @@ async fn a_large_user_index_is_read_in_rounds_and_cleaned() {
         .unwrap();
     assert_eq!(left, 1000, "stale members removed");
 }
+
+/// A record cached from Redis with a time to live longer than its stamp
+/// allows (an Express app's save gives a day, whatever Cloakroom's
+/// deadlines): a read from the cache past the absolute deadline finds it
+/// expired, and deletes it, as a read from Redis does.
+#[tokio::test]
+async fn a_cached_record_past_its_absolute_deadline_is_expired_and_deleted() {
+    let Some(h) = tracked_harness("a_cached_record_past_its_absolute_deadline").await else {
+        return;
+    };
+    let id = SessionId::generate();
+    let key = h.store.key(&id);
+    let now = super::unix_millis(SystemTime::now());
+    let record = json!({
+        "cookie": {"originalMaxAge": null, "expires": null, "httpOnly": true, "path": "/"},
+        "user": "ada",
+        STAMP_KEY: {"created": now, "absolute": now + 400},
+    });
+    let mut connection = h.store.connection();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(record.to_string())
+        .arg("EX")
+        .arg(86_400)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(h.store.load(&id, true).await.unwrap().live().is_some());
+    }
+    let hits = h.store.cache_stats().unwrap().hits;
+    assert!(hits >= 1, "the record is cached");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        h.store.load(&id, true).await.unwrap(),
+        Loaded::Expired
+    ));
+    assert_eq!(
+        h.store.cache_stats().unwrap().hits,
+        hits + 1,
+        "answered from the cache"
+    );
+    assert_eq!(raw_get(&h.store, &key).await, None, "deleted");
+}
