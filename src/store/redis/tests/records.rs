@@ -50,15 +50,7 @@ async fn patching_keeps_the_cookie_object_and_the_data_of_other_writers() {
     let id = SessionId::generate();
     let key = h.store.key(&id);
     let written = r#"{"cookie":{"originalMaxAge":null,"expires":null,"secure":true,"httpOnly":false,"path":"/app"},"cart":[1]}"#;
-    let mut connection = h.store.connection();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(written)
-        .arg("EX")
-        .arg(600)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    save_as_an_app(&h.store, &key, written, 600).await;
     let data = h.store.load(&id, true).await.unwrap().live().unwrap();
     assert_eq!(
         serde_json::Value::Object(data.map().clone()),
@@ -99,15 +91,7 @@ async fn a_write_from_the_cache_stamps_an_app_s_record_as_a_read_would() {
     let key = h.store.key(&id);
     let cookie = json!({"originalMaxAge": null, "expires": null, "secure": true, "httpOnly": false, "path": "/app"});
     let written = json!({"cookie": cookie, "cart": [1]}).to_string();
-    let mut connection = h.store.connection();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&written)
-        .arg("EX")
-        .arg(600)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    save_as_an_app(&h.store, &key, &written, 600).await;
     for _ in 0..2 {
         assert!(h.store.load(&id, false).await.unwrap().live().is_some());
     }
@@ -209,15 +193,7 @@ async fn a_cached_record_past_its_absolute_deadline_is_expired_and_deleted() {
         "user": "ada",
         STAMP_KEY: {"created": now, "absolute": now + 400},
     });
-    let mut connection = h.store.connection();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(record.to_string())
-        .arg("EX")
-        .arg(86_400)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    save_as_an_app(&h.store, &key, &record.to_string(), 86_400).await;
     for _ in 0..2 {
         assert!(h.store.load(&id, true).await.unwrap().live().is_some());
     }
@@ -234,4 +210,18 @@ async fn a_cached_record_past_its_absolute_deadline_is_expired_and_deleted() {
         "answered from the cache"
     );
     assert_eq!(raw_get(&h.store, &key).await, None, "deleted");
+}
+
+/// Writes `value` under `key` with `seconds` to live, as an app on the
+/// same Redis (express-session and connect-redis) saves a session.
+async fn save_as_an_app(store: &RedisStore, key: &str, value: &str, seconds: u64) {
+    let mut connection = store.connection();
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(seconds)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
 }
