@@ -227,7 +227,9 @@ impl Proxy {
         let mut upstream_request = Outgoing::new(request);
         self.scrub(&mut upstream_request, context)?;
         if self.is_forward_auth(&upstream_request) {
-            return self.forward_auth(upstream_request, context).await;
+            // Boxed: a rare path, whose state would otherwise widen (and
+            // be copied with) every request's future.
+            return Box::pin(self.forward_auth(upstream_request, context)).await;
         }
         self.canonicalise(&mut upstream_request, context)?;
         let mut ticket = self.identify(&upstream_request, context);
@@ -240,10 +242,16 @@ impl Proxy {
             return Ok(self.respond.denied(denial));
         }
         self.inject(&mut upstream_request, &ticket, context)?;
-        let mut forwarding = pin!(self.forward(upstream_request));
-        let response = forwarding.as_mut().await?;
-        let (tunnel, upstream_time) = forwarding.finish();
-        context.upstream_time = upstream_time;
+        // In a block of its own: the forwarding's state then shares room
+        // with the commit's in the request's future, which every request
+        // copies.
+        let (response, tunnel) = {
+            let mut forwarding = pin!(self.forward(upstream_request));
+            let response = forwarding.as_mut().await?;
+            let (tunnel, upstream_time) = forwarding.finish();
+            context.upstream_time = upstream_time;
+            (response, tunnel)
+        };
         let (mut parts, body) = response.into_parts();
         self.commit(&mut parts, tunnel.is_some(), context).await?;
         // The tunnel opens only now, after the commit phase.
