@@ -21,7 +21,6 @@ use cookie::time::OffsetDateTime;
 use cookie::Cookie;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::domain::path;
 use crate::domain::session::SessionId;
 use crate::util::date;
 use settings::{CookieSettings, Secure};
@@ -227,7 +226,7 @@ impl SessionCookie {
         now: SystemTime,
         lifetime: Option<std::time::Duration>,
     ) -> HeaderValue {
-        let value = path::encode_component(&self.signer.sign(id));
+        let value = self.signer.sign_encoded(id);
         let rendered = &self.rendered;
         let mut out = String::with_capacity(
             self.config.name.len() + value.len() + rendered.before_secure.len() + 96,

@@ -15,13 +15,12 @@ use sha2::Sha256;
 
 use crate::domain::secret::Secret;
 use crate::domain::session::SessionId;
+use crate::util::base64_256::{self, Alphabet};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Length of an HMAC-SHA256 tag.
-const TAG_LEN: usize = 32;
-/// Length of its unpadded base64: `ceil(32 * 4 / 3)`.
-const SIG_LEN: usize = 43;
+/// Length of an HMAC-SHA256 tag's unpadded base64.
+const SIG_LEN: usize = base64_256::CHARS;
 
 /// What a cookie value turned out to be.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,6 +80,32 @@ impl Signer {
         out
     }
 
+    /// [`Self::sign`]'s value as a cookie carries it: percent-encoded as
+    /// `encodeURIComponent` encodes it (express-session's encoding), which
+    /// for these characters means `:` and the signature's `+` and `/`
+    /// (an id's characters are all left as they are). Written directly:
+    /// every session write issues a cookie.
+    pub fn sign_encoded(&self, id: &SessionId) -> String {
+        let mut mac = self.keys[0].clone();
+        mac.update(id.as_str().as_bytes());
+        let mut sig = [0u8; SIG_LEN];
+        let written = STANDARD_NO_PAD
+            .encode_slice(mac.finalize().into_bytes(), &mut sig)
+            .unwrap_or(0);
+        let mut out = String::with_capacity(5 + id.as_str().len() + 2 * SIG_LEN);
+        out.push_str("s%3A");
+        out.push_str(id.as_str());
+        out.push('.');
+        for &byte in &sig[..written] {
+            match byte {
+                b'+' => out.push_str("%2B"),
+                b'/' => out.push_str("%2F"),
+                _ => out.push(char::from(byte)),
+            }
+        }
+        out
+    }
+
     /// Checks a signed value (already cookie-decoded), as bytes: a value
     /// that is not UTF-8 cannot hold a valid id and is malformed.
     pub fn verify(&self, value: impl AsRef<[u8]>) -> Verdict {
@@ -91,14 +116,11 @@ impl Signer {
             return Verdict::Malformed;
         };
         let (id, sig) = (&signed[..dot], &signed[dot + 1..]);
-        let mut tag = [0u8; TAG_LEN];
         // The decoder refuses padding and non-zero trailing bits; with the
         // exact length that leaves one spelling per tag.
-        let canonical = sig.len() == SIG_LEN
-            && matches!(STANDARD_NO_PAD.decode_slice(sig, &mut tag), Ok(TAG_LEN));
-        if !canonical {
+        let Some(tag) = base64_256::decode(sig, Alphabet::Standard) else {
             return Verdict::Forged;
-        }
+        };
         let signed_by_us = self.keys.iter().any(|key| {
             let mut mac = key.clone();
             mac.update(id);
@@ -194,6 +216,31 @@ mod tests {
         let value = signer(&["keyboard cat"]).sign(&id);
         assert!(value.starts_with("s:tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj."));
         assert_eq!(signer(&["keyboard cat"]).verify(&value), Verdict::Valid(id));
+    }
+
+    #[test]
+    fn the_encoded_signature_is_encode_uri_component_of_the_signature() {
+        let s = signer(&["keyboard cat"]);
+        // Ours, and express-session's ids (which may hold a dot).
+        let mut ids: Vec<SessionId> = (0..500).map(|_| SessionId::generate()).collect();
+        ids.extend(
+            ["abc.DEF-_1", "x"]
+                .iter()
+                .filter_map(|t| SessionId::parse(t)),
+        );
+        let mut escaped = 0;
+        for id in &ids {
+            let encoded = s.sign_encoded(id);
+            assert_eq!(
+                encoded,
+                crate::domain::path::encode_component(&s.sign(id)),
+                "{}",
+                id.as_str()
+            );
+            escaped += usize::from(encoded.contains("%2B") || encoded.contains("%2F"));
+        }
+        // The escapes of the signature's alphabet were exercised.
+        assert!(escaped > 100, "{escaped}");
     }
 
     #[test]

@@ -59,11 +59,10 @@ impl SessionId {
     /// express-session's. One id has one text: base64 whose unused bits
     /// are not zero is refused, so two texts never give the same bytes.
     pub fn to_bytes(&self) -> Option<[u8; ID_BYTES]> {
-        let mut bytes = [0u8; ID_BYTES];
-        match URL_SAFE_NO_PAD.decode_slice(self.0.as_bytes(), &mut bytes) {
-            Ok(ID_BYTES) => Some(bytes),
-            _ => None,
-        }
+        crate::util::base64_256::decode(
+            self.0.as_bytes(),
+            crate::util::base64_256::Alphabet::UrlSafe,
+        )
     }
 
     /// Accepts an id in the shape the proxy (or express-session) issues.
