@@ -155,6 +155,70 @@ async fn reads_are_cached_and_changes_elsewhere_reach_every_instance() {
     until_seen(&first, &upstream, &cookie, |session| session.is_none()).await;
 }
 
+#[tokio::test]
+async fn a_session_made_here_is_read_from_the_cache_at_once_and_changes_elsewhere_still_arrive() {
+    let test = "redis_cache::a_session_made_here_is_read_from_the_cache_at_once_and_changes_elsewhere_still_arrive";
+    let Some((url, _server)) = some_redis(test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (proxy, ops) = cached_proxy(&upstream, &url).await;
+    for name in ["ada", "bob", "cy"] {
+        let misses = metric(ops, "cloakroom_redis_cache_misses_total").await;
+        let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+        let cookie = sid_pair(&log_in(&bare(), &proxy, name).await);
+        // The login's own record answers the next request: no read of
+        // Redis between the two.
+        visit(&proxy, &cookie).await;
+        assert_eq!(
+            upstream.last().session(),
+            Some(json!({"user": {"name": name}}))
+        );
+        let missed = metric(ops, "cloakroom_redis_cache_misses_total").await - misses;
+        let hit = metric(ops, "cloakroom_redis_cache_hits_total").await - hits;
+        assert_eq!(
+            (hit, missed),
+            (1.0, 0.0),
+            "the first read after a login: {hit} from the cache, {missed} from Redis"
+        );
+        // Redis tracks the new key for this instance: a plain Redis
+        // command's change reaches it.
+        rename_in_redis(&url, &cookie, name, "eve").await;
+        until_seen(&proxy, &upstream, &cookie, user_is("eve")).await;
+    }
+
+    // A login on a session that exists moves it to a new id: the record
+    // under the new id is cached and tracked the same way, and the old id
+    // is not served from the cache.
+    let old = sid_pair(&log_in(&bare(), &proxy, "dan").await);
+    visit(&proxy, &old).await;
+    let misses = metric(ops, "cloakroom_redis_cache_misses_total").await;
+    let hits = metric(ops, "cloakroom_redis_cache_hits_total").await;
+    let login = bare()
+        .post(proxy.url("/login"))
+        .header("cookie", &old)
+        .header("x-test-set-session", "regenerate")
+        .header("x-test-set-session", r#"{"user":{"name":"fay"}}"#);
+    let moved = sid_pair(&login.send().await.unwrap());
+    assert_ne!(moved, old);
+    visit(&proxy, &moved).await;
+    assert_eq!(
+        upstream.last().session(),
+        Some(json!({"user": {"name": "fay"}}))
+    );
+    let missed = metric(ops, "cloakroom_redis_cache_misses_total").await - misses;
+    let hit = metric(ops, "cloakroom_redis_cache_hits_total").await - hits;
+    assert_eq!(
+        (hit, missed),
+        (2.0, 0.0),
+        "the login and the first read after it: {hit} from the cache, {missed} from Redis"
+    );
+    visit(&proxy, &old).await;
+    assert_eq!(upstream.last().session(), None);
+    rename_in_redis(&url, &moved, "fay", "gus").await;
+    until_seen(&proxy, &upstream, &moved, user_is("gus")).await;
+}
+
 /// A change made elsewhere while this instance's worker cannot run (here
 /// the process is stopped, as a busy or descheduled worker is), and a
 /// request that was sent after it on a connection the worker already

@@ -37,10 +37,13 @@
 //!   calling connection's; in broadcast mode it does not), the script
 //!   reads the key again after writing (a write ends Redis's tracking of
 //!   the key, the read starts it again), and the value written fills the
-//!   cache. Every other write command (destroy, touch,
-//!   regenerate, a new session) goes on the plain connection and drops the
-//!   key once Redis has answered, before the response that follows leaves:
-//!   a client never reads back its own old data.
+//!   cache. A new session (`SET NX` with a `GET` after it) and a
+//!   regenerated one (its move script reads the new key once written) are
+//!   cached the same way, under their new id. Every other write command
+//!   (destroy, touch) goes on the plain connection and drops the key once
+//!   Redis has answered, before the response that follows leaves, as the
+//!   old id of a regenerated session is dropped: a client never reads back
+//!   its own old data.
 //! - **Expiry is kept here too**: a record is cached with the time to live
 //!   Redis reported or was given, less the coarse clock's resolution, so it
 //!   is never served past the moment Redis lets it go, even before the

@@ -40,12 +40,15 @@ const NATIVE_CAS_OPTIONS: [&str; 2] = ["IFEQ", "GET"];
 /// One server only (two keys, two slots in a cluster): moves a session
 /// from `KEYS[1]` to `KEYS[2]`, with the new value `ARGV[2]` and a TTL of
 /// `ARGV[3]` ms, if `KEYS[1]` still holds `ARGV[1]`; returns 1, or else
-/// what `KEYS[1]` holds.
+/// what `KEYS[1]` holds. Sent on a tracked connection, it reads the new
+/// key once written, so that Redis tracks it for the connection, whose
+/// cache now holds it (as `SET_IF_UNCHANGED` does).
 const MOVE_IF_UNCHANGED: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return current end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[1])
+redis.call('EXISTS', KEYS[2])
 return 1
 ";
 
@@ -167,6 +170,54 @@ impl RedisStore {
         })
     }
 
+    /// A new session's record, `SET NX` as [`Self::set_new`] does: on the
+    /// worker's tracked connection while it tracks, with a `GET` of the key
+    /// in the same round trip, so that Redis tracks the new key from that
+    /// read on and what was written (`written`) is cached: the session's
+    /// next requests (its first write included) need no read of Redis. It
+    /// is cached only if the `GET` found the value written, since a change
+    /// by another client between the two would go unreported (as for the
+    /// native compare-and-set).
+    pub(super) async fn create(
+        &self,
+        id: &SessionId,
+        value: &[u8],
+        millis: u64,
+        written: &Decoded,
+    ) -> Result<(), StoreError> {
+        let key = self.key(id);
+        let Some((cache, guard, mut connection)) = self.tracked() else {
+            return self.set_new(&key, value, millis).await;
+        };
+        let id = id.as_str();
+        // Claimed before the write leaves, as a read does.
+        let ticket = cache.reserve(id, guard);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis);
+        pipeline.arg("NX").cmd("GET").arg(&key);
+        let reply = self
+            .run(
+                "SET",
+                pipeline.query_async::<(Option<String>, Option<Vec<u8>>)>(&mut connection),
+            )
+            .await;
+        match (&reply, ticket) {
+            (Ok((Some(_), Some(now))), Some(ticket)) if now[..] == *value => {
+                let ttl = Some(Duration::from_millis(millis));
+                cache.fill(id, ticket, value, written.clone(), ttl);
+            }
+            _ => cache.forget(id),
+        }
+        reply?.0.map(drop).ok_or_else(|| {
+            StoreError::Unavailable("a fresh session id was already taken in Redis".into())
+        })
+    }
+
     /// `DEL`; whether the key existed.
     pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let mut connection = self.connection();
@@ -246,25 +297,49 @@ impl RedisStore {
     /// `value`: one script on one server; on a cluster, `SET NX` of the new
     /// key, then delete-if-unchanged of the old one, undoing the new key if
     /// the old one changed (see the module documentation).
+    ///
+    /// On one server, the script is sent on the worker's tracked connection
+    /// while it tracks, and the record written under `fresh` (`written`)
+    /// is cached once Redis has answered, as a compare-and-set's is: a
+    /// login's next requests need no read of Redis.
     pub(super) async fn move_if_unchanged(
         &self,
-        old: &str,
-        fresh: &str,
+        (old, fresh): (&str, &SessionId),
         expected: &[u8],
         value: &[u8],
         millis: u64,
+        written: &Decoded,
     ) -> Result<Cas, StoreError> {
         let scripts = &self.shared.scripts;
+        let fresh_id = fresh.as_str();
+        let fresh = &self.key(fresh);
         if let Connection::Single(_) = self.connections[0] {
             let args = (expected, value, millis);
-            return self
-                .cas(
+            let keys = [old, fresh.as_str()];
+            let Some((cache, guard, mut connection)) = self.tracked() else {
+                return self
+                    .cas("regenerate", &scripts.move_if_unchanged, &keys, args)
+                    .await;
+            };
+            // Claimed before the move leaves, as a read does.
+            let ticket = cache.reserve(fresh_id, guard);
+            let invocation = invocation(&scripts.move_if_unchanged, &keys, args);
+            let reply = self
+                .run(
                     "regenerate",
-                    &scripts.move_if_unchanged,
-                    &[old, fresh],
-                    args,
+                    invocation.invoke_async::<Value>(&mut connection),
                 )
                 .await;
+            self.forget(old);
+            let outcome = cas_outcome("regenerate", reply);
+            match (&outcome, ticket) {
+                (Ok(Cas::Done), Some(ticket)) => {
+                    let ttl = Some(Duration::from_millis(millis));
+                    cache.fill(fresh_id, ticket, value, written.clone(), ttl);
+                }
+                _ => cache.forget(fresh_id),
+            }
+            return outcome;
         }
         self.set_new(fresh, value, millis).await?;
         let args = (expected, &b""[..], 0);

@@ -364,9 +364,14 @@ impl RedisStore {
             Fate::Moved(fresh) => {
                 let stamp = stamp.unwrap_or_default();
                 let cookie = decoded.cookie(expected_raw);
-                let (value, millis, _) = self.encode(cookie, stamp, &data, ttl);
-                let fresh = self.key(&fresh);
-                self.move_if_unchanged(&key, &fresh, expected_raw, &value, millis)
+                let (value, millis, cookie_at) = self.encode(cookie, stamp, &data, ttl);
+                let written = Decoded {
+                    data: Arc::new(data.text_copy()),
+                    stamp: Some(stamp).filter(Stamp::is_set),
+                    cookie_at: Some(cookie_at),
+                };
+                let keys = (key.as_str(), &fresh);
+                self.move_if_unchanged(keys, expected_raw, &value, millis, &written)
                     .await?
             }
         };

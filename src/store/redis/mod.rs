@@ -326,10 +326,16 @@ impl SessionStore for RedisStore {
                 Plan::Delete => Ok(Committed::Destroyed),
                 Plan::Write { data, remember, .. } => {
                     let stamp = stamp_for(None, commit.lifetimes, remember);
-                    let (value, millis, _) =
+                    let (value, millis, cookie_at) =
                         self.encode(record::StoredCookie::Absent, stamp, &data, commit.ttl);
+                    let written = record::Decoded {
+                        data: Arc::new(data.text_copy()),
+                        // The stamp as a read of the record will find it.
+                        stamp: Some(stamp).filter(Stamp::is_set),
+                        cookie_at: Some(cookie_at),
+                    };
                     let fresh_id = commit.fresh_id();
-                    Box::pin(self.set_new(&self.key(&fresh_id), &value, millis)).await?;
+                    Box::pin(self.create(&fresh_id, &value, millis, &written)).await?;
                     Ok(Committed::Saved {
                         id: fresh_id,
                         data,
