@@ -158,7 +158,7 @@ impl SessionHeaders {
 /// for every other value, and when the scan is unsure.
 fn plain_text_at(data: &SessionData, tokens: &[String]) -> Option<HeaderValue> {
     let json = data.ascii_json();
-    let Scan::Found(text) = scan::value_at(json, tokens) else {
+    let Scan::Found(text) = scan::value_at_rendered(json, tokens) else {
         return None;
     };
     let inner = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;

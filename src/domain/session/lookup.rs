@@ -44,26 +44,48 @@ pub fn in_map<'a>(map: &'a Map<String, Value>, tokens: &[String]) -> Option<&'a 
 }
 
 /// The value at `tokens` in the JSON object `json`; `None` also for text
-/// that is not JSON.
+/// that is not JSON. The tests' reference for [`in_rendering`].
+#[cfg(test)]
 pub fn in_json(json: &[u8], tokens: &[String]) -> Option<Value> {
+    value_in(json, tokens, scan::value_at(json, tokens))
+}
+
+/// [`in_json`] in a session's rendering ([`scan::value_at_rendered`]).
+pub fn in_rendering(json: &[u8], tokens: &[String]) -> Option<Value> {
+    value_in(json, tokens, scan::value_at_rendered(json, tokens))
+}
+
+fn value_in(json: &[u8], tokens: &[String], scanned: Scan<&[u8]>) -> Option<Value> {
     if tokens.is_empty() {
         return None;
     }
-    match scan::value_at(json, tokens) {
+    match scanned {
         Scan::Found(text) => serde_json::from_slice(text).ok(),
         Scan::Absent => None,
         Scan::Unsure => walk::<Value>(json, tokens),
     }
 }
 
-/// Whether the JSON object `json` has `key`, with a value other than null.
+/// Whether the JSON object `json` has `key`, with a value other than
+/// null. The tests' reference for [`is_present_in_rendering`].
+#[cfg(test)]
 pub fn is_present(json: &[u8], key: &str) -> bool {
     let tokens = [key.to_owned()];
-    match scan::value_at(json, &tokens) {
+    present(json, &tokens, scan::value_at(json, &tokens))
+}
+
+/// [`is_present`] in a session's rendering ([`scan::value_at_rendered`]).
+pub fn is_present_in_rendering(json: &[u8], key: &str) -> bool {
+    let tokens = [key.to_owned()];
+    present(json, &tokens, scan::value_at_rendered(json, &tokens))
+}
+
+fn present(json: &[u8], tokens: &[String], scanned: Scan<&[u8]>) -> bool {
+    match scanned {
         Scan::Found(text) => text != b"null",
         Scan::Absent => false,
         // `Option<IgnoredAny>`: `None` for null, `Some` for any other value.
-        Scan::Unsure => matches!(walk::<Option<IgnoredAny>>(json, &tokens), Some(Some(_))),
+        Scan::Unsure => matches!(walk::<Option<IgnoredAny>>(json, tokens), Some(Some(_))),
     }
 }
 
@@ -298,6 +320,17 @@ mod tests {
                 );
                 found += usize::from(by_scan.is_some());
                 decided += usize::from(scan::value_at(&json, &tokens) != Scan::Unsure);
+                // A rendering gives the same answers with the shorter scan.
+                assert_eq!(
+                    scan::value_at_rendered(&json, &tokens),
+                    scan::value_at(&json, &tokens),
+                    "{pointer} in {map:?}"
+                );
+                assert_eq!(
+                    in_rendering(&json, &tokens),
+                    by_scan,
+                    "{pointer} in {map:?}"
+                );
             }
             let key = pointers[0].trim_start_matches('/');
             let present = matches!(
@@ -305,6 +338,7 @@ mod tests {
                 Some(Some(_))
             );
             assert_eq!(is_present(&json, key), present, "{map:?}");
+            assert_eq!(is_present_in_rendering(&json, key), present, "{map:?}");
         }
         // The comparison means something: values were found, and most
         // answers came from the scan itself.

@@ -184,7 +184,7 @@ impl SessionData {
     pub fn is_logged_in(&self, identity_key: &str) -> bool {
         match self.map.get() {
             Some(map) => map.get(identity_key).is_some_and(|v| !v.is_null()),
-            None => lookup::is_present(&self.json, identity_key),
+            None => lookup::is_present_in_rendering(&self.json, identity_key),
         }
     }
 
@@ -195,8 +195,8 @@ impl SessionData {
     /// be one value, so any other answer of the scan is left to the values.
     pub fn same_at(&self, other: &SessionData, tokens: &[String]) -> bool {
         match (
-            scan::value_at(&self.json, tokens),
-            scan::value_at(&other.json, tokens),
+            scan::value_at_rendered(&self.json, tokens),
+            scan::value_at_rendered(&other.json, tokens),
         ) {
             (Scan::Found(mine), Scan::Found(theirs)) if mine == theirs => true,
             (Scan::Absent, Scan::Absent) => true,
@@ -211,7 +211,7 @@ impl SessionData {
     pub fn lookup(&self, tokens: &[String]) -> Option<Cow<'_, Value>> {
         match self.map.get() {
             Some(map) => lookup::in_map(map, tokens).map(Cow::Borrowed),
-            None => lookup::in_json(&self.json, tokens).map(Cow::Owned),
+            None => lookup::in_rendering(&self.json, tokens).map(Cow::Owned),
         }
     }
 }

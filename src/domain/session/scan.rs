@@ -11,6 +11,9 @@
 //! escape, nesting deeper than serde_json's limit, or text that is not one
 //! JSON value gives [`Scan::Unsure`], and the caller asks serde instead;
 //! so for any text the answer is serde's (tested in `lookup` and `ops`).
+//! A lookup in a session's rendering, which is valid JSON by construction,
+//! stops at the value it found ([`value_at_rendered`]); [`members`], which
+//! reads records other programs wrote, always walks the whole text.
 
 /// serde_json's recursion limit: deeper text is left to serde, which
 /// refuses it.
@@ -34,9 +37,13 @@ pub enum Scan<T> {
     Unsure,
 }
 
-/// The text of the value at `tokens` (a JSON pointer's tokens) in `json`.
+/// The text of the value at `tokens` (a JSON pointer's tokens) in `json`,
+/// any text: the scan walks all of it, so that text that is not one JSON
+/// value is `Unsure`. The tests' reference for [`value_at_rendered`], which
+/// sessions use.
+#[cfg(test)]
 pub fn value_at<'a>(json: &'a [u8], tokens: &[String]) -> Scan<&'a [u8]> {
-    let mut cursor = Cursor { text: json, at: 0 };
+    let mut cursor = Cursor::new(json);
     let Some(found) = cursor.find(tokens, 0) else {
         return Scan::Unsure;
     };
@@ -48,6 +55,24 @@ pub fn value_at<'a>(json: &'a [u8], tokens: &[String]) -> Scan<&'a [u8]> {
     }
 }
 
+/// [`value_at`] in a session's rendering (what
+/// [`SessionData::ascii_json`](super::SessionData::ascii_json) gives: one
+/// valid JSON object, no key in it twice), where the same answer needs
+/// less of the text: the scan stops at the value found, instead of
+/// walking the rest of the text to prove it valid. A session read looks up
+/// a header field's value this way, and a write its identity.
+pub fn value_at_rendered<'a>(json: &'a [u8], tokens: &[String]) -> Scan<&'a [u8]> {
+    let mut cursor = Cursor {
+        stop_at_found: true,
+        ..Cursor::new(json)
+    };
+    match cursor.find(tokens, 0) {
+        Some(Some((start, end))) => Scan::Found(&json[start..end]),
+        Some(None) => Scan::Absent,
+        None => Scan::Unsure,
+    }
+}
+
 /// One member of an object: its key as written (no escapes in it) and the
 /// text of its value.
 pub type Member<'a> = (&'a [u8], &'a [u8]);
@@ -55,7 +80,7 @@ pub type Member<'a> = (&'a [u8], &'a [u8]);
 /// The members of the JSON object `json`, in order; `None` when it is not
 /// one object, or a key holds an escape.
 pub fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
-    let mut cursor = Cursor { text: json, at: 0 };
+    let mut cursor = Cursor::new(json);
     cursor.skip_space();
     if cursor.peek() != Some(b'{') {
         return None;
@@ -81,9 +106,20 @@ fn plain(key: &[u8]) -> Option<&[u8]> {
 struct Cursor<'a> {
     text: &'a [u8],
     at: usize,
+    /// [`Self::find`] stops the walk once it has found the value, leaving
+    /// the cursor there (for text known to be valid).
+    stop_at_found: bool,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Self {
+            text,
+            at: 0,
+            stop_at_found: false,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.text.get(self.at).copied()
     }
@@ -200,32 +236,39 @@ impl<'a> Cursor<'a> {
             return Some(Some((start, self.at)));
         };
         let mut found = None;
-        match self.peek()? {
+        let stop = self.stop_at_found;
+        // With `stop`, a walk is cut short (answers `None`) right after
+        // the value was found: that is the answer, not a doubt.
+        let walked = match self.peek()? {
             b'{' => self.object(|cursor, key| {
                 // The first member under the key that holds the rest of
                 // the pointer, as serde's walk decides.
                 if found.is_none() && plain(key)? == first.as_bytes() {
                     found = cursor.find(rest, depth + 1)?;
-                    Some(())
+                    (!stop || found.is_none()).then_some(())
                 } else {
                     cursor.skip_value(depth + 1)
                 }
-            })?,
+            }),
             b'[' => {
                 let wanted = array_index(first);
                 self.array(|cursor, index| {
                     if Some(index) == wanted {
                         found = cursor.find(rest, depth + 1)?;
-                        Some(())
+                        (!stop || found.is_none()).then_some(())
                     } else {
                         cursor.skip_value(depth + 1)
                     }
-                })?;
+                })
             }
             // A scalar has nothing inside.
-            _ => self.skip_value(depth)?,
+            _ => self.skip_value(depth),
+        };
+        match walked {
+            Some(()) => Some(found),
+            None if stop && found.is_some() => Some(found),
+            None => None,
         }
-        Some(found)
     }
 }
 
