@@ -1,14 +1,18 @@
 //! Group commit: the writes one process makes to one session are applied
 //! together.
 //!
-//! A commit on an existing session joins its stripe's queue (stripes are
-//! picked by id). If no writer runs for the stripe, the commit starts one:
-//! a spawned task (so a request that goes away cannot strand the queue)
-//! that takes every queued commit, groups them by session, and for each
-//! session reads the record once, plans the commits one after another on
-//! it, in arrival order, exactly as if they had run one by one, and writes
-//! the result with one compare-and-set. Then it takes what queued up
-//! meanwhile, until the queue is empty.
+//! Commits are queued by stripe (stripes are picked by id). A commit that
+//! finds no writer running for its stripe becomes the writer: it writes
+//! itself, in the request that made it, with no task or channel in
+//! between (the common case: one browser's request at a time). Commits
+//! that arrive meanwhile queue up; when the inline write ends, or if the
+//! request goes away mid-write, a spawned task takes over the queue (so
+//! no request that goes away can strand it). That task takes every queued
+//! commit, groups them by session, and for each session reads the record
+//! once, plans the commits one after another on it, in arrival order,
+//! exactly as if they had run one by one, and writes the result with one
+//! compare-and-set. Then it takes what queued up meanwhile, until the
+//! queue is empty.
 //!
 //! So 64 concurrent writes to one session cost a few round trips instead
 //! of 64 sequential ones, and the compare-and-set only ever races other
@@ -49,13 +53,13 @@ pub(super) struct Stripe {
 struct StripeState {
     writing: bool,
     queue: Vec<Pending>,
-    /// The first group a new writer handles (one browser's requests on one
-    /// instance, the common case) compares against this instead of reading
-    /// first: one round trip instead of two. A stale copy costs nothing
-    /// extra: the compare-and-set fails and returns what Redis holds, as
-    /// the read would. Later groups of the same run read first: if they
-    /// used it, each would be as quick as another instance's retry and win
-    /// every race while this queue refills, starving that instance.
+    /// A commit written inline (one browser's requests on one instance,
+    /// the common case) compares against this instead of reading first:
+    /// one round trip instead of two. A stale copy costs nothing extra:
+    /// the compare-and-set fails and returns what Redis holds, as the read
+    /// would. A writer task's groups read first: if they used it, each
+    /// would be as quick as another instance's retry and win every race
+    /// while this queue refills, starving that instance.
     remembered: Option<(SessionId, Known)>,
 }
 
@@ -68,8 +72,8 @@ pub(super) struct Known {
     pub decoded: Option<Decoded>,
 }
 
-/// A queued commit, owning what it needs.
-struct Pending {
+/// A commit, owning what it needs.
+struct Queued {
     id: SessionId,
     ops: Vec<SessionOp>,
     /// Given for a test, else made when the session moves.
@@ -78,6 +82,11 @@ struct Pending {
     max_bytes: usize,
     rotate_on: Option<Box<str>>,
     lifetimes: Lifetimes,
+}
+
+/// A commit waiting in a stripe's queue, and where its result goes.
+struct Pending {
+    commit: Queued,
     reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
@@ -113,16 +122,16 @@ enum Round {
 }
 
 impl RedisStore {
-    /// Queues `commit` on the session `current` and waits for its result,
-    /// starting a writer for the stripe if none runs.
+    /// Applies `commit` to the session `current` and returns its result:
+    /// written inline when no writer runs for its stripe, else queued for
+    /// the writer that runs.
     pub(super) async fn enqueue(
         &self,
         current: &SessionId,
         commit: Commit<'_>,
     ) -> Result<Committed, StoreError> {
         let index = stripe_of(current);
-        let (reply, result) = oneshot::channel();
-        let pending = Pending {
+        let queued = Queued {
             id: current.clone(),
             ops: commit.ops.to_vec(),
             fresh_id: commit.fresh_id,
@@ -130,24 +139,76 @@ impl RedisStore {
             max_bytes: commit.max_bytes,
             rotate_on: commit.rotate_on.map(Box::from),
             lifetimes: commit.lifetimes,
-            reply,
         };
-        let start = {
-            let mut state = lock(&self.shared.stripes[index]);
-            state.queue.push(pending);
-            !std::mem::replace(&mut state.writing, true)
+        let stripe = &self.shared.stripes[index];
+        let (queued, remembered) = {
+            let mut state = lock(stripe);
+            if state.writing {
+                let (reply, result) = oneshot::channel();
+                state.queue.push(Pending {
+                    commit: queued,
+                    reply,
+                });
+                (Err(result), None)
+            } else {
+                state.writing = true;
+                (Ok(queued), state.remembered.take())
+            }
         };
-        if start {
-            tokio::spawn(self.clone().write_stripe(index));
+        let queued = match queued {
+            Ok(queued) => queued,
+            Err(result) => {
+                return result.await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "the session write was abandoned".into(),
+                    ))
+                })
+            }
+        };
+        // This request is the stripe's writer until its own write ends;
+        // whatever queued up meanwhile (or all of it, if the request goes
+        // away mid-write) is handed to a writer task.
+        let mut handoff = Handoff {
+            store: self,
+            index,
+            armed: true,
+        };
+        let (known, unused) = match remembered {
+            Some((id, record)) if id == *current => (Some(record), None),
+            other => (None, other),
+        };
+        // Boxed, as in `write_stripe`: the group's future is large.
+        let (mut results, written) =
+            Box::pin(self.write_group(current, std::slice::from_ref(&queued), known)).await;
+        handoff.armed = false;
+        {
+            let mut state = lock(stripe);
+            match written.filter(|r| r.raw.len() <= REMEMBERED_MAX_BYTES) {
+                Some(record) => state.remembered = Some((current.clone(), record)),
+                None => {
+                    if let Some(unused) = unused {
+                        state.remembered.get_or_insert(unused);
+                    }
+                }
+            }
+            if state.queue.is_empty() {
+                state.writing = false;
+            } else {
+                drop(state);
+                tokio::spawn(self.clone().write_stripe(index));
+            }
         }
-        result.await.unwrap_or_else(|_| {
+        results.pop().unwrap_or_else(|| {
             Err(StoreError::Unavailable(
-                "the session write was abandoned".into(),
+                "the session write gave no result".into(),
             ))
         })
     }
 
-    /// The writer of one stripe: runs until its queue is empty.
+    /// The writer task of one stripe, taking over from a request that
+    /// wrote inline: runs until its queue is empty. (Only the first group
+    /// of a writer may start from the remembered record, and that was the
+    /// inline one.)
     async fn write_stripe(self, index: usize) {
         let stripe = &self.shared.stripes[index];
         // Whatever else ends this task (a panic, runtime shutdown), the
@@ -156,9 +217,8 @@ impl RedisStore {
             stripe,
             armed: true,
         };
-        let mut first = true;
         loop {
-            let (queue, mut remembered) = {
+            let queue = {
                 let mut state = lock(stripe);
                 if state.queue.is_empty() {
                     state.writing = false;
@@ -167,45 +227,37 @@ impl RedisStore {
                     release.armed = false;
                     return;
                 }
-                let remembered = if first { state.remembered.take() } else { None };
-                (std::mem::take(&mut state.queue), remembered)
+                std::mem::take(&mut state.queue)
             };
-            first = false;
             for (id, group) in by_session(queue) {
-                let known = match remembered.take() {
-                    Some((rid, value)) if rid == id => Some(value),
-                    other => {
-                        remembered = other;
-                        None
-                    }
-                };
+                let (commits, replies): (Vec<Queued>, Vec<_>) = group
+                    .into_iter()
+                    .map(|pending| (pending.commit, pending.reply))
+                    .unzip();
                 // Boxed: a group's future is large (its compare-and-set
                 // and its retries), and this task's would otherwise be
                 // copied whole each time it moves while being spawned.
-                let written = Box::pin(self.write_group(&id, group, known)).await;
+                let (results, written) = Box::pin(self.write_group(&id, &commits, None)).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
                 if let Some(record) = written.filter(|r| r.raw.len() <= REMEMBERED_MAX_BYTES) {
                     lock(stripe).remembered = Some((id, record));
                 }
             }
-            if let Some(unused) = remembered {
-                lock(stripe).remembered.get_or_insert(unused);
-            }
         }
     }
 
-    /// Applies one session's group and sends every result; returns the
-    /// value now stored under `id`, if known.
+    /// Applies one session's group: its results, in the group's order,
+    /// and the value now stored under `id`, if known.
     async fn write_group(
         &self,
         id: &SessionId,
-        group: Vec<Pending>,
+        group: &[Queued],
         known: Option<Known>,
-    ) -> Option<Known> {
-        let fail = |group: Vec<Pending>, error: &StoreError| {
-            for pending in group {
-                let _ = pending.reply.send(Err(copy(error)));
-            }
-        };
+    ) -> (Vec<Result<Committed, StoreError>>, Option<Known>) {
+        let fail = |error: &StoreError| group.iter().map(|_| Err(copy(error))).collect();
+        let vanished = || group.iter().map(|_| Ok(Committed::Vanished)).collect();
         // Where the compare-and-set starts: the value this stripe wrote
         // last, or the one the cache read (the request's own load, most
         // often), or else a `GET`. A stale start costs one more round.
@@ -213,38 +265,23 @@ impl RedisStore {
             Some(record) => Some(record),
             None => match self.get(&self.key(id)).await {
                 Ok(value) => value.map(Known::read),
-                Err(error) => {
-                    fail(group, &error);
-                    return None;
-                }
+                Err(error) => return (fail(&error), None),
             },
         };
         for _ in 0..MAX_ATTEMPTS {
             let Some(expected) = stored else {
-                for pending in group {
-                    let _ = pending.reply.send(Ok(Committed::Vanished));
-                }
-                return None;
+                return (vanished(), None);
             };
-            match self.write_round(id, &group, &expected).await {
-                Ok(Round::Finished(results, written)) => {
-                    for (pending, result) in group.into_iter().zip(results) {
-                        let _ = pending.reply.send(result);
-                    }
-                    return written;
-                }
+            match self.write_round(id, group, &expected).await {
+                Ok(Round::Finished(results, written)) => return (results, written),
                 Ok(Round::Conflict(now_stored)) => stored = now_stored.map(Known::read),
-                Err(error) => {
-                    fail(group, &error);
-                    return None;
-                }
+                Err(error) => return (fail(&error), None),
             }
         }
         let gave_up = StoreError::Unavailable(format!(
             "the session changed under {MAX_ATTEMPTS} write attempts in a row; gave up"
         ));
-        fail(group, &gave_up);
-        None
+        (fail(&gave_up), None)
     }
 
     /// Plans the group on `expected`, the record last read for `id`, and
@@ -252,7 +289,7 @@ impl RedisStore {
     async fn write_round(
         &self,
         id: &SessionId,
-        group: &[Pending],
+        group: &[Queued],
         expected: &Known,
     ) -> Result<Round, StoreError> {
         let Some(decoded) = expected.decoded() else {
@@ -405,17 +442,17 @@ fn by_session(mut queue: Vec<Pending>) -> Vec<(SessionId, Vec<Pending>)> {
     // One commit (the common case): no index to build.
     if queue.len() == 1 {
         if let Some(pending) = queue.pop() {
-            return vec![(pending.id.clone(), vec![pending])];
+            return vec![(pending.commit.id.clone(), vec![pending])];
         }
     }
     let mut groups: Vec<(SessionId, Vec<Pending>)> = Vec::new();
     let mut index: HashMap<SessionId, usize> = HashMap::new();
     for pending in queue {
-        match index.get(&pending.id) {
+        match index.get(&pending.commit.id) {
             Some(&at) => groups[at].1.push(pending),
             None => {
-                index.insert(pending.id.clone(), groups.len());
-                groups.push((pending.id.clone(), vec![pending]));
+                index.insert(pending.commit.id.clone(), groups.len());
+                groups.push((pending.commit.id.clone(), vec![pending]));
             }
         }
     }
@@ -451,6 +488,41 @@ impl Drop for Release<'_> {
             let _ = pending.reply.send(Err(StoreError::Unavailable(
                 "the session writer stopped".into(),
             )));
+        }
+    }
+}
+
+/// Hands a stripe on when the request writing inline goes away mid-write
+/// (or panics): a writer task takes over what queued up meanwhile, or,
+/// with no runtime left to run one, the stripe is released as
+/// [`Release`] does.
+struct Handoff<'a> {
+    store: &'a RedisStore,
+    index: usize,
+    armed: bool,
+}
+
+impl Drop for Handoff<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let stripe = &self.store.shared.stripes[self.index];
+        {
+            let mut state = lock(stripe);
+            if state.queue.is_empty() {
+                state.writing = false;
+                return;
+            }
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(self.store.clone().write_stripe(self.index));
+            }
+            Err(_) => drop(Release {
+                stripe,
+                armed: true,
+            }),
         }
     }
 }

@@ -229,3 +229,51 @@ async fn a_change_elsewhere_after_a_native_write_drops_the_cached_record() {
         }
     }
 }
+
+/// A commit is written inline by the request that made it when no other
+/// writer runs for its stripe; commits on the same session that arrive
+/// meanwhile queue behind it. If that request goes away mid-write, a
+/// writer task takes the queue over: nothing waits forever, and the write
+/// already sent is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
+    let test = "a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let server = h
+        .server
+        .as_ref()
+        .expect("this test pauses its own redis-server");
+    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    // One write first, so that Redis has the script (a script Redis lacks
+    // is loaded and sent again by the request, which is gone below).
+    patch_on(&h.store, &id, json!({"z": 0})).await;
+    // Redis holds every write for a while: the first commit's
+    // compare-and-set stays on its way.
+    server
+        .command(&["CLIENT", "PAUSE", "700", "WRITE"])
+        .unwrap();
+    let (store, first_id) = (h.store.clone(), id.clone());
+    let first = tokio::spawn(async move { patch_on(&store, &first_id, json!({"a": 1})).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (store, second_id) = (h.store.clone(), id.clone());
+    let second = tokio::spawn(async move { patch_on(&store, &second_id, json!({"b": 2})).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "Redis is paused"
+    );
+    first.abort();
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the queued commit is written once its writer went away")
+        .unwrap();
+    assert!(matches!(second, Committed::Saved { .. }), "{second:?}");
+    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(data.map().clone()),
+        json!({"z": 0, "a": 1, "b": 2}),
+        "the write sent before its request went away happened too"
+    );
+}
