@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::{ErrorKind, Script, ScriptInvocation, ServerErrorKind, Value};
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
 
 use super::conn::{describe, Connection};
 use super::record::Decoded;
@@ -62,7 +62,8 @@ return 1
 ";
 
 /// The scripts, hashed once. Sent as `EVALSHA`; after `NOSCRIPT` (a
-/// restarted Redis, a new cluster node) redis-rs loads them and retries.
+/// restarted Redis, a new cluster node) [`invoke`] loads them and sends
+/// the call again.
 pub(super) struct Scripts {
     set_if_unchanged: Script,
     move_if_unchanged: Script,
@@ -274,10 +275,7 @@ impl RedisStore {
             Some(Err(error)) => (Err(error), false),
             None => {
                 let reply = self
-                    .run(
-                        "write",
-                        invocation(script, &[key], args).invoke_async::<Value>(&mut connection),
-                    )
+                    .run("write", invoke(script, &[key], args, &mut connection))
                     .await;
                 // The script wrote and read the key again in one step.
                 (cas_outcome("write", reply), true)
@@ -323,13 +321,8 @@ impl RedisStore {
             };
             // Claimed before the move leaves, as a read does.
             let ticket = cache.reserve(fresh_id, guard);
-            let invocation = invocation(&scripts.move_if_unchanged, &keys, args);
-            let reply = self
-                .run(
-                    "regenerate",
-                    invocation.invoke_async::<Value>(&mut connection),
-                )
-                .await;
+            let call = invoke(&scripts.move_if_unchanged, &keys, args, &mut connection);
+            let reply = self.run("regenerate", call).await;
             self.forget(old);
             let outcome = cas_outcome("regenerate", reply);
             match (&outcome, ticket) {
@@ -422,10 +415,7 @@ impl RedisStore {
     ) -> Result<Cas, StoreError> {
         let mut connection = self.connection();
         let reply = self
-            .run(
-                what,
-                invocation(script, keys, args).invoke_async::<Value>(&mut connection),
-            )
+            .run(what, invoke(script, keys, args, &mut connection))
             .await;
         for key in keys {
             self.forget(key);
@@ -434,18 +424,34 @@ impl RedisStore {
     }
 }
 
-/// A compare-and-set script's call on `keys` with (expected, value, ttl).
-fn invocation<'a>(
-    script: &'a Script,
+/// Runs a compare-and-set script on `keys` with (expected, value, ttl):
+/// `EVALSHA`, built in one buffer, and after `NOSCRIPT` (a restarted
+/// Redis, a flushed script cache) `SCRIPT LOAD` and `EVALSHA` again.
+async fn invoke(
+    script: &Script,
     keys: &[&str],
-    args: (&[u8], &[u8], u64),
-) -> ScriptInvocation<'a> {
-    let mut invocation = script.prepare_invoke();
+    (expected, value, millis): (&[u8], &[u8], u64),
+    connection: &mut Connection,
+) -> redis::RedisResult<Value> {
+    let hash = script.get_hash();
+    let bytes = keys.iter().map(|key| key.len()).sum::<usize>()
+        + expected.len()
+        + value.len()
+        + hash.len()
+        + 32;
+    let mut call = redis::Cmd::with_capacity(3 + keys.len() + 3, bytes);
+    call.arg("EVALSHA").arg(hash).arg(keys.len());
     for key in keys {
-        invocation.key(*key);
+        call.arg(*key);
     }
-    invocation.arg(args.0).arg(args.1).arg(args.2);
-    invocation
+    call.arg(expected).arg(value).arg(millis);
+    match call.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(connection).await?;
+            call.query_async(connection).await
+        }
+        answer => answer,
+    }
 }
 
 /// What the native compare-and-set's replies mean: `held`, what the key

@@ -277,3 +277,49 @@ async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
         "the write sent before its request went away happened too"
     );
 }
+
+/// Redis forgets its scripts when it restarts without persistence or when
+/// an operator runs `SCRIPT FLUSH`: the next write and the next
+/// regenerate load theirs again, on the tracked connection too.
+#[tokio::test]
+async fn writes_go_on_after_redis_forgot_the_scripts() {
+    let test = "writes_go_on_after_redis_forgot_the_scripts";
+    let Some(h) = tracked_harness(test).await else {
+        return;
+    };
+    let server = h
+        .server
+        .as_ref()
+        .expect("this test flushes its own redis-server");
+    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    assert!(matches!(
+        patch_on(&h.store, &id, json!({"a": 1})).await,
+        Committed::Saved { .. }
+    ));
+    server.command(&["SCRIPT", "FLUSH"]).unwrap();
+    assert!(matches!(
+        patch_on(&h.store, &id, json!({"b": 2})).await,
+        Committed::Saved { .. }
+    ));
+    server.command(&["SCRIPT", "FLUSH"]).unwrap();
+    let regenerate = [SessionOp::Regenerate];
+    let commit = Commit {
+        current: Some(&id),
+        ops: &regenerate,
+        fresh_id: None,
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
+    };
+    let Committed::Saved { id: fresh, .. } = h.store.commit(commit).await.unwrap() else {
+        panic!("the regenerate saved the session");
+    };
+    assert_ne!(fresh, id);
+    let data = h.store.load(&fresh, true).await.unwrap().live().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(data.map().clone()),
+        json!({"a": 1, "b": 2})
+    );
+    assert!(h.store.load(&id, true).await.unwrap().live().is_none());
+}
