@@ -149,7 +149,10 @@ impl RedisStore {
     }
 
     /// `SET key value PX ttl NX`: never overwrites. An existing key (a
-    /// fresh 256-bit id already taken) is an error.
+    /// fresh 256-bit id already taken) is an error, unless it holds
+    /// exactly `value`: then it is this write's own, made by an attempt
+    /// on a connection that broke before it could answer (nobody else
+    /// writes under a fresh random id).
     pub(super) async fn set_new(
         &self,
         key: &str,
@@ -166,9 +169,12 @@ impl RedisStore {
             )
             .await;
         self.forget(key);
-        created?.map(drop).ok_or_else(|| {
-            StoreError::Unavailable("a fresh session id was already taken in Redis".into())
-        })
+        if created?.is_some() || self.get(key).await?.as_deref() == Some(value) {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(
+            "a fresh session id was already taken in Redis".into(),
+        ))
     }
 
     /// A new session's record, `SET NX` as [`Self::set_new`] does: on the
@@ -201,12 +207,27 @@ impl RedisStore {
             .arg("PX")
             .arg(millis);
         pipeline.arg("NX").cmd("GET").arg(&key);
-        let reply = self
-            .run(
-                "SET",
-                pipeline.query_async::<(Option<String>, Option<Vec<u8>>)>(&mut connection),
-            )
-            .await;
+        let limit = self.shared.command_timeout;
+        let request = pipeline.query_async::<(Option<String>, Option<Vec<u8>>)>(&mut connection);
+        let reply = match tokio::time::timeout(limit, request).await {
+            Ok(Ok(reply)) => Ok(reply),
+            // The tracked connection broke before its task noticed (which
+            // turns the cache off within `tracking::PING_EVERY`): the new
+            // session goes on the plain connection, which reconnects by
+            // itself. A write of the first attempt that landed all the
+            // same is recognised there as this one's.
+            Ok(Err(error)) if error.is_connection_dropped() || error.is_unrecoverable_error() => {
+                cache.forget(id);
+                return self.set_new(&key, value, millis).await;
+            }
+            Ok(Err(error)) => Err(StoreError::Unavailable(format!(
+                "redis SET: {}",
+                describe(&error)
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis SET: no answer within {limit:?}"
+            ))),
+        };
         match (&reply, ticket) {
             (Ok((Some(_), Some(now))), Some(ticket)) if now[..] == *value => {
                 let ttl = Some(Duration::from_millis(millis));

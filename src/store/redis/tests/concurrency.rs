@@ -323,3 +323,55 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
     );
     assert!(h.store.load(&id, true).await.unwrap().live().is_none());
 }
+
+/// A login sent on a worker's tracked connection after that connection
+/// broke, but before its task noticed, is made on the plain connection
+/// instead of failing: the new session is in Redis and the login
+/// succeeds.
+#[tokio::test]
+async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one() {
+    let test = "a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one";
+    let Some(h) = tracked_harness(test).await else {
+        return;
+    };
+    let server = h
+        .server
+        .as_ref()
+        .expect("this test kills a connection of its own redis-server");
+    let clients = server.command(&["CLIENT", "LIST"]).unwrap();
+    let tracked = clients
+        .lines()
+        .find(|line| line.contains(&format!("name={}", super::super::tracking::CONNECTION_NAME)))
+        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .expect("the tracked connection is in CLIENT LIST")
+        .to_owned();
+    // Killed with no await in between: the store still takes the
+    // connection for live, as a worker busy with requests would.
+    server.command(&["CLIENT", "KILL", "ID", &tracked]).unwrap();
+    assert!(h.store.cache_stats().is_some_and(|stats| stats.tracking));
+    let id = conformance::create(&h.store, json!({"user": "ann"}), Duration::from_secs(60)).await;
+    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(data.map().clone()),
+        json!({"user": "ann"})
+    );
+}
+
+/// A new session's `SET NX` finding its key taken is an error, unless the
+/// key holds exactly what it writes: an earlier attempt of the same write
+/// (on a connection that broke before answering) landed.
+#[tokio::test]
+async fn a_new_sessions_write_that_already_landed_is_its_own() {
+    let test = "a_new_sessions_write_that_already_landed_is_its_own";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let key = h.store.key(&SessionId::generate());
+    h.store.set_new(&key, b"{\"a\":1}", 60_000).await.unwrap();
+    h.store.set_new(&key, b"{\"a\":1}", 60_000).await.unwrap();
+    assert!(matches!(
+        h.store.set_new(&key, b"{\"a\":2}", 60_000).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(raw_get(&h.store, &key).await.as_deref(), Some("{\"a\":1}"));
+}
