@@ -117,6 +117,34 @@ impl RedisStore {
         }
     }
 
+    /// [`Self::run`] for a request on a tracked connection: `None` when
+    /// the connection turns out to be dropped (it broke before its
+    /// tracking task noticed, which turns the cache off within
+    /// `tracking::PING_EVERY`), so that the caller sends the request again
+    /// on the plain connection, which reconnects by itself. Only for
+    /// requests whose first attempt, if it landed all the same, the second
+    /// one recognises as its own.
+    async fn run_tracked<T>(
+        &self,
+        what: &'static str,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<Result<T, StoreError>> {
+        let limit = self.shared.command_timeout;
+        match tokio::time::timeout(limit, request).await {
+            Ok(Ok(value)) => Some(Ok(value)),
+            Ok(Err(error)) if error.is_connection_dropped() || error.is_unrecoverable_error() => {
+                None
+            }
+            Ok(Err(error)) => Some(Err(StoreError::Unavailable(format!(
+                "redis {what}: {}",
+                describe(&error)
+            )))),
+            Err(_) => Some(Err(StoreError::Unavailable(format!(
+                "redis {what}: no answer within {limit:?}"
+            )))),
+        }
+    }
+
     /// `PING`: whether Redis answers (a readiness probe).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection();
@@ -184,7 +212,10 @@ impl RedisStore {
     /// next requests (its first write included) need no read of Redis. It
     /// is cached only if the `GET` found the value written, since a change
     /// by another client between the two would go unreported (as for the
-    /// native compare-and-set).
+    /// native compare-and-set). If the tracked connection broke before its
+    /// task noticed, the record is written on the plain connection instead.
+    /// (A compare-and-set gets no such second attempt: a first one that
+    /// landed could not be told from another client's identical write.)
     pub(super) async fn create(
         &self,
         id: &SessionId,
@@ -207,26 +238,12 @@ impl RedisStore {
             .arg("PX")
             .arg(millis);
         pipeline.arg("NX").cmd("GET").arg(&key);
-        let limit = self.shared.command_timeout;
         let request = pipeline.query_async::<(Option<String>, Option<Vec<u8>>)>(&mut connection);
-        let reply = match tokio::time::timeout(limit, request).await {
-            Ok(Ok(reply)) => Ok(reply),
-            // The tracked connection broke before its task noticed (which
-            // turns the cache off within `tracking::PING_EVERY`): the new
-            // session goes on the plain connection, which reconnects by
-            // itself. A write of the first attempt that landed all the
-            // same is recognised there as this one's.
-            Ok(Err(error)) if error.is_connection_dropped() || error.is_unrecoverable_error() => {
-                cache.forget(id);
-                return self.set_new(&key, value, millis).await;
-            }
-            Ok(Err(error)) => Err(StoreError::Unavailable(format!(
-                "redis SET: {}",
-                describe(&error)
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "redis SET: no answer within {limit:?}"
-            ))),
+        let Some(reply) = self.run_tracked("SET", request).await else {
+            // A first attempt that landed all the same is recognised by
+            // `set_new` as this one's.
+            cache.forget(id);
+            return self.set_new(&key, value, millis).await;
         };
         match (&reply, ticket) {
             (Ok((Some(_), Some(now))), Some(ticket)) if now[..] == *value => {
@@ -320,7 +337,9 @@ impl RedisStore {
     /// On one server, the script is sent on the worker's tracked connection
     /// while it tracks, and the record written under `fresh` (`written`)
     /// is cached once Redis has answered, as a compare-and-set's is: a
-    /// login's next requests need no read of Redis.
+    /// login's next requests need no read of Redis. If that connection
+    /// broke before its task noticed, the move is sent again on the plain
+    /// connection (as a new session's record is, see [`Self::create`]).
     pub(super) async fn move_if_unchanged(
         &self,
         (old, fresh): (&str, &SessionId),
@@ -343,7 +362,10 @@ impl RedisStore {
             // Claimed before the move leaves, as a read does.
             let ticket = cache.reserve(fresh_id, guard);
             let call = invoke(&scripts.move_if_unchanged, &keys, args, &mut connection);
-            let reply = self.run("regenerate", call).await;
+            let Some(reply) = self.run_tracked("regenerate", call).await else {
+                cache.forget(fresh_id);
+                return self.move_again(&keys, args).await;
+            };
             self.forget(old);
             let outcome = cas_outcome("regenerate", reply);
             match (&outcome, ticket) {
@@ -362,6 +384,26 @@ impl RedisStore {
             .await?;
         if let Cas::Changed(_) = outcome {
             self.delete(fresh).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The move script on `keys` (old, fresh) with (expected, value, ttl),
+    /// on the plain connection, after an attempt on a tracked connection
+    /// that broke before it answered: if the old record is gone and the
+    /// new key holds exactly what this move writes, that attempt landed
+    /// (nobody else writes under a fresh random id) and the move is done.
+    pub(super) async fn move_again(
+        &self,
+        keys: &[&str; 2],
+        args: (&[u8], &[u8], u64),
+    ) -> Result<Cas, StoreError> {
+        let script = &self.shared.scripts.move_if_unchanged;
+        let outcome = self.cas("regenerate", script, keys, args).await?;
+        if let Cas::Changed(None) = outcome {
+            if self.get(keys[1]).await?.as_deref() == Some(args.1) {
+                return Ok(Cas::Done);
+            }
         }
         Ok(outcome)
     }

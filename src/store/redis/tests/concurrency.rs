@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::store::redis::commands::Cas;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_patches_from_two_instances_all_survive() {
@@ -326,8 +327,8 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
 
 /// A login sent on a worker's tracked connection after that connection
 /// broke, but before its task noticed, is made on the plain connection
-/// instead of failing: the new session is in Redis and the login
-/// succeeds.
+/// instead of failing: a new session, and the move of an existing one to
+/// a fresh id (whose first attempt, this time, landed).
 #[tokio::test]
 async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one() {
     let test = "a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one";
@@ -337,17 +338,11 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
     let server = h
         .server
         .as_ref()
-        .expect("this test kills a connection of its own redis-server");
-    let clients = server.command(&["CLIENT", "LIST"]).unwrap();
-    let tracked = clients
-        .lines()
-        .find(|line| line.contains(&format!("name={}", super::super::tracking::CONNECTION_NAME)))
-        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-        .expect("the tracked connection is in CLIENT LIST")
-        .to_owned();
-    // Killed with no await in between: the store still takes the
-    // connection for live, as a worker busy with requests would.
-    server.command(&["CLIENT", "KILL", "ID", &tracked]).unwrap();
+        .expect("this test kills connections of its own redis-server");
+    // Killed with no await between the kill and the login: the store
+    // still takes the connection for live, as a worker busy with requests
+    // would.
+    kill_tracked_connection(server);
     assert!(h.store.cache_stats().is_some_and(|stats| stats.tracking));
     let id = conformance::create(&h.store, json!({"user": "ann"}), Duration::from_secs(60)).await;
     let data = h.store.load(&id, true).await.unwrap().live().unwrap();
@@ -355,6 +350,90 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
         serde_json::Value::Object(data.map().clone()),
         json!({"user": "ann"})
     );
+
+    // The same for a move, once tracking is back and the session cached.
+    wait_for_tracking(&h).await;
+    h.store.load(&id, true).await.unwrap().live().unwrap();
+    kill_tracked_connection(server);
+    let regenerate = [SessionOp::Regenerate];
+    let commit = Commit {
+        current: Some(&id),
+        ops: &regenerate,
+        fresh_id: None,
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
+    };
+    let Committed::Saved { id: fresh, .. } = h.store.commit(commit).await.unwrap() else {
+        panic!("the move saved the session");
+    };
+    assert_ne!(fresh, id);
+    let data = h.store.load(&fresh, true).await.unwrap().live().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(data.map().clone()),
+        json!({"user": "ann"})
+    );
+    assert!(h.store.load(&id, true).await.unwrap().live().is_none());
+}
+
+/// A move sent again after a broken connection recognises a first attempt
+/// that landed (the old record gone, the new one holding exactly what the
+/// move writes) as done; anything else is what the script says.
+#[tokio::test]
+async fn a_move_that_already_landed_is_its_own() {
+    let test = "a_move_that_already_landed_is_its_own";
+    let Some(h) = harness_with(test, "").await else {
+        return;
+    };
+    let (old, fresh) = (
+        h.store.key(&SessionId::generate()),
+        h.store.key(&SessionId::generate()),
+    );
+    let keys = [old.as_str(), fresh.as_str()];
+    let (before, after) = (&b"{\"a\":1}"[..], &b"{\"a\":1,\"b\":2}"[..]);
+    // Landed: the old key gone, the new one holding what is written.
+    h.store.set_new(&fresh, after, 60_000).await.unwrap();
+    let outcome = h.store.move_again(&keys, (before, after, 60_000)).await;
+    assert!(matches!(outcome, Ok(Cas::Done)));
+    // Not landed, and the old record gone meanwhile: vanished.
+    let fresh = h.store.key(&SessionId::generate());
+    let keys = [old.as_str(), fresh.as_str()];
+    let outcome = h.store.move_again(&keys, (before, after, 60_000)).await;
+    assert!(matches!(outcome, Ok(Cas::Changed(None))));
+    // Not landed: the script moves it now.
+    h.store.set_new(&old, before, 60_000).await.unwrap();
+    let outcome = h.store.move_again(&keys, (before, after, 60_000)).await;
+    assert!(matches!(outcome, Ok(Cas::Done)));
+    assert_eq!(
+        raw_get(&h.store, &fresh).await.as_deref(),
+        Some("{\"a\":1,\"b\":2}")
+    );
+    assert_eq!(raw_get(&h.store, &old).await, None);
+}
+
+/// Kills the store's tracked connection (the test's only one).
+fn kill_tracked_connection(server: &RedisServer) {
+    let clients = server.command(&["CLIENT", "LIST"]).unwrap();
+    let name = format!("name={}", super::super::tracking::CONNECTION_NAME);
+    let tracked = clients
+        .lines()
+        .find(|line| line.split(' ').any(|field| field == name))
+        .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .expect("the tracked connection is in CLIENT LIST")
+        .to_owned();
+    server.command(&["CLIENT", "KILL", "ID", &tracked]).unwrap();
+}
+
+async fn wait_for_tracking(h: &Harness) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !h.store.cache_stats().is_some_and(|stats| stats.tracking) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracking never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A new session's `SET NX` finding its key taken is an error, unless the
