@@ -246,20 +246,37 @@ async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
         .server
         .as_ref()
         .expect("this test pauses its own redis-server");
-    let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
+    // Commands wait out the pause below instead of timing out.
+    let config = format!("url = \"{}\"\ncommand_timeout = \"10s\"", url_of(&h));
+    let store = RedisStore::connect(&redis_config(&config, ""))
+        .await
+        .unwrap();
+    let id = conformance::create(&store, json!({}), Duration::from_secs(60)).await;
     // One write first, so that Redis has the script (a script Redis lacks
     // is loaded and sent again by the request, which is gone below).
-    patch_on(&h.store, &id, json!({"z": 0})).await;
+    patch_on(&store, &id, json!({"z": 0})).await;
     // Redis holds every write for a while: the first commit's
     // compare-and-set stays on its way.
     server
-        .command(&["CLIENT", "PAUSE", "700", "WRITE"])
+        .command(&["CLIENT", "PAUSE", "2000", "WRITE"])
         .unwrap();
-    let (store, first_id) = (h.store.clone(), id.clone());
-    let first = tokio::spawn(async move { patch_on(&store, &first_id, json!({"a": 1})).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let (store, second_id) = (h.store.clone(), id.clone());
-    let second = tokio::spawn(async move { patch_on(&store, &second_id, json!({"b": 2})).await });
+    let (writer, first_id) = (store.clone(), id.clone());
+    let first = tokio::spawn(async move { patch_on(&writer, &first_id, json!({"a": 1})).await });
+    // Until Redis holds the first commit's compare-and-set.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !server
+        .command(&["INFO", "clients"])
+        .unwrap()
+        .contains("blocked_clients:1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first write never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (writer, second_id) = (store.clone(), id.clone());
+    let second = tokio::spawn(async move { patch_on(&writer, &second_id, json!({"b": 2})).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
         !first.is_finished() && !second.is_finished(),
@@ -271,7 +288,7 @@ async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
         .expect("the queued commit is written once its writer went away")
         .unwrap();
     assert!(matches!(second, Committed::Saved { .. }), "{second:?}");
-    let data = h.store.load(&id, true).await.unwrap().live().unwrap();
+    let data = store.load(&id, true).await.unwrap().live().unwrap();
     assert_eq!(
         serde_json::Value::Object(data.map().clone()),
         json!({"z": 0, "a": 1, "b": 2}),
@@ -328,7 +345,7 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
 /// A login sent on a worker's tracked connection after that connection
 /// broke, but before its task noticed, is made on the plain connection
 /// instead of failing: a new session, and the move of an existing one to
-/// a fresh id (whose first attempt, this time, landed).
+/// a fresh id.
 #[tokio::test]
 async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one() {
     let test = "a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one";
@@ -342,7 +359,7 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
     // Killed with no await between the kill and the login: the store
     // still takes the connection for live, as a worker busy with requests
     // would.
-    kill_tracked_connection(server);
+    let killed = kill_tracked_connection(server);
     assert!(h.store.cache_stats().is_some_and(|stats| stats.tracking));
     let id = conformance::create(&h.store, json!({"user": "ann"}), Duration::from_secs(60)).await;
     let data = h.store.load(&id, true).await.unwrap().live().unwrap();
@@ -352,7 +369,7 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
     );
 
     // The same for a move, once tracking is back and the session cached.
-    wait_for_tracking(&h).await;
+    wait_for_tracking_again(&h, server, &killed).await;
     h.store.load(&id, true).await.unwrap().live().unwrap();
     kill_tracked_connection(server);
     let regenerate = [SessionOp::Regenerate];
@@ -412,22 +429,35 @@ async fn a_move_that_already_landed_is_its_own() {
     assert_eq!(raw_get(&h.store, &old).await, None);
 }
 
-/// Kills the store's tracked connection (the test's only one).
-fn kill_tracked_connection(server: &RedisServer) {
+/// The id of the store's tracked connection (the test's only one) in
+/// `CLIENT LIST`.
+fn tracked_connection(server: &RedisServer) -> Option<String> {
     let clients = server.command(&["CLIENT", "LIST"]).unwrap();
     let name = format!("name={}", super::super::tracking::CONNECTION_NAME);
-    let tracked = clients
+    clients
         .lines()
         .find(|line| line.split(' ').any(|field| field == name))
         .and_then(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-        .expect("the tracked connection is in CLIENT LIST")
-        .to_owned();
-    server.command(&["CLIENT", "KILL", "ID", &tracked]).unwrap();
+        .map(str::to_owned)
 }
 
-async fn wait_for_tracking(h: &Harness) {
+/// Kills the store's tracked connection; returns its id.
+fn kill_tracked_connection(server: &RedisServer) -> String {
+    let tracked = tracked_connection(server).expect("the tracked connection is in CLIENT LIST");
+    server.command(&["CLIENT", "KILL", "ID", &tracked]).unwrap();
+    tracked
+}
+
+/// Waits until the store tracks again on a connection other than
+/// `killed` (it names a new one only after dropping the old one's
+/// state, and turns tracking on once Redis confirmed it).
+async fn wait_for_tracking_again(h: &Harness, server: &RedisServer, killed: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !h.store.cache_stats().is_some_and(|stats| stats.tracking) {
+    loop {
+        let replaced = tracked_connection(server).is_some_and(|id| id != killed);
+        if replaced && h.store.cache_stats().is_some_and(|stats| stats.tracking) {
+            return;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "tracking never came back"
