@@ -62,6 +62,21 @@ async fn two_instances_patch_at_once(h: Harness) {
     }
 }
 
+/// A commit on `store` moving `id` to a fresh id.
+async fn regenerate_on(store: &RedisStore, id: &SessionId) -> Committed {
+    let regenerate = [SessionOp::Regenerate];
+    let commit = Commit {
+        current: Some(id),
+        ops: &regenerate,
+        fresh_id: None,
+        ttl: Duration::from_secs(60),
+        max_bytes: 65536,
+        rotate_on: None,
+        lifetimes: Default::default(),
+    };
+    store.commit(commit).await.unwrap()
+}
+
 /// A commit on `store` patching `value` into `id`.
 async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) -> Committed {
     patch_with(store, id, value, Default::default()).await
@@ -320,17 +335,7 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
         Committed::Saved { .. }
     ));
     server.command(&["SCRIPT", "FLUSH"]).unwrap();
-    let regenerate = [SessionOp::Regenerate];
-    let commit = Commit {
-        current: Some(&id),
-        ops: &regenerate,
-        fresh_id: None,
-        ttl: Duration::from_secs(60),
-        max_bytes: 65536,
-        rotate_on: None,
-        lifetimes: Default::default(),
-    };
-    let Committed::Saved { id: fresh, .. } = h.store.commit(commit).await.unwrap() else {
+    let Committed::Saved { id: fresh, .. } = regenerate_on(&h.store, &id).await else {
         panic!("the regenerate saved the session");
     };
     assert_ne!(fresh, id);
@@ -372,17 +377,7 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
     wait_for_tracking_again(&h, server, &killed).await;
     h.store.load(&id, true).await.unwrap().live().unwrap();
     kill_tracked_connection(server);
-    let regenerate = [SessionOp::Regenerate];
-    let commit = Commit {
-        current: Some(&id),
-        ops: &regenerate,
-        fresh_id: None,
-        ttl: Duration::from_secs(60),
-        max_bytes: 65536,
-        rotate_on: None,
-        lifetimes: Default::default(),
-    };
-    let Committed::Saved { id: fresh, .. } = h.store.commit(commit).await.unwrap() else {
+    let Committed::Saved { id: fresh, .. } = regenerate_on(&h.store, &id).await else {
         panic!("the move saved the session");
     };
     assert_ne!(fresh, id);
