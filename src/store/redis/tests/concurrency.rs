@@ -254,13 +254,10 @@ async fn a_change_elsewhere_after_a_native_write_drops_the_cached_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
     let test = "a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on";
-    let Some(h) = harness_with(test, "").await else {
+    let Some(h) = own_harness(test).await else {
         return;
     };
-    let server = h
-        .server
-        .as_ref()
-        .expect("this test pauses its own redis-server");
+    let server = h.own_server();
     // Commands wait out the pause below instead of timing out.
     let config = format!("url = \"{}\"\ncommand_timeout = \"10s\"", url_of(&h));
     let store = RedisStore::connect(&redis_config(&config, ""))
@@ -317,13 +314,10 @@ async fn a_request_that_goes_away_mid_write_hands_the_writes_behind_it_on() {
 #[tokio::test]
 async fn writes_go_on_after_redis_forgot_the_scripts() {
     let test = "writes_go_on_after_redis_forgot_the_scripts";
-    let Some(h) = tracked_harness(test).await else {
+    let Some(h) = own_tracked_harness(test).await else {
         return;
     };
-    let server = h
-        .server
-        .as_ref()
-        .expect("this test flushes its own redis-server");
+    let server = h.own_server();
     let id = conformance::create(&h.store, json!({}), Duration::from_secs(60)).await;
     assert!(matches!(
         patch_on(&h.store, &id, json!({"a": 1})).await,
@@ -354,13 +348,10 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
 #[tokio::test]
 async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one() {
     let test = "a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_one";
-    let Some(h) = tracked_harness(test).await else {
+    let Some(h) = own_tracked_harness(test).await else {
         return;
     };
-    let server = h
-        .server
-        .as_ref()
-        .expect("this test kills connections of its own redis-server");
+    let server = h.own_server();
     // Killed with no await between the kill and the login: the store
     // still takes the connection for live, as a worker busy with requests
     // would.

@@ -63,6 +63,34 @@ pub(super) async fn harness_with(test: &str, cookie_toml: &str) -> Option<Harnes
     })
 }
 
+/// A harness on a redis-server of its own, even when `REDIS_URL` names a
+/// shared one: for tests that pause it, flush its scripts or cut its
+/// connections.
+pub(super) async fn own_harness(test: &str) -> Option<Harness> {
+    let server = RedisServer::start(test)?;
+    let config = redis_config(&format!("url = \"{}\"", server.url()), "");
+    let store = RedisStore::connect(&config).await.unwrap();
+    Some(Harness {
+        store,
+        server: Some(server),
+        _cluster: None,
+    })
+}
+
+/// An [`own_harness`] once its worker 0 tracks.
+pub(super) async fn own_tracked_harness(test: &str) -> Option<Harness> {
+    Some(tracking(own_harness(test).await?).await)
+}
+
+impl Harness {
+    /// The redis-server of an [`own_harness`].
+    pub(super) fn own_server(&self) -> &RedisServer {
+        self.server
+            .as_ref()
+            .expect("a harness made by own_harness has its own redis-server")
+    }
+}
+
 async fn harness() -> Option<Harness> {
     harness_with("redis store conformance", "").await
 }
