@@ -187,8 +187,13 @@ impl Proxy {
                 }
                 let remembered = remember.is_some()
                     && parsed.iter().any(|op| matches!(op, SessionOp::Remember(_)));
-                (moved || policy.rolling || policy.refresh_on_write || remembered)
-                    .then(|| CookieUpdate::Issued(self.cookie.issue_for(&id, secure, remember)))
+                // The request's cookie's signature, for the same id.
+                let known = current
+                    .filter(|_| !moved)
+                    .and_then(|c| c.signature.as_ref());
+                (moved || policy.rolling || policy.refresh_on_write || remembered).then(|| {
+                    CookieUpdate::Issued(self.cookie.issue_for(&id, known, secure, remember))
+                })
             }
             Committed::Destroyed => {
                 context.outcome = SessionOutcome::Destroyed;
@@ -232,10 +237,12 @@ impl Proxy {
             self.after_touch(current).await;
         }
         Ok((alive && self.policy.rolling).then(|| {
-            CookieUpdate::Issued(
-                self.cookie
-                    .issue_for(&current.id, secure, current.times.remember),
-            )
+            CookieUpdate::Issued(self.cookie.issue_for(
+                &current.id,
+                current.signature.as_ref(),
+                secure,
+                current.times.remember,
+            ))
         }))
     }
 

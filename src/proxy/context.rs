@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Uri, Version};
 use super::client::Client;
 use super::observer::Observer;
 use super::upgrade::Handshake;
+use crate::domain::cookie::signing::Signature;
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::RouteKind;
 use crate::store::Times;
@@ -18,6 +19,9 @@ use crate::util::body::ClientBody;
 /// The session a request is served with.
 pub(super) struct Current {
     pub id: SessionId,
+    /// The id's signature as the request's cookie carried it, when the
+    /// first secret made it: a cookie issued again for the id reuses it.
+    pub signature: Option<Signature>,
     pub data: Arc<SessionData>,
     /// Its expiry, deadlines and lifetime, as the store told them.
     pub times: Times,

@@ -9,9 +9,8 @@ use super::context::{Context, Current, Outgoing, SessionOutcome};
 use super::error::ProxyError;
 use super::upgrade;
 use super::Proxy;
-use crate::domain::cookie::Ticket;
+use crate::domain::cookie::{Candidate, Ticket};
 use crate::domain::routes;
-use crate::domain::session::SessionId;
 use crate::domain::{headers, path};
 use crate::metrics::{RouteKind, StoreOp};
 use crate::store::{Loaded, SessionStore};
@@ -80,11 +79,11 @@ impl Proxy {
     #[inline]
     pub(super) async fn load(
         &self,
-        candidates: Vec<SessionId>,
+        candidates: Vec<Candidate>,
         context: &mut Context<'_>,
     ) -> Result<(), ProxyError> {
         let mut found: Option<Current> = None;
-        for id in candidates {
+        for Candidate { id, signature } in candidates {
             let started = self.observer.store_started();
             let loaded = self
                 .store
@@ -110,6 +109,7 @@ impl Proxy {
             }
             found = Some(Current {
                 id,
+                signature,
                 data: stored.data,
                 times: stored.times,
             });

@@ -222,6 +222,39 @@ async fn rolling_refreshes_the_cookie_on_every_response() {
 }
 
 #[tokio::test]
+async fn a_refreshed_cookie_is_signed_with_the_first_secret_whichever_signed_the_request() {
+    const OLDER: &str = "an-older-secret-still-verifying-0123456789";
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start_with(&format!(
+        "upstream.url = \"{}\"\nsession.secrets = [\"{SECRET}\", \"{OLDER}\"]\n\
+         [cookie]\nrolling = true\nmax_age = \"1h\"\n",
+        upstream.url()
+    ))
+    .await;
+    let login = sid_pair(&log_in(&browser(), &proxy, "ada").await);
+    let refreshed = visit(&proxy, &login).await;
+    assert_eq!(sid_pair(&refreshed), login, "the same cookie again");
+
+    let id = upstream.last().header("x-session-id").unwrap().to_owned();
+    let signed = |secret: &str| {
+        cloakroom::Signer::new(&[cloakroom::config::Secret::new(secret.into())])
+            .sign(&cloakroom::SessionId::parse(&id).unwrap())
+            .replace(':', "%3A")
+            .replace('/', "%2F")
+            .replace('+', "%2B")
+    };
+    assert_eq!(login, format!("sid={}", signed(SECRET)));
+    let older = format!("sid={}", signed(OLDER));
+    let refreshed = visit(&proxy, &older).await;
+    assert_eq!(upstream.last().header("x-session-id"), Some(id.as_str()));
+    assert_eq!(
+        sid_pair(&refreshed),
+        login,
+        "a cookie the older secret signed comes back signed with the first"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_writes_to_different_keys_all_survive() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "").await;

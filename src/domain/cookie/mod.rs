@@ -24,22 +24,39 @@ use http::header::{self, HeaderMap, HeaderValue};
 use crate::domain::session::SessionId;
 use crate::util::date;
 use settings::{CookieSettings, Secure};
-use signing::{Signer, Verdict};
+use signing::{Signature, Signer, Verdict};
 
 /// Distinct valid ids looked up at most for one request.
 pub const MAX_CANDIDATES: usize = 4;
+
+/// One verified id of the request's cookies.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: SessionId,
+    /// Its signature, when the first secret made it (see
+    /// [`Signer::check`]): the cookie issued again for it carries the same.
+    pub signature: Option<Signature>,
+}
 
 /// What the request's cookies claim.
 #[derive(Debug, Default)]
 pub struct Ticket {
     /// Distinct verified ids, in order of appearance.
-    pub candidates: Vec<SessionId>,
+    pub candidates: Vec<Candidate>,
     /// A cookie with our name had a signature none of our secrets made.
     pub forged: bool,
     /// At least one cookie with our name was present.
     pub present: bool,
     /// The request's cookies were ours alone, in one `Cookie` header.
     pub alone: bool,
+}
+
+impl Ticket {
+    /// The candidates' ids, in order.
+    #[cfg(test)]
+    pub fn ids(&self) -> Vec<SessionId> {
+        self.candidates.iter().map(|c| c.id.clone()).collect()
+    }
 }
 
 pub struct SessionCookie {
@@ -145,15 +162,16 @@ impl SessionCookie {
             let Some(value) = decode_value(value, &mut buffer) else {
                 continue;
             };
-            match self.signer.verify(value) {
-                Verdict::Valid(id) => {
-                    if !ticket.candidates.contains(&id) && ticket.candidates.len() < MAX_CANDIDATES
+            match self.signer.check(value) {
+                (Verdict::Valid(id), signature) => {
+                    if !ticket.candidates.iter().any(|known| known.id == id)
+                        && ticket.candidates.len() < MAX_CANDIDATES
                     {
-                        ticket.candidates.push(id);
+                        ticket.candidates.push(Candidate { id, signature });
                     }
                 }
-                Verdict::Forged => ticket.forged = true,
-                Verdict::Malformed => {}
+                (Verdict::Forged, _) => ticket.forged = true,
+                (Verdict::Malformed, _) => {}
             }
         }
         ticket.alone =
@@ -201,18 +219,20 @@ impl SessionCookie {
     /// `Set-Cookie` for a session, signed with the first secret.
     #[cfg(test)]
     pub fn issue(&self, id: &SessionId, secure: bool) -> HeaderValue {
-        self.issue_at(id, secure, SystemTime::now(), None)
+        self.issue_at(id, None, secure, SystemTime::now(), None)
     }
 
     /// [`Self::issue`], persistent for `lifetime` when given (a remembered
-    /// session) instead of `cookie.max_age`.
+    /// session) instead of `cookie.max_age`. `known`: the id's signature,
+    /// when the request's cookie carried it ([`Candidate::signature`]).
     pub fn issue_for(
         &self,
         id: &SessionId,
+        known: Option<&Signature>,
         secure: bool,
         lifetime: Option<std::time::Duration>,
     ) -> HeaderValue {
-        self.issue_at(id, secure, SystemTime::now(), lifetime)
+        self.issue_at(id, known, secure, SystemTime::now(), lifetime)
     }
 
     /// [`Self::issue`] at a given time (for `Expires`). Written directly,
@@ -222,11 +242,12 @@ impl SessionCookie {
     fn issue_at(
         &self,
         id: &SessionId,
+        known: Option<&Signature>,
         secure: bool,
         now: SystemTime,
         lifetime: Option<std::time::Duration>,
     ) -> HeaderValue {
-        let value = self.signer.sign_encoded(id);
+        let value = self.signer.sign_encoded(id, known);
         let rendered = &self.rendered;
         let mut out = String::with_capacity(
             self.config.name.len() + value.len() + rendered.before_secure.len() + 96,

@@ -22,6 +22,12 @@ type HmacSha256 = Hmac<Sha256>;
 /// Length of an HMAC-SHA256 tag's unpadded base64.
 const SIG_LEN: usize = base64_256::CHARS;
 
+/// The HMAC-SHA256 tag of a session id under the first (signing) secret,
+/// as a request's cookie carried it: a cookie issued again for the same id
+/// carries the same tag, so it is not computed a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 32]);
+
 /// What a cookie value turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -85,13 +91,19 @@ impl Signer {
     /// for these characters means `:` and the signature's `+` and `/`
     /// (an id's characters are all left as they are). Written directly:
     /// every session write issues a cookie.
-    pub fn sign_encoded(&self, id: &SessionId) -> String {
-        let mut mac = self.keys[0].clone();
-        mac.update(id.as_str().as_bytes());
+    /// `known` is the id's signature when a request's cookie carried it
+    /// (see [`Self::check`]); it is used as it is, and computed otherwise.
+    pub fn sign_encoded(&self, id: &SessionId, known: Option<&Signature>) -> String {
+        let tag = match known {
+            Some(Signature(tag)) => *tag,
+            None => {
+                let mut mac = self.keys[0].clone();
+                mac.update(id.as_str().as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+        };
         let mut sig = [0u8; SIG_LEN];
-        let written = STANDARD_NO_PAD
-            .encode_slice(mac.finalize().into_bytes(), &mut sig)
-            .unwrap_or(0);
+        let written = STANDARD_NO_PAD.encode_slice(tag, &mut sig).unwrap_or(0);
         let mut out = String::with_capacity(5 + id.as_str().len() + 2 * SIG_LEN);
         out.push_str("s%3A");
         out.push_str(id.as_str());
@@ -109,29 +121,37 @@ impl Signer {
     /// Checks a signed value (already cookie-decoded), as bytes: a value
     /// that is not UTF-8 cannot hold a valid id and is malformed.
     pub fn verify(&self, value: impl AsRef<[u8]>) -> Verdict {
+        self.check(value).0
+    }
+
+    /// [`Self::verify`], and for a valid value signed by the first secret
+    /// its [`Signature`], for [`Self::sign_encoded`] to use again. One
+    /// signed by an older secret has none: a cookie issued again is signed
+    /// with the first.
+    pub fn check(&self, value: impl AsRef<[u8]>) -> (Verdict, Option<Signature>) {
         let Some(signed) = value.as_ref().strip_prefix(b"s:") else {
-            return Verdict::Malformed;
+            return (Verdict::Malformed, None);
         };
         let Some(dot) = memchr::memrchr(b'.', signed) else {
-            return Verdict::Malformed;
+            return (Verdict::Malformed, None);
         };
         let (id, sig) = (&signed[..dot], &signed[dot + 1..]);
         // The decoder refuses padding and non-zero trailing bits; with the
         // exact length that leaves one spelling per tag.
         let Some(tag) = base64_256::decode(sig, Alphabet::Standard) else {
-            return Verdict::Forged;
+            return (Verdict::Forged, None);
         };
-        let signed_by_us = self.keys.iter().any(|key| {
+        let signed_by = self.keys.iter().position(|key| {
             let mut mac = key.clone();
             mac.update(id);
             mac.verify_slice(&tag).is_ok()
         });
         let id = std::str::from_utf8(id).ok().and_then(SessionId::parse);
-        match (signed_by_us, id) {
-            (true, Some(id)) => Verdict::Valid(id),
+        match (signed_by, id) {
+            (Some(key), Some(id)) => (Verdict::Valid(id), (key == 0).then_some(Signature(tag))),
             // Signed by us but not an id we can use: treat as no session.
-            (true, None) => Verdict::Malformed,
-            (false, _) => Verdict::Forged,
+            (Some(_), None) => (Verdict::Malformed, None),
+            (None, _) => (Verdict::Forged, None),
         }
     }
 
@@ -230,7 +250,7 @@ mod tests {
         );
         let mut escaped = 0;
         for id in &ids {
-            let encoded = s.sign_encoded(id);
+            let encoded = s.sign_encoded(id, None);
             assert_eq!(
                 encoded,
                 crate::domain::path::encode_component(&s.sign(id)),
@@ -241,6 +261,24 @@ mod tests {
         }
         // The escapes of the signature's alphabet were exercised.
         assert!(escaped > 100, "{escaped}");
+    }
+
+    #[test]
+    fn a_signature_the_first_secret_made_is_used_again_as_it_is() {
+        let s = signer(&["new secret", "old secret"]);
+        let id = SessionId::generate();
+        let (verdict, signature) = s.check(s.sign(&id));
+        assert_eq!(verdict, Verdict::Valid(id.clone()));
+        let signature = signature.expect("signed by the first secret");
+        assert_eq!(
+            s.sign_encoded(&id, Some(&signature)),
+            s.sign_encoded(&id, None)
+        );
+        // One an older secret made is not: the cookie is signed anew.
+        let (verdict, signature) = s.check(signer(&["old secret"]).sign(&id));
+        assert_eq!((verdict, signature), (Verdict::Valid(id), None));
+        // Nor one that verifies nothing.
+        assert_eq!(s.check("s:id.c2ln").1, None);
     }
 
     #[test]

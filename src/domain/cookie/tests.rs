@@ -55,7 +55,7 @@ fn express_session_cookies_verify_and_ours_match_theirs() {
 
         let ticket = jar.read(&cookie_header(&format!("{name}={cookie_value}")));
         assert_eq!(
-            ticket.candidates,
+            ticket.ids(),
             std::slice::from_ref(&id),
             "{label}: theirs verifies here"
         );
@@ -63,7 +63,7 @@ fn express_session_cookies_verify_and_ours_match_theirs() {
         let raw = case["signed"].as_str().unwrap();
         let ticket = jar.read(&cookie_header(&format!("{name}={raw}")));
         assert_eq!(
-            ticket.candidates,
+            ticket.ids(),
             std::slice::from_ref(&id),
             "{label}: unencoded form verifies too"
         );
@@ -114,7 +114,7 @@ fn several_cookies_give_distinct_candidates_and_flag_forgeries() {
         HeaderValue::from_str(&format!("sid={sb}")).unwrap(),
     );
     let ticket = jar.read(&headers);
-    assert_eq!(ticket.candidates, [a, b]);
+    assert_eq!(ticket.ids(), [a, b]);
     assert!(ticket.forged);
 }
 
@@ -127,7 +127,7 @@ fn percent_escapes_decode_in_either_case_and_only_as_two_hex_digits() {
     let lower = encoded.replace("%3A", "%3a");
     for spelling in [encoded.as_str(), lower.as_str(), signed.as_str()] {
         let ticket = jar.read(&cookie_header(&format!("sid={spelling}")));
-        assert_eq!(ticket.candidates, std::slice::from_ref(&id), "{spelling}");
+        assert_eq!(ticket.ids(), std::slice::from_ref(&id), "{spelling}");
     }
     for broken in ["%+3A", "%3", "%G1", "%"] {
         let value = encoded.replacen("%3A", broken, 1);
@@ -232,10 +232,45 @@ fn issued_cookies_are_written_as_the_cookie_crate_writes_them() {
                     expected.set_expires(OffsetDateTime::from(now) + lifetime);
                 }
                 assert_eq!(
-                    jar.issue_at(&id, secure, now, None).to_str().unwrap(),
+                    jar.issue_at(&id, None, secure, now, None).to_str().unwrap(),
                     expected.to_string()
                 );
             }
         }
     }
+}
+
+#[test]
+fn a_cookie_issued_again_for_the_requests_id_is_the_same_cookie() {
+    let jar = jar("sid", &["new", "old"]);
+    let id = SessionId::generate();
+    let now = SystemTime::now();
+    let fresh = jar.issue_at(&id, None, true, now, None);
+    // What the browser sends back: name=value of the cookie issued.
+    let sent = fresh
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ticket = jar.read(&cookie_header(&sent));
+    let candidate = &ticket.candidates[0];
+    assert!(candidate.signature.is_some());
+    assert_eq!(
+        jar.issue_at(&id, candidate.signature.as_ref(), true, now, None),
+        fresh
+    );
+    // A cookie an older secret signed carries no signature to use again.
+    let older = self::jar("sid", &["old"]).issue_at(&id, None, true, now, None);
+    let sent = older
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ticket = jar.read(&cookie_header(&sent));
+    assert_eq!(ticket.ids(), [id]);
+    assert_eq!(ticket.candidates[0].signature, None);
 }
