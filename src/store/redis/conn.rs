@@ -74,9 +74,12 @@ impl Connection {
             RedisEndpoint::Single(url) => {
                 let client = single_client(url, config).map_err(|e| fail(describe(&e)))?;
                 probe(&client, config).await.map_err(&fail)?;
+                // No response timeout of redis's own: every command runs
+                // under the store's (`RedisStore::run`), and a timeout is
+                // no reason to reconnect for the manager either way.
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.command_timeout))
+                    .set_response_timeout(None)
                     .set_min_delay(RECONNECT_MIN_DELAY)
                     .set_max_delay(RECONNECT_MAX_DELAY)
                     .set_number_of_retries(RECONNECT_ATTEMPTS);

@@ -108,7 +108,10 @@ impl Tracker {
         };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
+            // Every command on it runs under the store's own command
+            // timeout (`ask`, `RedisStore::run`): a second timer per
+            // command would cost a timer wheel entry and nothing more.
+            .set_response_timeout(None)
             .set_push_sender(applier);
         let deadline = self.connect_timeout + self.command_timeout;
         let connecting = self
