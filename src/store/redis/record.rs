@@ -292,7 +292,11 @@ impl RecordCookie {
     ) -> Vec<u8> {
         let existing = match stored {
             StoredCookie::Text(text) => {
-                if let Some(patched) = refresh_expiry(text, ttl, expiry) {
+                let (max_age, expires) = expiry_texts(ttl, expiry);
+                if let Some(patched) = self
+                    .refresh_own(text, &max_age, &expires)
+                    .or_else(|| refresh_expiry(text, &max_age, &expires))
+                {
                     return patched;
                 }
                 serde_json::from_slice(text).ok()
@@ -303,6 +307,87 @@ impl RecordCookie {
         // Serialising a map of JSON values cannot fail.
         serde_json::to_vec(&self.for_write(existing, ttl, expiry))
             .unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// [`refresh_expiry`] for an object exactly as these settings write
+    /// it (the object of every record Cloakroom wrote, but for the two
+    /// fields it refreshes): compared piece by piece rather than scanned,
+    /// since every Redis write refreshes it. `None` for any other text,
+    /// which `refresh_expiry` then reads.
+    fn refresh_own(&self, text: &[u8], max_age: &[u8], expires: &[u8]) -> Option<Vec<u8>> {
+        let rest = text.strip_prefix(b"{\"originalMaxAge\":")?;
+        let rest = match rest.strip_prefix(b"null") {
+            Some(rest) => rest,
+            None => {
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                rest.get(digits..)?
+            }
+        };
+        let rest = rest.strip_prefix(b",\"expires\":")?;
+        let rest = match rest.strip_prefix(b"null") {
+            Some(rest) => rest,
+            None => {
+                let rest = rest.strip_prefix(b"\"")?;
+                let date = rest.get(..DATE_LEN)?;
+                if !date
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-:.".contains(b))
+                {
+                    return None;
+                }
+                rest.get(DATE_LEN..)?.strip_prefix(b"\"")?
+            }
+        };
+        if !self.is_own_tail(rest) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(text.len() + 8);
+        out.extend_from_slice(b"{\"originalMaxAge\":");
+        out.extend_from_slice(max_age);
+        out.extend_from_slice(b",\"expires\":");
+        out.extend_from_slice(expires);
+        out.extend_from_slice(rest);
+        Some(out)
+    }
+
+    /// Whether `rest` is what follows `expires` in [`Self::fresh`]'s
+    /// object as serde_json renders it: then the object is one valid JSON
+    /// object in which neither refreshed field appears again. Settings
+    /// whose strings JSON would escape are left to the scan.
+    fn is_own_tail(&self, mut rest: &[u8]) -> bool {
+        fn eat(rest: &mut &[u8], piece: &[u8]) -> bool {
+            let Some(after) = rest.strip_prefix(piece) else {
+                return false;
+            };
+            *rest = after;
+            true
+        }
+        fn eat_string(rest: &mut &[u8], text: &str) -> bool {
+            let plain = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            plain && eat(rest, b"\"") && eat(rest, text.as_bytes()) && eat(rest, b"\"")
+        }
+        let boolean = |flag: bool| -> &[u8] {
+            if flag {
+                b"true"
+            } else {
+                b"false"
+            }
+        };
+        self.secure
+            .is_none_or(|secure| eat(&mut rest, b",\"secure\":") && eat(&mut rest, boolean(secure)))
+            && eat(&mut rest, b",\"httpOnly\":")
+            && eat(&mut rest, boolean(self.http_only))
+            && self.domain.as_ref().is_none_or(|domain| {
+                eat(&mut rest, b",\"domain\":") && eat_string(&mut rest, domain)
+            })
+            && eat(&mut rest, b",\"path\":")
+            && eat_string(&mut rest, &self.path)
+            && eat(&mut rest, b",\"sameSite\":")
+            && eat_string(&mut rest, &self.same_site)
+            && rest == b"}"
     }
 
     /// A new cookie object, in the key order of express-session's `toJSON`.
@@ -327,25 +412,12 @@ impl RecordCookie {
 /// done on the text: `originalMaxAge` and `expires` replaced where they
 /// are, or added last, in that order. `None` (the map decides) when the
 /// scan is unsure or a key is given twice.
-fn refresh_expiry(text: &[u8], ttl: Duration, expiry: Option<SystemTime>) -> Option<Vec<u8>> {
+/// `max_age` and `expires` are the two fields' new values, as JSON text
+/// ([`expiry_texts`]).
+fn refresh_expiry(text: &[u8], max_age: &[u8], expires: &[u8]) -> Option<Vec<u8>> {
     const MAX_AGE: &[u8] = b"originalMaxAge";
     const EXPIRES: &[u8] = b"expires";
     let members = scan::members(text)?;
-    let mut max_age = Vec::with_capacity(20);
-    let mut expires = Vec::with_capacity(26);
-    match expiry {
-        Some(expiry) => {
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            max_age.extend_from_slice(millis.to_string().as_bytes());
-            expires.push(b'"');
-            expires.extend_from_slice(&js_date_bytes(expiry));
-            expires.push(b'"');
-        }
-        None => {
-            max_age.extend_from_slice(b"null");
-            expires.extend_from_slice(b"null");
-        }
-    }
     let mut out = Vec::with_capacity(text.len() + 32);
     out.push(b'{');
     let (mut has_max_age, mut has_expires) = (false, false);
@@ -356,24 +428,41 @@ fn refresh_expiry(text: &[u8], ttl: Duration, expiry: Option<SystemTime>) -> Opt
         let value = match key {
             MAX_AGE => {
                 has_max_age = true;
-                &max_age[..]
+                max_age
             }
             EXPIRES => {
                 has_expires = true;
-                &expires[..]
+                expires
             }
             _ => value,
         };
         push_member(&mut out, key, value);
     }
     if !has_max_age {
-        push_member(&mut out, MAX_AGE, &max_age);
+        push_member(&mut out, MAX_AGE, max_age);
     }
     if !has_expires {
-        push_member(&mut out, EXPIRES, &expires);
+        push_member(&mut out, EXPIRES, expires);
     }
     out.push(b'}');
     Some(out)
+}
+
+/// The new values of `originalMaxAge` and `expires`, as JSON text: the
+/// session's lifetime in ms and its expiry as a JavaScript date, or two
+/// `null`s for a browser-session cookie.
+fn expiry_texts(ttl: Duration, expiry: Option<SystemTime>) -> (Vec<u8>, Vec<u8>) {
+    match expiry {
+        Some(expiry) => {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            let mut expires = Vec::with_capacity(DATE_LEN + 2);
+            expires.push(b'"');
+            expires.extend_from_slice(&js_date_bytes(expiry));
+            expires.push(b'"');
+            (millis.to_string().into_bytes(), expires)
+        }
+        None => (b"null".to_vec(), b"null".to_vec()),
+    }
 }
 
 /// `"key":value`, after a comma unless it is the object's first member.
@@ -397,6 +486,9 @@ pub fn ttl_millis(expiry: Option<SystemTime>, now: SystemTime, default: Duration
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The length of [`js_date`]'s text.
+const DATE_LEN: usize = 24;
+
 /// JavaScript's `Date#toJSON`: `2026-11-22T06:40:57.123Z`.
 pub fn js_date(time: SystemTime) -> String {
     String::from_utf8_lossy(&js_date_bytes(time)).into_owned()
@@ -404,7 +496,7 @@ pub fn js_date(time: SystemTime) -> String {
 
 /// [`js_date`]'s text, written digit by digit: it is part of every Redis
 /// write.
-fn js_date_bytes(time: SystemTime) -> [u8; 24] {
+fn js_date_bytes(time: SystemTime) -> [u8; DATE_LEN] {
     let millis = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -690,7 +782,8 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&text)
             );
-            as_text += usize::from(refresh_expiry(&text, ttl, expiry).is_some());
+            let (max_age, expires) = expiry_texts(ttl, expiry);
+            as_text += usize::from(refresh_expiry(&text, &max_age, &expires).is_some());
         }
         // The scan leaves escaped keys to the map; most objects have none.
         assert!(as_text > 1500, "{as_text} of 2000 refreshed as text");
@@ -709,6 +802,70 @@ mod tests {
                 serde_json::from_slice(&by_map(&settings, Some(existing), ttl, expiry)).unwrap();
             assert_eq!(serde_json::from_slice::<Value>(&refreshed).unwrap(), by_map);
         }
+    }
+
+    #[test]
+    fn an_object_as_cloakroom_writes_it_is_refreshed_without_a_scan_to_the_same_text() {
+        let mut own = 0;
+        for (n, (secure, domain, path)) in [
+            (None, None, "/"),
+            (Some(true), Some("example.test"), "/app"),
+            (Some(false), Some("we\"ird"), "/"),
+            (None, None, "/a\\b"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for persistent in [true, false] {
+                let settings = RecordCookie {
+                    path: path.into(),
+                    http_only: n % 2 == 0,
+                    secure,
+                    same_site: ["lax", "strict"][n % 2].into(),
+                    domain: domain.map(str::to_owned),
+                    persistent,
+                };
+                let ttl = Duration::from_millis(86_400_000 + n as u64);
+                let expiry = settings.expiry(at(1_700_000_000_123), ttl);
+                let written = settings.rendered_for_write(StoredCookie::Absent, ttl, expiry);
+                let (max_age, expires) =
+                    expiry_texts(Duration::from_secs(5), settings.expiry(at(9), ttl));
+                let scanned = refresh_expiry(&written, &max_age, &expires).unwrap();
+                // Settings JSON would escape are left to the scan.
+                let plain = !path.contains('\\') && !domain.is_some_and(|d| d.contains('"'));
+                let fast = settings.refresh_own(&written, &max_age, &expires);
+                assert_eq!(
+                    fast.is_some(),
+                    plain,
+                    "{}",
+                    String::from_utf8_lossy(&written)
+                );
+                own += usize::from(fast.is_some());
+                assert!(fast.is_none_or(|fast| fast == scanned));
+                // Any byte left out, doubled or changed: the same text as
+                // the scan's, or left to it.
+                for at in 0..written.len() {
+                    let mut variants = vec![written.clone(), written.clone(), written.clone()];
+                    variants[0].remove(at);
+                    variants[1].insert(at, written[at]);
+                    variants[2][at] = if written[at] == b'1' { b'x' } else { b'1' };
+                    for text in variants {
+                        if let Some(fast) = settings.refresh_own(&text, &max_age, &expires) {
+                            assert_eq!(
+                                Some(fast),
+                                refresh_expiry(&text, &max_age, &expires),
+                                "{}",
+                                String::from_utf8_lossy(&text)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(own, 4);
+        // express-session's own key order is left to the scan.
+        let theirs = br#"{"originalMaxAge":1,"expires":null,"httpOnly":true,"path":"/","sameSite":"lax","secure":false}"#;
+        assert_eq!(template(true).refresh_own(theirs, b"2", b"null"), None);
     }
 
     #[test]
