@@ -15,6 +15,8 @@
 #     SCENARIOS=session-read bench/run.sh   # 1k and 1M sessions side by side
 #   TARGETS="nginx cloakroom cloakroom-mid cloakroom-scale" \
 #     SCENARIOS=session-read bench/run.sh   # 1k, 100k and 1M sessions side by side
+#   REDIS_CPUS=1 TARGETS="nginx cloakroom-redis" bench/run.sh
+#                                      # Redis on a CPU of its own
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -70,6 +72,13 @@ MID_SESSIONS=${MID_SESSIONS:-100000}
 # e.g. CACHE_SESSIONS=1000000 for a Redis cache that holds the scale run's
 # sessions, CACHE_SESSIONS=0 for none.
 CACHE_SESSIONS=${CACHE_SESSIONS:-}
+# REDIS_CPUS (optional): CPUs, in taskset's list form (e.g. 1, or 2-3), that
+# the redis-servers have to themselves; everything else this script starts
+# (the targets, the upstream, the load) runs on the other CPUs. Production
+# gives Redis a host of its own, where Redis's CPU does not slow the proxy
+# down; on one machine this is the nearest thing. Unset: all share all CPUs.
+REDIS_CPUS=${REDIS_CPUS:-}
+OTHER_CPUS=                 # the CPUs REDIS_CPUS leaves, set by pin_cpus
 # What sends the plain-HTTP scenarios' requests: wrk (with measure.lua), or
 # bench_load (examples/bench_load.rs), whose cost per request does not
 # depend on the length of the cookie list: every session list is repeated to
@@ -206,6 +215,36 @@ check_target_names() {
 redis_line() {
     wants_redis || return 0
     printf '\n- Redis server: %s' "$("$(redis_bin)" --version | cut -d' ' -f1-3)"
+    if [[ -n $REDIS_CPUS ]]; then
+        printf '; the redis-servers alone on CPU(s) %s, everything else on CPU(s) %s' "$REDIS_CPUS" "$OTHER_CPUS"
+    else
+        printf '; it shares the CPUs with everything else'
+    fi
+}
+
+# With REDIS_CPUS: this script, and so everything it starts, onto the CPUs
+# REDIS_CPUS leaves (start_redis puts the redis-servers on REDIS_CPUS).
+pin_cpus() {
+    [[ -n $REDIS_CPUS ]] || return 0
+    [[ $REDIS_CPUS =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] ||
+        die "REDIS_CPUS must be a CPU list such as 1 or 2-3, not '$REDIS_CPUS'"
+    command -v taskset >/dev/null 2>&1 || die "REDIS_CPUS needs taskset (Debian's util-linux)"
+    local -A for_redis=()
+    local parts part first last cpu cpus
+    cpus=$(nproc --all)
+    IFS=, read -r -a parts <<<"$REDIS_CPUS"
+    for part in "${parts[@]}"; do
+        first=${part%-*} last=${part#*-}
+        ((first <= last && last < cpus)) || die "REDIS_CPUS=$REDIS_CPUS: this machine has CPUs 0 to $((cpus - 1))"
+        for ((cpu = first; cpu <= last; cpu++)); do for_redis[$cpu]=1; done
+    done
+    local others=()
+    for ((cpu = 0; cpu < cpus; cpu++)); do
+        [[ -n ${for_redis[$cpu]:-} ]] || others+=("$cpu")
+    done
+    ((${#others[@]} > 0)) || die "REDIS_CPUS=$REDIS_CPUS leaves no CPU for the rest"
+    OTHER_CPUS=$(IFS=,; echo "${others[*]}")
+    taskset -pc "$OTHER_CPUS" $$ >/dev/null || die "could not move this script to CPU(s) $OTHER_CPUS"
 }
 
 # Whether a target of this run stores its sessions in Redis.
@@ -290,8 +329,12 @@ start_nginx() { # [name address template]: nginx, or nginx-tls
     require_free_port "$addr"
     local prefix=$RUN_DIR/$name workers=()
     mkdir -p "$prefix/tmp"
+    # One worker per CPU this script may use (nginx's `auto` counts them
+    # all, even those REDIS_CPUS takes away), as Cloakroom starts one per
+    # CPU it may use.
     sed -e "s|@LISTEN@|$addr|" -e "s|@UPSTREAM@|$UPSTREAM_ADDR|" \
         -e "s|@CERT@|$TLS_CERT|" -e "s|@KEY@|$TLS_KEY|" \
+        -e "s|^worker_processes auto;|worker_processes $(nproc);|" \
         "$template" >"$prefix/nginx.conf"
     "$(nginx_bin)" -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/error.log" \
         >"$RUN_DIR/$name.log" 2>&1 &
@@ -416,7 +459,9 @@ start_redis() { # name (redis, redis-mid, redis-scale)
     addr=127.0.0.1:$(free_port)
     REDIS_AT[$name]=$addr
     mkdir -p "$RUN_DIR/$name"
-    "$(redis_bin)" --bind 127.0.0.1 --port "${addr#*:}" --save "" --appendonly no \
+    local pin=()
+    [[ -z $REDIS_CPUS ]] || pin=(taskset -c "$REDIS_CPUS")
+    "${pin[@]}" "$(redis_bin)" --bind 127.0.0.1 --port "${addr#*:}" --save "" --appendonly no \
         --dir "$RUN_DIR/$name" --logfile "" >"$RUN_DIR/$name.log" 2>&1 &
     PID[$name]=$!
     wait_for_port "$name" "$addr"
@@ -935,7 +980,7 @@ render_report() {
 # Cloakroom benchmark
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $commit (working tree as built)
-- machine: nproc $(nproc), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+- machine: nproc $(nproc --all), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
 - sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($MID_SESSIONS for the -mid twins, $SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
@@ -1054,6 +1099,7 @@ main() {
     [[ $LOAD == wrk || $LOAD == bench_load ]] || die "LOAD must be wrk or bench_load, not '$LOAD'"
     install_missing_tools
     build_binaries
+    pin_cpus
     make_base_config
     if wants_tls; then make_tls_files; fi
     start_upstream
