@@ -242,19 +242,15 @@ fn issued_cookies_are_written_as_the_cookie_crate_writes_them() {
 
 #[test]
 fn a_cookie_issued_again_for_the_requests_id_is_the_same_cookie() {
+    // What the browser sends back of a cookie issued: its name=value.
+    fn sent_back(issued: &HeaderValue) -> HeaderMap {
+        cookie_header(issued.to_str().unwrap().split(';').next().unwrap())
+    }
     let jar = jar("sid", &["new", "old"]);
     let id = SessionId::generate();
     let now = SystemTime::now();
     let fresh = jar.issue_at(&id, None, true, now, None);
-    // What the browser sends back: name=value of the cookie issued.
-    let sent = fresh
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let ticket = jar.read(&cookie_header(&sent));
+    let ticket = jar.read(&sent_back(&fresh));
     let candidate = &ticket.candidates[0];
     assert!(candidate.signature.is_some());
     assert_eq!(
@@ -263,14 +259,7 @@ fn a_cookie_issued_again_for_the_requests_id_is_the_same_cookie() {
     );
     // A cookie an older secret signed carries no signature to use again.
     let older = self::jar("sid", &["old"]).issue_at(&id, None, true, now, None);
-    let sent = older
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let ticket = jar.read(&cookie_header(&sent));
+    let ticket = jar.read(&sent_back(&older));
     assert_eq!(ticket.ids(), [id]);
     assert_eq!(ticket.candidates[0].signature, None);
 }
