@@ -40,15 +40,7 @@ async fn two_instances_patch_at_once(h: Harness) {
             let (store, id) = (stores[n % 2].clone(), id.clone());
             tokio::spawn(async move {
                 let ops = [patch(json!({ format!("k{n}"): n }))];
-                let commit = Commit {
-                    current: Some(&id),
-                    ops: &ops,
-                    fresh_id: None,
-                    ttl: Duration::from_secs(60),
-                    max_bytes: 65536,
-                    rotate_on: None,
-                    lifetimes: Default::default(),
-                };
+                let commit = commit_of(&id, &ops);
                 store.commit(commit).await.unwrap()
             })
         })
@@ -62,18 +54,23 @@ async fn two_instances_patch_at_once(h: Harness) {
     }
 }
 
-/// A commit on `store` moving `id` to a fresh id.
-async fn regenerate_on(store: &RedisStore, id: &SessionId) -> Committed {
-    let regenerate = [SessionOp::Regenerate];
-    let commit = Commit {
+/// A commit of `ops` on the session `id` (a minute's TTL, no limits).
+fn commit_of<'a>(id: &'a SessionId, ops: &'a [SessionOp]) -> Commit<'a> {
+    Commit {
         current: Some(id),
-        ops: &regenerate,
+        ops,
         fresh_id: None,
         ttl: Duration::from_secs(60),
         max_bytes: 65536,
         rotate_on: None,
         lifetimes: Default::default(),
-    };
+    }
+}
+
+/// A commit on `store` moving `id` to a fresh id.
+async fn regenerate_on(store: &RedisStore, id: &SessionId) -> Committed {
+    let regenerate = [SessionOp::Regenerate];
+    let commit = commit_of(id, &regenerate);
     store.commit(commit).await.unwrap()
 }
 
@@ -124,15 +121,7 @@ async fn remembered_never_hides(h: Harness) {
     );
     // Destroyed elsewhere: the remembered copy does not bring it back.
     let destroy = [SessionOp::Destroy];
-    let commit = Commit {
-        current: Some(&id),
-        ops: &destroy,
-        fresh_id: None,
-        ttl: Duration::from_secs(60),
-        max_bytes: 65536,
-        rotate_on: None,
-        lifetimes: Default::default(),
-    };
+    let commit = commit_of(&id, &destroy);
     assert!(matches!(
         other.commit(commit).await.unwrap(),
         Committed::Destroyed
@@ -160,15 +149,7 @@ async fn a_burst_around_a_regenerate_keeps_exactly_the_writes_reported_saved() {
                 } else {
                     vec![patch(json!({ format!("k{n}"): n }))]
                 };
-                let commit = Commit {
-                    current: Some(&old),
-                    ops: &ops,
-                    fresh_id: None,
-                    ttl: Duration::from_secs(60),
-                    max_bytes: 65536,
-                    rotate_on: None,
-                    lifetimes: Default::default(),
-                };
+                let commit = commit_of(&old, &ops);
                 (n, store.commit(commit).await.unwrap())
             })
         })
