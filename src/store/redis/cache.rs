@@ -237,15 +237,22 @@ impl SessionCache {
         }
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let sent = coarse_clock::now();
+        let reserved = Slot::Reserved { ticket, guard };
         let mut shard = lock(self.shard(id));
-        if !shard.contains_key(id) && shard.len() >= self.per_shard {
-            // Any record: they are equally likely to be read again.
-            let victim = shard.keys().next().cloned();
-            if let Some(victim) = victim {
-                shard.remove(&victim);
+        // A key already held (a session's every write after its first
+        // read) keeps its allocation.
+        if let Some(slot) = shard.get_mut(id) {
+            *slot = reserved;
+        } else {
+            if shard.len() >= self.per_shard {
+                // Any record: they are equally likely to be read again.
+                let victim = shard.keys().next().cloned();
+                if let Some(victim) = victim {
+                    shard.remove(&victim);
+                }
             }
+            shard.insert(id.into(), reserved);
         }
-        shard.insert(id.into(), Slot::Reserved { ticket, guard });
         drop(shard);
         // Turned off meanwhile: its records may have been dropped before
         // the insert; take the claim back.

@@ -256,7 +256,11 @@ impl RedisStore {
 
     /// The Redis key of a session: `<prefix><id>`, as connect-redis.
     pub fn key(&self, id: &SessionId) -> String {
-        format!("{}{}", self.shared.prefix, id.as_str())
+        let (prefix, id) = (self.shared.prefix.as_str(), id.as_str());
+        let mut key = String::with_capacity(prefix.len() + id.len());
+        key.push_str(prefix);
+        key.push_str(id);
+        key
     }
 
     /// The stored value for `data` with its `stamp` and the record's
