@@ -74,6 +74,22 @@ async fn regenerate_on(store: &RedisStore, id: &SessionId) -> Committed {
     store.commit(commit).await.unwrap()
 }
 
+/// Regenerates `id` on `store` and checks the move: the fresh id holds
+/// `expected`, the old one nothing.
+async fn assert_moved_by_regenerate(
+    store: &RedisStore,
+    id: &SessionId,
+    expected: serde_json::Value,
+) {
+    let Committed::Saved { id: fresh, .. } = regenerate_on(store, id).await else {
+        panic!("the regenerate saved the session");
+    };
+    assert_ne!(&fresh, id);
+    let data = store.load(&fresh, true).await.unwrap().live().unwrap();
+    assert_eq!(serde_json::Value::Object(data.map().clone()), expected);
+    assert!(store.load(id, true).await.unwrap().live().is_none());
+}
+
 /// A commit on `store` patching `value` into `id`.
 async fn patch_on(store: &RedisStore, id: &SessionId, value: serde_json::Value) -> Committed {
     patch_with(store, id, value, Default::default()).await
@@ -310,16 +326,7 @@ async fn writes_go_on_after_redis_forgot_the_scripts() {
         Committed::Saved { .. }
     ));
     server.command(&["SCRIPT", "FLUSH"]).unwrap();
-    let Committed::Saved { id: fresh, .. } = regenerate_on(&h.store, &id).await else {
-        panic!("the regenerate saved the session");
-    };
-    assert_ne!(fresh, id);
-    let data = h.store.load(&fresh, true).await.unwrap().live().unwrap();
-    assert_eq!(
-        serde_json::Value::Object(data.map().clone()),
-        json!({"a": 1, "b": 2})
-    );
-    assert!(h.store.load(&id, true).await.unwrap().live().is_none());
+    assert_moved_by_regenerate(&h.store, &id, json!({"a": 1, "b": 2})).await;
 }
 
 /// A login sent on a worker's tracked connection after that connection
@@ -349,16 +356,7 @@ async fn a_login_on_a_tracked_connection_that_just_broke_is_made_on_the_plain_on
     wait_for_tracking_again(&h, server, &killed).await;
     h.store.load(&id, true).await.unwrap().live().unwrap();
     kill_tracked_connection(server);
-    let Committed::Saved { id: fresh, .. } = regenerate_on(&h.store, &id).await else {
-        panic!("the move saved the session");
-    };
-    assert_ne!(fresh, id);
-    let data = h.store.load(&fresh, true).await.unwrap().live().unwrap();
-    assert_eq!(
-        serde_json::Value::Object(data.map().clone()),
-        json!({"user": "ann"})
-    );
-    assert!(h.store.load(&id, true).await.unwrap().live().is_none());
+    assert_moved_by_regenerate(&h.store, &id, json!({"user": "ann"})).await;
 }
 
 /// A move sent again after a broken connection recognises a first attempt
