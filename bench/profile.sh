@@ -125,7 +125,7 @@ per_request() { awk -v t="$1" -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.1f
 
 echo "## $SCENARIO, $STORE store ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-echo "- load: bench_load, 2 threads, 64 connections, ${SECONDS_EACH}s, cookies rotating over $([[ -s $cookies ]] && echo "$SESSIONS sessions" || echo "none")"
+echo "- load: bench_load, 2 threads, 64 connections, ${SECONDS_EACH}s, $([[ -s $cookies ]] && echo "cookies rotating over $SESSIONS sessions" || echo "no cookie")"
 echo "- $((requests / SECONDS_EACH)) requests/s, $((errors)) errors"
 echo "- Cloakroom CPU per request: user $(per_request $((user1 - user0))) µs, system $(per_request $((sys1 - sys0))) µs"
 if [[ $STORE == redis ]]; then
@@ -158,7 +158,8 @@ perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/
     }
     END { for (part in total) printf "| %s | %.1f%% |\n", part, total[part] }' | sort -t'|' -k3 -rn
 echo
-echo "Top $TOP user-space functions, by share of samples with them on the stack:"
+echo "Top $TOP user-space functions, by share of samples with them on the stack (the threads' own entry frames left out):"
 echo
 perf report -i "$OUT/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
-    awk '/^ *[0-9.]+%/ && $3 == "[.]" { $2 = ""; $3 = ""; print }' | head -n "$TOP"
+    awk '/^ *[0-9.]+%/ && $3 == "[.]" && $0 !~ /thread_start|start_thread|__rust_begin_short_backtrace|call_once\{\{vtable.shim\}\}/ {
+        $2 = ""; $3 = ""; print }' | head -n "$TOP"
