@@ -525,6 +525,30 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_on_a_held_key_hides_its_record_and_evicts_nothing() {
+        // Four records a shard, every shard full: a new key would evict.
+        let cache = SessionCache::new(SHARDS * 4, 1);
+        cache.turn_on(A, None);
+        for n in 0..SHARDS * 16 {
+            filled(&cache, &format!("id{n}"), A, "ada");
+        }
+        let held: Vec<String> = (0..SHARDS * 16)
+            .map(|n| format!("id{n}"))
+            .filter(|id| cache.entry(id).is_some())
+            .collect();
+        let before = held.len();
+        for id in &held {
+            let ticket = cache.reserve(id, A).unwrap();
+            assert!(cache.get(id).is_none(), "a claimed record was served");
+            fill(&cache, id, ticket, "bob");
+        }
+        assert_eq!(cache.len(), before, "a claim on a held key evicted");
+        for id in &held {
+            assert_eq!(served(&cache, id).as_deref(), Some("bob"));
+        }
+    }
+
+    #[test]
     fn the_cache_holds_at_most_its_capacity() {
         let cache = SessionCache::new(64, 1);
         cache.turn_on(A, None);
