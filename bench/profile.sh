@@ -17,9 +17,10 @@
 #
 # Cloakroom is built with frame pointers (`-C force-frame-pointers=yes`)
 # under target/profile (PROFILE_TARGET_DIR), so that perf can walk its
-# stacks; the benchmark's own build is left alone. Two phases: first bench_load
-# alone, for the CPU per request (from /proc), then again under perf. The
-# report goes to stdout; perf.data and the logs stay in
+# stacks; the benchmark's own build is left alone. Three phases: first
+# bench_load alone, for the CPU per request (from /proc), then a short one
+# under `perf stat`, for the system calls per request, then again under
+# `perf record`. The report goes to stdout; perf.data and the logs stay in
 # bench/results/profile/ (`perf report -i bench/results/profile/perf.data`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,6 +135,40 @@ if [[ $STORE == redis ]]; then
     echo "- Redis commands per request (a script's own calls counted apart): $(redis INFO commandstats | tr -d '\r' |
         awk -F'[_:,=]' -v n="$requests" '/^cmdstat_/ && $2 !~ /^(config|info|ping)/ {
             printf "%s%s %.2f (%.1f µs each)", sep, toupper($2), $4 / n, $10; sep = ", " }')"
+fi
+
+# System calls and context switches per request: a short third load, with
+# `perf stat` counting them in Cloakroom (and redis-server) from just before
+# it starts to just after it ends. Counting costs each system call a little,
+# which is why run 1 above is measured without it.
+SYSCALL_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,context-switches
+count_start() { # pid output: counts for 4 s, across the 3 s load below
+    perf stat -x, -e "$SYSCALL_EVENTS" -p "$1" -o "$2" -- sleep 4 >/dev/null 2>>"$OUT/perf.log" &
+    counters+=($!)
+}
+count_line() { # csv requests
+    awk -F, -v n="$2" '$3 ~ /^(raw_syscalls|syscalls|context)/ && $1 ~ /^[0-9]+$/ {
+            name = $3; sub(/^syscalls:sys_enter_/, "", name)
+            if (name == "raw_syscalls:sys_enter") total = $1 / n
+            else if (name == "context-switches") switches = $1 / n
+            else if ($1 / n >= 0.005) { calls = calls sep sprintf("%s %.2f", name, $1 / n); sep = ", " }
+        }
+        END { if (total == "") exit 1; printf "%.2f (%s); context switches %.2f", total, calls, switches }' "$1"
+}
+counters=()
+count_start "$proxy_pid" "$OUT/syscalls.csv"
+[[ $STORE == memory ]] || count_start "$redis_pid" "$OUT/redis-syscalls.csv"
+sleep 0.5 # perf attaches
+load 3 "$OUT/load-counted.txt"
+wait "${counters[@]}" 2>/dev/null || true
+counted=$(sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' "$OUT/load-counted.txt")
+if [[ -n $counted && $counted -gt 0 ]] && line=$(count_line "$OUT/syscalls.csv" "$counted"); then
+    echo "- Cloakroom's system calls per request (a third run, counted by perf stat): $line"
+    if [[ $STORE == redis ]] && line=$(count_line "$OUT/redis-syscalls.csv" "$counted"); then
+        echo "- redis-server's system calls per request: $line"
+    fi
+else
+    echo "- system calls per request: not counted (perf stat could not use the syscall tracepoints; see $OUT/perf.log)"
 fi
 
 # The profile: bench_load again, perf sampling Cloakroom meanwhile.
