@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::util::tokens;
 
 pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const PRIVATE: HeaderValue = HeaderValue::from_static("private");
 
 const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 const CDN_CACHE_CONTROL_SUFFIX: &str = "cdn-cache-control";
@@ -21,6 +22,12 @@ const CDN_CACHE_CONTROL_SUFFIX: &str = "cdn-cache-control";
 /// unstorable by shared caches, keeping what it says to the browser.
 pub fn make_private(headers: &mut HeaderMap) {
     drop_cdn_controls(headers);
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        // The usual case (a session write answered without caching
+        // advice): nothing to keep, nothing to build.
+        headers.insert(header::CACHE_CONTROL, PRIVATE);
+        return;
+    }
     let mut kept = String::from("private");
     for element in tokens::header_elements(headers, header::CACHE_CONTROL) {
         let name = element
@@ -45,7 +52,7 @@ pub fn make_private(headers: &mut HeaderMap) {
             headers.insert(header::CACHE_CONTROL, value);
         }
         Err(_) => {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            headers.insert(header::CACHE_CONTROL, PRIVATE);
         }
     }
 }

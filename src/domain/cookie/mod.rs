@@ -247,14 +247,17 @@ impl SessionCookie {
         now: SystemTime,
         lifetime: Option<std::time::Duration>,
     ) -> HeaderValue {
-        let value = self.signer.sign_encoded(id, known);
         let rendered = &self.rendered;
         let mut out = String::with_capacity(
-            self.config.name.len() + value.len() + rendered.before_secure.len() + 96,
+            self.config.name.len()
+                + id.as_str().len()
+                + signing::ENCODED_EXTRA
+                + rendered.before_secure.len()
+                + 96,
         );
         out.push_str(&self.config.name);
         out.push('=');
-        out.push_str(&value);
+        self.signer.sign_encoded_into(id, known, &mut out);
         out.push_str(&rendered.before_secure);
         if secure {
             out.push_str("; Secure");
@@ -282,8 +285,10 @@ impl SessionCookie {
             }
         }
         // Name, path and domain were validated at start-up and the value is
-        // percent-encoded ASCII, so the header is always valid.
-        HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+        // percent-encoded ASCII, so the header is always valid. The text
+        // becomes the header's bytes as it is, without a copy.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// `Set-Cookie` that makes the browser forget the session cookie.

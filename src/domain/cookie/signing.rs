@@ -21,6 +21,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of an HMAC-SHA256 tag's unpadded base64.
 const SIG_LEN: usize = base64_256::CHARS;
+/// What [`Signer::sign_encoded`] adds to the id, at most: `s%3A`, the dot,
+/// and the signature, each of its characters taking three bytes at worst
+/// (`+` and `/` are percent-encoded).
+pub const ENCODED_EXTRA: usize = 5 + 3 * SIG_LEN;
 
 /// The HMAC-SHA256 tag of a session id under the first (signing) secret,
 /// as a request's cookie carried it: a cookie issued again for the same id
@@ -94,6 +98,13 @@ impl Signer {
     /// `known` is the id's signature when a request's cookie carried it
     /// (see [`Self::check`]); it is used as it is, and computed otherwise.
     pub fn sign_encoded(&self, id: &SessionId, known: Option<&Signature>) -> String {
+        let mut out = String::with_capacity(id.as_str().len() + ENCODED_EXTRA);
+        self.sign_encoded_into(id, known, &mut out);
+        out
+    }
+
+    /// [`Self::sign_encoded`], appended to `out`.
+    pub fn sign_encoded_into(&self, id: &SessionId, known: Option<&Signature>, out: &mut String) {
         let tag = match known {
             Some(Signature(tag)) => *tag,
             None => {
@@ -104,7 +115,6 @@ impl Signer {
         };
         let mut sig = [0u8; SIG_LEN];
         let written = STANDARD_NO_PAD.encode_slice(tag, &mut sig).unwrap_or(0);
-        let mut out = String::with_capacity(5 + id.as_str().len() + 2 * SIG_LEN);
         out.push_str("s%3A");
         out.push_str(id.as_str());
         out.push('.');
@@ -115,7 +125,6 @@ impl Signer {
                 _ => out.push(char::from(byte)),
             }
         }
-        out
     }
 
     /// Checks a signed value (already cookie-decoded), as bytes: a value
