@@ -117,4 +117,18 @@ mod tests {
         make_unstorable(&mut logout);
         assert_eq!(logout["cache-control"], "no-store");
     }
+
+    #[test]
+    fn without_cache_control_the_cdn_controls_go_all_the_same() {
+        let mut headers = with(&[
+            ("cdn-cache-control", "max-age=600"),
+            ("surrogate-control", "max-age=600"),
+            ("vary", "accept-encoding"),
+        ]);
+        make_private(&mut headers);
+        assert_eq!(headers["cache-control"], "private");
+        assert!(!headers.contains_key("cdn-cache-control"));
+        assert!(!headers.contains_key("surrogate-control"));
+        assert_eq!(headers["vary"], "accept-encoding");
+    }
 }
