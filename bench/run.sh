@@ -952,17 +952,42 @@ load_line() {
     echo "${line#; }"
 }
 
+# The req/s ratio of each repetition (the two targets of one repetition ran
+# one after the other, so they saw the same machine), and their median:
+# "r1 r2 ...|median", or "n/a|n/a".
+rep_ratios() { # scenario numerator denominator
+    awk -F'\t' -v s="$1" -v a="$2" -v b="$3" '
+        $1 == s && $2 == a { num[$3] = $4 }
+        $1 == s && $2 == b { den[$3] = $4 }
+        END {
+            for (r = 1; (r in num) || (r in den); r++) {
+                if (!(r in num) || !(r in den) || den[r] <= 0) continue
+                v[++n] = num[r] / den[r]
+                list = list sep sprintf("%.2f", v[n]); sep = " "
+            }
+            if (n == 0) { print "n/a|n/a"; exit }
+            for (i = 2; i <= n; i++) {
+                x = v[i]
+                for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]
+                v[j + 1] = x
+            }
+            printf "%s|%.2f\n", list, n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }' "$RAW"
+}
+
 ratio_table() { # proxy baseline scenario...
-    local proxy=$1 base=$2 scenario
+    local proxy=$1 base=$2 scenario per_rep
     shift 2
     cat <<EOF
 
-| scenario | req/s, $proxy / $base | CPU per request, $proxy / $base |
-|---|---:|---:|
+| scenario | req/s, $proxy / $base | per repetition | their median | CPU per request, $proxy / $base |
+|---|---:|---|---:|---:|
 EOF
     for scenario in "$@"; do
-        printf '| %s | %s | %s |\n' "$scenario" \
+        per_rep=$(rep_ratios "$scenario" "$proxy" "$base")
+        printf '| %s | %s | %s | %s | %s |\n' "$scenario" \
             "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" "$base" 4)")" \
+            "${per_rep%|*}" "${per_rep#*|}" \
             "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" "$base" 6)")"
     done
 }
