@@ -143,7 +143,7 @@ fi
 # which is why run 1 above is measured without it.
 SYSCALL_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,context-switches
 count_start() { # pid output: counts for 4 s, across the 3 s load below
-    perf stat -x, -e "$SYSCALL_EVENTS" -p "$1" -o "$2" -- sleep 4 >/dev/null 2>>"$OUT/perf.log" &
+    perf stat -x, -e "$SYSCALL_EVENTS" -p "$1" -o "$2" -- sleep 4 >/dev/null 2>>"$OUT/perf-stat.log" &
     counters+=($!)
 }
 count_line() { # csv requests
@@ -168,7 +168,7 @@ if [[ -n $counted && $counted -gt 0 ]] && line=$(count_line "$OUT/syscalls.csv" 
         echo "- redis-server's system calls per request: $line"
     fi
 else
-    echo "- system calls per request: not counted (perf stat could not use the syscall tracepoints; see $OUT/perf.log)"
+    echo "- system calls per request: not counted (perf stat could not use the syscall tracepoints; see $OUT/perf-stat.log)"
 fi
 
 # The profile: bench_load again, perf sampling Cloakroom meanwhile.
