@@ -3,6 +3,7 @@
 //! from calendar dates by `time` (connect-redis records' `cookie.expires`,
 //! certificate expiry).
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,19 +16,47 @@ const EPOCH_JULIAN_DAY: i64 = 2_440_588;
 /// 10000-01-01, in seconds since 1970: `httpdate` panics from there on.
 const YEAR_10000: u64 = 253_402_300_800;
 
+/// An IMF-fixdate's text: always 29 bytes.
+type FixDate = [u8; 29];
+
+/// The dates this thread formatted last, by second since 1970: a session
+/// write's cookie `Expires` and a response's `Date` stay the same for a
+/// second, and formatting one costs more than the rest of the cookie.
+#[derive(Clone, Copy)]
+struct Recent {
+    slots: [Option<(u64, FixDate)>; 2],
+    /// The slot the next miss overwrites.
+    next: usize,
+}
+
+thread_local! {
+    static RECENT: Cell<Recent> = const {
+        Cell::new(Recent { slots: [None; 2], next: 0 })
+    };
+}
+
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 5.6.7);
 /// `None` from the year 10000 on.
-pub fn imf_fixdate(since_epoch: Duration) -> Option<[u8; 29]> {
-    if since_epoch.as_secs() >= YEAR_10000 {
+pub fn imf_fixdate(since_epoch: Duration) -> Option<FixDate> {
+    let seconds = since_epoch.as_secs();
+    if seconds >= YEAR_10000 {
         return None;
+    }
+    let mut recent = RECENT.get();
+    let known = recent.slots.iter().flatten().find(|(at, _)| *at == seconds);
+    if let Some((_, text)) = known {
+        return Some(*text);
     }
     let mut text = [0u8; 29];
     write!(
         &mut text[..],
         "{}",
-        HttpDate::from(UNIX_EPOCH + since_epoch)
+        HttpDate::from(UNIX_EPOCH + Duration::from_secs(seconds))
     )
     .ok()?;
+    recent.slots[recent.next] = Some((seconds, text));
+    recent.next = (recent.next + 1) % recent.slots.len();
+    RECENT.set(recent);
     Some(text)
 }
 
@@ -73,5 +102,27 @@ mod tests {
         assert_eq!(&date, b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(imf_fixdate(Duration::from_secs(YEAR_10000)), None);
         assert!(imf_fixdate(Duration::from_secs(YEAR_10000 - 1)).is_some());
+    }
+
+    #[test]
+    fn remembered_dates_are_the_dates_of_their_own_second() {
+        let base = 1_796_000_000; // 2026-11-30T00:53:20Z
+        let fresh = |seconds: u64| {
+            let mut text = [0u8; 29];
+            let date = HttpDate::from(UNIX_EPOCH + Duration::from_secs(seconds));
+            write!(&mut text[..], "{date}").unwrap();
+            text
+        };
+        // Three seconds in turn through two slots, each asked twice, and a
+        // fraction of a second that must not change the answer.
+        for seconds in [base, base + 86_400, base + 1, base, base + 86_400, base + 1] {
+            assert_eq!(
+                imf_fixdate(Duration::from_secs(seconds)),
+                Some(fresh(seconds))
+            );
+            let later = Duration::from_secs(seconds) + Duration::from_millis(999);
+            assert_eq!(imf_fixdate(later), Some(fresh(seconds)));
+        }
+        assert_eq!(imf_fixdate(Duration::from_secs(YEAR_10000)), None);
     }
 }
