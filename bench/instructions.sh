@@ -14,6 +14,9 @@
 #                                        # 300 sessions' cookies, as
 #                                        # bench/run.sh's do (default 1: one
 #                                        # hot cookie)
+#   TARGET=nginx bench/instructions.sh   # nginx (bench/nginx.conf, one
+#                                        # worker process) under the same
+#                                        # load, for comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +24,16 @@ SECONDS_EACH=${SECONDS_EACH:-3}
 SESSIONS=${SESSIONS:-1}
 CONFIG=${CONFIG:-bench/proxy.bench.toml}
 LOG=${LOG:-warn}
+TARGET=${TARGET:-cloakroom}
 UPSTREAM=127.0.0.1:3900
-PROXY=127.0.0.1:3901
+case $TARGET in
+cloakroom) PROXY=127.0.0.1:3901 ;;
+nginx) PROXY=127.0.0.1:3902 ;;
+*)
+    echo "TARGET must be cloakroom or nginx, not '$TARGET'" >&2
+    exit 1
+    ;;
+esac
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -35,6 +46,7 @@ trap cleanup EXIT
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need valgrind valgrind
 need wrk wrk
+[[ $TARGET == cloakroom ]] || need nginx nginx-light
 
 wait_port() {
     for _ in $(seq 1 200); do
@@ -58,16 +70,32 @@ cargo build --release --quiet --bin cloakroom --example bench_upstream
 ./target/release/examples/bench_upstream "$UPSTREAM" >"$work/upstream.log" 2>&1 &
 pids+=($!)
 wait_port "$UPSTREAM"
-RUST_LOG=$LOG valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="${CALLGRIND_OUT:-$work/callgrind.out}" \
-    ./target/release/cloakroom --config "$CONFIG" >/dev/null 2>&1 &
+if [[ $TARGET == cloakroom ]]; then
+    RUST_LOG=$LOG valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="${CALLGRIND_OUT:-$work/callgrind.out}" \
+        ./target/release/cloakroom --config "$CONFIG" >/dev/null 2>&1 &
+else
+    # One worker process and no master: callgrind follows one process,
+    # whose instructions are then all of nginx's.
+    mkdir -p "$work/nginx/tmp"
+    sed -e "s/@LISTEN@/$PROXY/; s/@UPSTREAM@/$UPSTREAM/" \
+        -e 's/^worker_processes auto;/worker_processes 1; master_process off;/' \
+        bench/nginx.conf >"$work/nginx/nginx.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="${CALLGRIND_OUT:-$work/callgrind.out}" \
+        nginx -p "$work/nginx/" -c "$work/nginx/nginx.conf" >/dev/null 2>&1 &
+fi
 pids+=($!)
 wait_port "$PROXY"
 
 login() {
     curl -s -D - -o /dev/null "http://$PROXY/login" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p'
 }
-cookie=$(login)
-[[ -n $cookie ]] || { echo "no session cookie from /login" >&2; exit 1; }
+if [[ $TARGET == cloakroom ]]; then
+    cookie=$(login)
+else
+    # nginx passes any cookie on: one of the same length as Cloakroom's.
+    cookie="sid=s%3A$(printf 'A%.0s' {1..43}).$(printf 'B%.0s' {1..43})"
+    login() { echo "$cookie"; }
+fi
 # With SESSIONS > 1, the session scenarios send each request with the next
 # cookie of this list (bench/measure.lua's BENCH_COOKIES).
 cookies=$work/cookies
@@ -98,7 +126,7 @@ measure() { # name, path, cookie
     printf '| %s | %s | %s | %s |\n' "$name" "$requests" "$(((after - before) / requests))" "$((${errors:-0}))"
 }
 
-echo "Instructions per request (user space, callgrind), wrk -t 1 -c 8 for ${SECONDS_EACH}s per scenario, session cookies rotating over $SESSIONS session(s)"
+echo "Instructions per request of $TARGET (user space, callgrind), wrk -t 1 -c 8 for ${SECONDS_EACH}s per scenario, session cookies rotating over $SESSIONS session(s)"
 echo
 echo "| scenario | requests | instructions per request | errors |"
 echo "|---|---:|---:|---:|"
