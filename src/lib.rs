@@ -74,8 +74,9 @@
 //! - No global mutable state but the coarse clock's reading, the worker
 //!   index (a thread-local) and the interned certificate names of the
 //!   metrics.
-//! - No `unsafe` in the library. The binary has one use of it: it sets an
-//!   option of its allocator as the process loads (`src/main.rs`).
+//! - No `unsafe` in the library. The binary keeps all of its own in one
+//!   module (`src/allocator.rs`): its allocator's calls into mimalloc, and
+//!   an option of mimalloc set as the process loads.
 //! - No port bound by the library: `run` takes a bound listener and a
 //!   shutdown future. The configuration is read again only on a reload
 //!   (SIGHUP, or a change of the watched file), and a reload swaps the

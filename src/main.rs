@@ -10,41 +10,13 @@ use clap::Parser as _;
 use cloakroom::cli::{self, Cli, Command, EXIT_BAD_CONFIG};
 use cloakroom::config::LogFormat;
 
+mod allocator;
+
 /// mimalloc: a proxy allocates and frees many small buffers per request;
-/// glibc's allocator spent a measurable share of CPU on them.
+/// glibc's allocator spent a measurable share of CPU on them. Called
+/// through [`allocator::Allocator`], which uses its bins as they are meant.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_arena_eager_commit`: its place in mimalloc v3's `mi_option_t`
-/// (`libmimalloc-sys` exports no constant for it).
-#[cfg(target_os = "linux")]
-const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-
-/// Arenas committed on demand, not eagerly. By default on Linux mimalloc
-/// commits a whole arena when it reserves it, and memory freed inside it
-/// (a store vector's old buffer after it doubled, say) then stays in the
-/// resident set: with 1M sessions of `{"user":"alice"}` (`bench/footprint.sh`)
-/// the process held 155-162 MB; committed on demand, 135-138 MB, and 7 MB
-/// instead of 13 MB before any session. Request-path allocations reuse
-/// committed pages either way (`bench/run.sh` shows no difference in CPU).
-///
-/// mimalloc reserves its first arena at the first allocation, and the
-/// Rust runtime allocates before `main`: so this runs as the process loads,
-/// from `.init_array` (as C constructors do), before the runtime starts.
-/// It overrides `MIMALLOC_ARENA_EAGER_COMMIT`. Linux only: mimalloc's
-/// default commits eagerly where the system overcommits memory, as Linux
-/// does.
-#[cfg(target_os = "linux")]
-extern "C" fn tune_allocator() {
-    // SAFETY: `mi_option_set` stores one option's value; the process has
-    // no other thread yet to read it concurrently.
-    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
-}
-
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -195,28 +167,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    /// The constructor ran, and set the option it means: the option's
-    /// place in `mi_option_t` is mimalloc v3's, so another major version
-    /// fails here until it is checked again.
-    #[test]
-    fn mimalloc_commits_arenas_on_demand() {
-        // SAFETY: both only read a value.
-        let (version, eager) = unsafe {
-            (
-                libmimalloc_sys::mi_version(),
-                libmimalloc_sys::mi_option_get(super::ARENA_EAGER_COMMIT),
-            )
-        };
-        assert_eq!(
-            version / 10_000,
-            3,
-            "mimalloc {version}: check ARENA_EAGER_COMMIT's place"
-        );
-        assert_eq!(eager, 0, "arena_eager_commit is still {eager}");
     }
 }
