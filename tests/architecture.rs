@@ -6,7 +6,8 @@
 //! braced `use` groups too; comments are skipped), and resolves each to
 //! the module file it lands in.
 //! - **Layers.** A module may name modules of its own layer or of a lower
-//!   one, never of a higher one. Test-only modules (`tests.rs`, `tests/`)
+//!   one, never of a higher one. The binary (`src/main.rs` and the modules
+//!   it declares itself) sits above them all. Test-only modules (`tests.rs`, `tests/`)
 //!   sit outside the layers: they may build values through the config
 //!   pipeline, as a user would.
 //! - **Cycles.** Between modules, no chain of imports leads back to where
@@ -62,8 +63,8 @@ fn collect(dir: &Path, prefix: &[String], out: &mut Vec<Module>) {
         };
         let folder_root = matches!(stem, "mod" | "lib");
         let mut path = prefix.to_vec();
-        if stem == "main" && prefix.is_empty() {
-            continue; // the binary: it sits above every layer
+        if prefix.is_empty() && (stem == "main" || binary_modules().contains(stem)) {
+            continue; // the binary and its own modules: above every layer
         }
         if !folder_root {
             path.push(stem.to_owned());
@@ -75,6 +76,17 @@ fn collect(dir: &Path, prefix: &[String], out: &mut Vec<Module>) {
             folder_root,
         });
     }
+}
+
+/// The modules `src/main.rs` declares (`mod allocator;`): the binary's
+/// own, not the library's.
+fn binary_modules() -> BTreeSet<String> {
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs");
+    let code = strip_comments(&std::fs::read_to_string(main).unwrap());
+    code.lines()
+        .filter_map(|line| line.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .map(|name| name.trim().to_owned())
+        .collect()
 }
 
 fn strip_comments(text: &str) -> String {
