@@ -12,8 +12,10 @@
 # Variables: SCENARIO (anonymous, session-read, session-write), STORE
 # (memory, redis), SESSIONS (1000: the cookies the session scenarios rotate
 # over), SECONDS_EACH (8: each of the two phases), FREQ (999: samples per
-# second), TOP (40: functions listed), REDIS_SERVER and REDIS_CLI (the
-# programs to run).
+# second), TOP (40: functions listed), READ_FIRST (0: seconds of session
+# reads over the same cookies before anything is measured, as bench/run.sh's
+# session-read scenario precedes its session-write one), REDIS_SERVER and
+# REDIS_CLI (the programs to run).
 #
 # Cloakroom is built with frame pointers (`-C force-frame-pointers=yes`)
 # under target/profile (PROFILE_TARGET_DIR), so that perf can walk its
@@ -29,6 +31,7 @@ SCENARIO=${SCENARIO:-session-write}
 STORE=${STORE:-memory}
 SESSIONS=${SESSIONS:-1000}
 SECONDS_EACH=${SECONDS_EACH:-8}
+READ_FIRST=${READ_FIRST:-0}
 FREQ=${FREQ:-999}
 TOP=${TOP:-40}
 PROFILE_TARGET_DIR=${PROFILE_TARGET_DIR:-target/profile}
@@ -106,13 +109,15 @@ if [[ $SCENARIO != anonymous ]]; then
     ((made == SESSIONS)) || die "made $made of $SESSIONS sessions with GET /login; see $OUT/cloakroom.log"
 fi
 
-load() { # seconds output
+load() { # seconds output [path]
     BENCH_COOKIES=$([[ -s $cookies ]] && echo "$cookies" || true) \
-        "$examples/bench_load" 2 64 "$1" "http://$PROXY$path" >"$2" 2>&1
+        "$examples/bench_load" 2 64 "$1" "http://$PROXY${3:-$path}" >"$2" 2>&1
 }
 ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; } # user and system clock ticks
 redis() { "$REDIS_CLI" -p "$redis_port" "$@"; }
 
+[[ $READ_FIRST =~ ^[0-9]+$ ]] || die "READ_FIRST must be a number of seconds, not '$READ_FIRST'"
+((READ_FIRST == 0)) || load "$READ_FIRST" "$OUT/read-first.txt" /
 load 2 "$OUT/warmup.txt"
 read -r user0 sys0 < <(ticks "$proxy_pid")
 [[ $STORE == memory ]] || { read -r ruser0 rsys0 < <(ticks "$redis_pid"); redis CONFIG RESETSTAT >/dev/null; }
