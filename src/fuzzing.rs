@@ -15,7 +15,7 @@ use crate::domain::cookie::SessionCookie;
 use crate::domain::path;
 use crate::domain::routes::{Deny, ProtectRule, Routes};
 use crate::domain::secret::Secret;
-use crate::domain::session::ops;
+use crate::domain::session::ops::{self, Patch};
 use crate::domain::session::SessionData;
 use crate::util::tokens;
 
@@ -53,9 +53,17 @@ pub fn session_cookie(data: &[u8]) {
 }
 
 /// `Set-Session`: each line of `data` one value, parsed, then planned on
-/// a small session (the merge included).
+/// a small session (the merge included). A patch kept as written is the
+/// map serde_json parses from the same text.
 pub fn set_session(data: &[u8]) {
     const MAX: usize = 16 * 1024;
+    for line in data.split(|&b| b == b'\n') {
+        if let Some(patch) = Patch::plain(line) {
+            let parsed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(line).expect("a plain patch is JSON");
+            assert_eq!(patch.map(), &parsed, "a plain patch is serde's map");
+        }
+    }
     let parsed: Result<Vec<_>, _> = data
         .split(|&b| b == b'\n')
         .map(|line| ops::parse(line, MAX))

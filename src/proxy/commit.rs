@@ -116,7 +116,9 @@ impl Proxy {
                     return self.roll(current, secure).await
                 }
                 Some(_) => return Ok(None),
-                None if policy.save_uninitialized => parsed.push(SessionOp::Patch(Map::new())),
+                None if policy.save_uninitialized => {
+                    parsed.push(SessionOp::Patch(Map::new().into()))
+                }
                 None => return Ok(None),
             }
         }

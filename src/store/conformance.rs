@@ -22,7 +22,7 @@ fn obj(value: Value) -> Map<String, Value> {
 }
 
 fn patch(value: Value) -> SessionOp {
-    SessionOp::Patch(obj(value))
+    SessionOp::Patch(obj(value).into())
 }
 
 async fn commit<S: SessionStore>(
@@ -44,7 +44,7 @@ async fn commit<S: SessionStore>(
 
 /// Creates a session holding `data` and returns its id.
 pub async fn create<S: SessionStore>(store: &S, data: Value, ttl: Duration) -> SessionId {
-    let ops = [SessionOp::Patch(obj(data))];
+    let ops = [SessionOp::Patch(obj(data).into())];
     let commit = Commit {
         current: None,
         ops: &ops,

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod lifetime;
 pub mod lookup;
 pub mod ops;
+pub mod patch;
 pub mod scan;
 #[cfg(test)]
 pub(crate) mod test_json;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::lifetime::STAMP_KEY;
+pub use super::patch::Patch;
 use super::{text_patch, SessionData};
 
 /// Top-level key reserved for the cookie metadata of connect-redis records.
@@ -26,7 +27,7 @@ pub const RESERVED_KEYS: [&str; 2] = [RESERVED_KEY, STAMP_KEY];
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionOp {
     /// RFC 7396 merge patch on the session data.
-    Patch(Map<String, Value>),
+    Patch(Patch),
     /// Move the session to a fresh id, keeping its data.
     Regenerate,
     /// End the session: delete it and clear the cookie.
@@ -89,13 +90,20 @@ pub fn parse(value: &[u8], max_len: usize) -> Result<SessionOp, SetSessionError>
     if text.first() != Some(&b'{') {
         return Err(SetSessionError::UnknownVerb);
     }
+    // The common patch, kept as written (see `patch`).
+    if let Some(patch) = Patch::plain(text) {
+        if patch.names_any(&RESERVED_KEYS) {
+            return Err(SetSessionError::ReservedKey);
+        }
+        return Ok(SessionOp::Patch(patch));
+    }
     let value: Value =
         serde_json::from_slice(text).map_err(|e| SetSessionError::InvalidJson(e.to_string()))?;
     match value {
         Value::Object(map) if RESERVED_KEYS.iter().any(|key| map.contains_key(*key)) => {
             Err(SetSessionError::ReservedKey)
         }
-        Value::Object(map) => Ok(SessionOp::Patch(map)),
+        Value::Object(map) => Ok(SessionOp::Patch(map.into())),
         other => Err(SetSessionError::NotAnObject(kind(&other))),
     }
 }
@@ -185,7 +193,7 @@ pub fn plan(
                     fresh_id = true;
                     Map::new()
                 });
-                merge_patch(map, patch);
+                merge_patch(map, patch.map());
             }
             SessionOp::Regenerate => fresh_id |= state.is_some(),
             SessionOp::Destroy | SessionOp::DestroyAll => {
@@ -203,7 +211,7 @@ pub fn plan(
     // patched again is moved anyway): most writes skip reading it.
     let names_key = |key: &str| {
         ops.iter()
-            .any(|op| matches!(op, SessionOp::Patch(patch) if patch.contains_key(key)))
+            .any(|op| matches!(op, SessionOp::Patch(patch) if patch.names(key)))
     };
     if let (Some(current), Some(key), Some(map)) = (current, rotate_on, &state) {
         if let Some(after) = map.get(key).filter(|v| !v.is_null() && names_key(key)) {
@@ -246,7 +254,7 @@ fn plan_on_text(
     let mut patched = false;
     for op in ops {
         match op {
-            SessionOp::Patch(patch) if !rotate_on.is_some_and(|key| patch.contains_key(key)) => {
+            SessionOp::Patch(patch) if !rotate_on.is_some_and(|key| patch.names(key)) => {
                 patched = true;
             }
             SessionOp::Remember(lifetime) => remember = Some(*lifetime),
@@ -297,7 +305,7 @@ mod tests {
         assert_eq!(parse(b"destroy-all", 100), Ok(SessionOp::DestroyAll));
         assert_eq!(
             parse(br#"{"a":1}"#, 100),
-            Ok(SessionOp::Patch(obj(json!({"a": 1}))))
+            Ok(SessionOp::Patch(obj(json!({"a": 1})).into()))
         );
     }
 
@@ -346,7 +354,7 @@ mod tests {
 
     #[test]
     fn patch_on_no_session_creates_one_under_a_fresh_id() {
-        let ops = [SessionOp::Patch(obj(json!({"user": "ada"})))];
+        let ops = [SessionOp::Patch(obj(json!({"user": "ada"})).into())];
         match plan(None, &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id, .. } => {
                 assert!(fresh_id);
@@ -361,7 +369,7 @@ mod tests {
         let current = data(json!({"cart": [1]}));
         let ops = [
             SessionOp::Regenerate,
-            SessionOp::Patch(obj(json!({"user": "ada"}))),
+            SessionOp::Patch(obj(json!({"user": "ada"})).into()),
         ];
         match plan(Some(&current), &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id, .. } => {
@@ -392,7 +400,7 @@ mod tests {
         ));
         let ops = [
             SessionOp::Destroy,
-            SessionOp::Patch(obj(json!({"flash": "bye"}))),
+            SessionOp::Patch(obj(json!({"flash": "bye"})).into()),
         ];
         match plan(Some(&current), &ops, 1000, None).unwrap() {
             Plan::Write { data, fresh_id, .. } => {
@@ -413,7 +421,9 @@ mod tests {
 
     #[test]
     fn oversized_result_is_refused() {
-        let ops = [SessionOp::Patch(obj(json!({"big": "x".repeat(100)})))];
+        let ops = [SessionOp::Patch(
+            obj(json!({"big": "x".repeat(100)})).into(),
+        )];
         assert!(matches!(
             plan(None, &ops, 50, None),
             Err(SetSessionError::SessionTooLarge(_, 50))
@@ -438,14 +448,14 @@ mod tests {
 
     #[test]
     fn a_login_moves_the_session_without_regenerate() {
-        let login = [SessionOp::Patch(obj(json!({"user": {"id": 7}})))];
+        let login = [SessionOp::Patch(obj(json!({"user": {"id": 7}})).into())];
         assert!(moves(json!({"cart": 1}), &login), "absent to present");
         assert!(moves(json!({"user": null}), &login), "null to present");
         assert!(moves(json!({"user": {"id": 6}}), &login), "another user");
         assert!(!moves(json!({"user": {"id": 7}}), &login), "the same user");
-        let other = [SessionOp::Patch(obj(json!({"cart": 2})))];
+        let other = [SessionOp::Patch(obj(json!({"cart": 2})).into())];
         assert!(!moves(json!({"user": {"id": 7}}), &other), "other keys");
-        let logout = [SessionOp::Patch(obj(json!({"user": null})))];
+        let logout = [SessionOp::Patch(obj(json!({"user": null})).into())];
         assert!(!moves(json!({"user": {"id": 7}}), &logout), "a logout");
         // Off: only `regenerate` moves it.
         match plan(Some(&data(json!({}))), &login, 1000, None).unwrap() {
@@ -528,7 +538,7 @@ mod tests {
                 .map(|_| match rng.random_range(0..10) {
                     0 => SessionOp::Remember(Duration::from_secs(60)),
                     1 => SessionOp::Regenerate,
-                    _ => SessionOp::Patch(random_patch(&mut rng)),
+                    _ => SessionOp::Patch(random_patch(&mut rng).into()),
                 })
                 .collect();
             let max_bytes = if rng.random_range(0..10) == 0 {
@@ -548,5 +558,37 @@ mod tests {
         }
         // Most writes took the text path: the comparison covers it.
         assert!(on_text > 1500, "{on_text} of 3000 planned on the text");
+    }
+
+    #[test]
+    fn a_patch_kept_as_written_plans_as_its_map_does() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut plain = 0;
+        for _ in 0..3000 {
+            let map = super::super::test_json::random_object(&mut rng, 2);
+            let with_map = SessionData::new(map);
+            let text_only = SessionData::from_ascii_json(with_map.ascii_json().clone());
+            let patch = random_patch(&mut rng);
+            let written = super::super::ascii_json::object_to_ascii(&patch);
+            let parsed = parse(&written, 1 << 16).expect("a rendered patch parses");
+            plain += usize::from(Patch::plain(&written).is_some());
+            let as_written = [parsed];
+            let as_map = [SessionOp::Patch(patch.into())];
+            assert_eq!(as_written, as_map);
+            for current in [None, Some(&text_only), Some(&with_map)] {
+                for rotate_on in [None, Some("user")] {
+                    assert_eq!(
+                        outcome(plan(current, &as_written, 1 << 16, rotate_on)),
+                        outcome(plan(current, &as_map, 1 << 16, rotate_on)),
+                        "{} on {:?} (rotate on {rotate_on:?})",
+                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(with_map.ascii_json())
+                    );
+                }
+            }
+        }
+        // Most patches were kept as written: the comparison covers them.
+        assert!(plain > 1000, "{plain} of 3000 kept as written");
     }
 }

@@ -11,9 +11,10 @@
 //! recursively; a key the scan leaves to serde; many members) is left to
 //! the map path.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::ascii_json;
+use super::patch::{Member, Patch};
 use super::scan;
 
 /// Sessions with more top-level members take the map path (keys are
@@ -21,22 +22,20 @@ use super::scan;
 const MAX_MEMBERS: usize = 64;
 
 enum Key<'a> {
-    /// As written in the text (no escape in it).
+    /// As written in the text or in a plain patch (no escape in it).
     Written(&'a [u8]),
     Added(&'a str),
 }
 
 enum Slot<'a> {
+    /// As written in the text or in a plain patch.
     Written(&'a [u8]),
     Patched(&'a Value),
 }
 
 /// The rendering of `patches` merged, in order, into the data rendered as
 /// `text`; `None` when the map path must decide.
-pub fn apply<'a>(
-    text: &[u8],
-    patches: impl Iterator<Item = &'a Map<String, Value>>,
-) -> Option<Vec<u8>> {
+pub fn apply<'a>(text: &'a [u8], patches: impl Iterator<Item = &'a Patch>) -> Option<Vec<u8>> {
     let written = scan::members(text)?;
     if written.len() > MAX_MEMBERS {
         return None;
@@ -50,27 +49,39 @@ pub fn apply<'a>(
         members.push((Key::Written(key), Slot::Written(value)));
     }
     for patch in patches {
-        for (key, value) in patch {
-            if value.is_object() {
-                return None;
-            }
-            let at = members
-                .iter()
-                .position(|(k, _)| key_bytes(k) == key.as_bytes());
-            match (value, at) {
-                (Value::Null, Some(at)) => {
-                    members.swap_remove(at);
-                }
-                (Value::Null, None) => {}
-                (value, Some(at)) => members[at].1 = Slot::Patched(value),
-                (value, None) => members.push((Key::Added(key), Slot::Patched(value))),
-            }
-            if members.len() > MAX_MEMBERS {
-                return None;
-            }
+        let mut merged = true;
+        patch.for_each_member(|member| {
+            merged = merged && merge(&mut members, member);
+        });
+        if !merged {
+            return None;
         }
     }
     Some(render(&members))
+}
+
+/// Merges one patch member into `members`; `false` when the map path
+/// must decide.
+fn merge<'a>(members: &mut Vec<(Key<'a>, Slot<'a>)>, member: Member<'a>) -> bool {
+    let (key, slot, removes) = match member {
+        Member::Written { key, value } => {
+            (Key::Written(key), Slot::Written(value), value == b"null")
+        }
+        Member::Parsed { value, .. } if value.is_object() => return false,
+        Member::Parsed { key, value } => (Key::Added(key), Slot::Patched(value), value.is_null()),
+    };
+    let at = members
+        .iter()
+        .position(|(k, _)| key_bytes(k) == key_bytes(&key));
+    match (removes, at) {
+        (true, Some(at)) => {
+            members.swap_remove(at);
+        }
+        (true, None) => {}
+        (false, Some(at)) => members[at].1 = slot,
+        (false, None) => members.push((key, slot)),
+    }
+    members.len() <= MAX_MEMBERS
 }
 
 fn key_bytes<'k>(key: &'k Key<'_>) -> &'k [u8] {

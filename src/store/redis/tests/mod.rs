@@ -195,7 +195,7 @@ mod on_a_cluster {
 
 pub(super) fn patch(value: serde_json::Value) -> SessionOp {
     match value {
-        serde_json::Value::Object(map) => SessionOp::Patch(map),
+        serde_json::Value::Object(map) => SessionOp::Patch(map.into()),
         other => panic!("not an object: {other}"),
     }
 }
