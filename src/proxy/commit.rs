@@ -166,7 +166,8 @@ impl Proxy {
             user_agent: context.user_agent.as_ref(),
             forwarded_for: context.forwarded_for.as_ref(),
         };
-        self.after_commit(&committed, current, visitor).await;
+        self.after_commit(&committed, current, &parsed, visitor)
+            .await;
         Ok(match committed {
             Committed::Unchanged => match current {
                 Some(current) if policy.rolling || touch => {

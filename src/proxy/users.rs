@@ -86,6 +86,15 @@ pub struct SessionView {
 /// enforce cleans of stale members; see `evict_over_limit`.
 const CLEAN_FROM: u64 = 64;
 
+/// Whether a patch of `ops` names the top-level key of the identity at
+/// `tokens` (every patch does, when the identity is the whole session).
+fn names_top_key(ops: &[SessionOp], tokens: &[String]) -> bool {
+    ops.iter().any(|op| match op {
+        SessionOp::Patch(patch) => tokens.first().is_none_or(|top| patch.names(top)),
+        _ => false,
+    })
+}
+
 /// Whether a login that took a user's index to `size` members cleans it.
 fn is_cleaning_size(size: u64) -> bool {
     size >= CLEAN_FROM && size.is_power_of_two()
@@ -171,28 +180,34 @@ impl Proxy {
         &self,
         committed: &Committed,
         current: Option<&Current>,
+        ops: &[SessionOp],
         visitor: Visitor<'_>,
     ) {
-        let changes = self.index_changes_of(committed, current);
+        let changes = self.index_changes_of(committed, current, ops);
         if !changes.is_empty() {
             Box::pin(self.apply_index_changes(changes, visitor)).await;
         }
     }
 
-    /// What `committed` does to the index, the request having come with
-    /// `current`.
+    /// What `committed` (of `ops`) does to the index, the request having
+    /// come with `current`.
     fn index_changes_of(
         &self,
         committed: &Committed,
         current: Option<&Current>,
+        ops: &[SessionOp],
     ) -> Vec<IndexChange> {
         // A write that kept the id and the identity (most writes) changes
-        // nothing: told by comparing the values (their texts, most often),
-        // without making identities and without building either map.
+        // nothing. Told first from the operations: a merge patch changes
+        // only the top-level keys it names, so one that does not name the
+        // identity's cannot change it. (Should a concurrent request have
+        // changed it meanwhile, that request updates the index itself.)
+        // Else by comparing the values (their texts, most often), without
+        // making identities and without building either map.
         if let (Committed::Saved { id, data, .. }, Some(current)) = (committed, current) {
             if *id == current.id {
                 if let Some(tokens) = &self.users.identity_tokens {
-                    if data.same_at(&current.data, tokens) {
+                    if !names_top_key(ops, tokens) || data.same_at(&current.data, tokens) {
                         return Vec::new();
                     }
                 }

@@ -334,3 +334,73 @@ async fn last_seen_follows_the_idle_timeout_memory() {
 async fn last_seen_follows_the_idle_timeout_redis() {
     last_seen_follows_the_idle_timeout(true).await;
 }
+
+/// With rotation at login off, a patch moves the identity in place: the
+/// index follows what each write does to the identity, and only that.
+async fn without_rotation_the_index_follows_the_identity_in_place(redis: bool) {
+    let test = "admin::without_rotation_the_index_follows_the_identity_in_place";
+    let Ok(server) = store_for(redis, test) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (_token, token_keys) = token_file();
+    let extra = format!(
+        "{USERS}auth.rotate_on_login = false\n{token_keys}{}",
+        store_table(&server, "")
+    );
+    let (proxy, ops) = Proxy::start_with_ops(&upstream, &extra).await;
+    let client = browser();
+    let write = |path: &'static str, patch: Value| {
+        let request = client
+            .post(proxy.url(path))
+            .header("x-test-set-session", patch.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+        }
+    };
+    write("/cart", json!({"cart": 1})).await;
+    let id = session_of(&client, &proxy, &upstream).await;
+    assert!(id.is_some());
+    assert!(listed(ops, "7").await.is_empty(), "anonymous: not indexed");
+    // The entries, but their expiry (which each write extends).
+    let entries = |identity: &'static str| async move {
+        let mut listed = listed(ops, identity).await;
+        for entry in &mut listed {
+            entry.as_object_mut().unwrap().remove("expires");
+        }
+        listed
+    };
+    write("/login", json!({"user": {"id": 7}})).await;
+    let indexed = entries("7").await;
+    assert_eq!(indexed.len(), 1, "the login is indexed");
+    // Writes that leave the identity alone leave the index alone.
+    write("/cart", json!({"cart": 2})).await;
+    write("/prefs", json!({"theme": "dark", "cart": null})).await;
+    assert_eq!(entries("7").await, indexed);
+    // A patch naming the identity's key, to the same identity: unchanged.
+    write("/profile", json!({"user": {"id": 7, "name": "ada"}})).await;
+    assert_eq!(entries("7").await, indexed);
+    // To another identity: moved.
+    write("/switch", json!({"user": {"id": 8}})).await;
+    assert!(listed(ops, "7").await.is_empty(), "left user 7's index");
+    assert_eq!(listed(ops, "8").await.len(), 1, "joined user 8's");
+    // Logged out: gone, the session kept.
+    write("/logout", json!({"user": null})).await;
+    assert!(listed(ops, "8").await.is_empty(), "left user 8's index");
+    assert_eq!(
+        session_of(&client, &proxy, &upstream).await,
+        id,
+        "one id all along"
+    );
+}
+
+#[tokio::test]
+async fn without_rotation_the_index_follows_the_identity_in_place_memory() {
+    without_rotation_the_index_follows_the_identity_in_place(false).await;
+}
+
+#[tokio::test]
+async fn without_rotation_the_index_follows_the_identity_in_place_redis() {
+    without_rotation_the_index_follows_the_identity_in_place(true).await;
+}
