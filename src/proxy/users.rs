@@ -89,10 +89,10 @@ const CLEAN_FROM: u64 = 64;
 /// Whether a patch of `ops` names the top-level key of the identity at
 /// `tokens` (every patch does, when the identity is the whole session).
 fn names_top_key(ops: &[SessionOp], tokens: &[String]) -> bool {
-    ops.iter().any(|op| match op {
-        SessionOp::Patch(patch) => tokens.first().is_none_or(|top| patch.names(top)),
-        _ => false,
-    })
+    match tokens.first() {
+        Some(top) => ops::names(ops, top),
+        None => ops.iter().any(|op| matches!(op, SessionOp::Patch(_))),
+    }
 }
 
 /// Whether a login that took a user's index to `size` members cleans it.

@@ -144,6 +144,13 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
     }
 }
 
+/// Whether a patch among `ops` names the top-level key `key`: no other
+/// operation changes a key's value but to end the session.
+pub fn names(ops: &[SessionOp], key: &str) -> bool {
+    ops.iter()
+        .any(|op| matches!(op, SessionOp::Patch(patch) if patch.names(key)))
+}
+
 /// What a list of operations does to a session, decided without I/O.
 #[derive(Debug)]
 pub enum Plan {
@@ -209,12 +216,8 @@ pub fn plan(
     let remember = remember.filter(|_| state.is_some());
     // Only a patch naming the key can change it (a session destroyed and
     // patched again is moved anyway): most writes skip reading it.
-    let names_key = |key: &str| {
-        ops.iter()
-            .any(|op| matches!(op, SessionOp::Patch(patch) if patch.names(key)))
-    };
     if let (Some(current), Some(key), Some(map)) = (current, rotate_on, &state) {
-        if let Some(after) = map.get(key).filter(|v| !v.is_null() && names_key(key)) {
+        if let Some(after) = map.get(key).filter(|v| !v.is_null() && names(ops, key)) {
             // The value before, read without building the current map.
             let before = current.lookup(&[key.to_owned()]);
             if before.as_deref().filter(|v| !v.is_null()) != Some(after) {

@@ -164,6 +164,13 @@ fn not_generated() -> StoreError {
     StoreError::Unavailable("the memory store takes only ids made by SessionId::generate".into())
 }
 
+/// What a write in place keeps of the entry it replaces.
+struct Kept {
+    stamp: Stamp,
+    /// Whether it was signed in, when the write cannot have changed that.
+    logged_in: Option<bool>,
+}
+
 impl Inner {
     /// `now` in expiry nanoseconds.
     fn nanos(&self, now: Instant) -> Nanos {
@@ -181,20 +188,22 @@ impl Inner {
         &self,
         key: Key,
         data: &SessionData,
-        kept: Option<Stamp>,
+        kept: Option<Kept>,
         remember: Option<Duration>,
         commit: &Commit<'_>,
         now: Instant,
     ) -> (Entry, Stamp) {
         let millis = self.millis(now);
-        let mut stamp = kept.unwrap_or_else(|| Stamp::new(millis, commit.lifetimes));
+        let (kept_stamp, kept_logged_in) =
+            kept.map_or((None, None), |kept| (Some(kept.stamp), kept.logged_in));
+        let mut stamp = kept_stamp.unwrap_or_else(|| Stamp::new(millis, commit.lifetimes));
         if let Some(lifetime) = remember {
             stamp = stamp.remembered(millis, lifetime);
         }
         let expires = self
             .nanos(now)
             .saturating_add(nanos(stamp.ttl(millis, commit.ttl)));
-        let logged_in = data.is_logged_in(&self.identity_key);
+        let logged_in = kept_logged_in.unwrap_or_else(|| data.is_logged_in(&self.identity_key));
         (Entry::new(key, data, &stamp, expires, logged_in), stamp)
     }
 
@@ -319,9 +328,9 @@ impl SessionStore for MemoryStore {
         };
         let mut shard = lock(self.inner.shard(&key));
         let (nanos, millis) = (self.inner.nanos(now), self.inner.millis(now));
-        let (current, stamp) = match shard.get(&key) {
+        let (current, stamp, logged_in) = match shard.get(&key) {
             Some(entry) if entry.is_live(nanos) && !entry.stamp().is_expired(millis) => {
-                (entry.data(), entry.stamp())
+                (entry.data(), entry.stamp(), entry.is_logged_in())
             }
             _ => return Ok(Committed::Vanished),
         };
@@ -341,9 +350,16 @@ impl SessionStore for MemoryStore {
                 fresh_id: false,
                 remember,
             } => {
+                let kept = Kept {
+                    stamp,
+                    // Only a patch naming the identity key can sign the
+                    // session in or out.
+                    logged_in: (!ops::names(commit.ops, &self.inner.identity_key))
+                        .then_some(logged_in),
+                };
                 let (entry, stamp) =
                     self.inner
-                        .entry(key, &data, Some(stamp), remember, &commit, now);
+                        .entry(key, &data, Some(kept), remember, &commit, now);
                 shard.insert(entry);
                 Ok(Committed::Saved {
                     id: current_id.clone(),
@@ -390,6 +406,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::session::ops::SessionOp;
     use crate::store::conformance;
 
     fn store() -> MemoryStore {
@@ -449,6 +466,95 @@ mod tests {
                 store.load(&id, true).await.unwrap().live().is_some(),
                 "a signed-in session was evicted"
             );
+        }
+    }
+
+    /// Writes `patch` on session `id` in place (no rotation).
+    async fn write(store: &MemoryStore, id: &SessionId, patch: serde_json::Value) {
+        let serde_json::Value::Object(map) = patch else {
+            panic!("not an object");
+        };
+        let ops = [SessionOp::Patch(map.into())];
+        let commit = Commit {
+            current: Some(id),
+            ops: &ops,
+            fresh_id: None,
+            ttl: Duration::from_secs(60),
+            max_bytes: 1 << 16,
+            rotate_on: None,
+            lifetimes: Default::default(),
+        };
+        let committed = store.commit(commit).await.unwrap();
+        assert!(matches!(committed, Committed::Saved { id: ref saved, .. } if saved == id));
+    }
+
+    async fn is_live(store: &MemoryStore, id: &SessionId) -> bool {
+        store.load(id, true).await.unwrap().live().is_some()
+    }
+
+    /// Eviction follows sign-ins and sign-outs made in place (a patch on
+    /// the session's own id), and writes that name no identity keep what
+    /// the session was. Each step a second apart, so that the expiries
+    /// (the last tie-break of eviction) are in the order of the steps.
+    #[tokio::test(start_paused = true)]
+    async fn eviction_follows_signing_in_and_out_in_place() {
+        let store = MemoryStore::with_clock(8, Duration::from_secs(3600), Clock::Tokio);
+        let ttl = Duration::from_secs(60);
+        let second = || tokio::time::advance(Duration::from_secs(1));
+        let mut users = Vec::new();
+        for index in 0..7 {
+            users.push(conformance::create(&store, serde_json::json!({"cart": index}), ttl).await);
+        }
+        second().await;
+        for (index, id) in users.iter().enumerate() {
+            write(&store, id, serde_json::json!({"user": {"id": index}})).await;
+        }
+        second().await;
+        for id in &users {
+            write(&store, id, serde_json::json!({"cart": 0})).await;
+        }
+        second().await;
+        // Full: the newest session is the only anonymous one, and the one
+        // the next session evicts.
+        let anonymous = conformance::create(&store, serde_json::json!({"cart": 99}), ttl).await;
+        second().await;
+        let next = conformance::create(&store, serde_json::json!({"cart": 100}), ttl).await;
+        assert!(
+            !is_live(&store, &anonymous).await,
+            "the anonymous one was evicted"
+        );
+        for id in &users {
+            assert!(
+                is_live(&store, id).await,
+                "a session signed in in place was evicted"
+            );
+        }
+        // Signed out in place: anonymous again, and older than `later`.
+        second().await;
+        write(&store, &users[0], serde_json::json!({"user": null})).await;
+        second().await;
+        store
+            .commit(Commit {
+                current: Some(&next),
+                ops: &[SessionOp::Destroy],
+                fresh_id: None,
+                ttl,
+                max_bytes: 1 << 16,
+                rotate_on: None,
+                lifetimes: Default::default(),
+            })
+            .await
+            .unwrap();
+        let later = conformance::create(&store, serde_json::json!({"cart": 101}), ttl).await;
+        second().await;
+        conformance::create(&store, serde_json::json!({"cart": 102}), ttl).await;
+        assert!(
+            !is_live(&store, &users[0]).await,
+            "the signed-out session was evicted"
+        );
+        assert!(is_live(&store, &later).await);
+        for id in &users[1..] {
+            assert!(is_live(&store, id).await);
         }
     }
 }
