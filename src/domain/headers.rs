@@ -195,9 +195,21 @@ pub fn chunked_only(headers: &HeaderMap) -> bool {
 /// Removes every spelling of `Set-Session` from an upstream response and
 /// returns the values of the canonical one, in order.
 pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
-    // Looked up before `entry`, which reserves room for an insertion (and
-    // may grow the map) even when there is nothing to take.
-    let values: Vec<http::HeaderValue> = if headers.contains_key(SET_SESSION) {
+    // One pass over the names says which spellings are present (most
+    // responses carry none): no hashed lookup when there is nothing to
+    // take, and `entry`, which reserves room for an insertion (and may
+    // grow the map), only when there is.
+    let (mut canonical, mut stray) = (false, false);
+    for name in headers.keys() {
+        if same_name(name.as_str().as_bytes(), b"set-session") {
+            if *name == SET_SESSION {
+                canonical = true;
+            } else {
+                stray = true;
+            }
+        }
+    }
+    let values: Vec<http::HeaderValue> = if canonical {
         match headers.entry(SET_SESSION) {
             header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
             header::Entry::Vacant(_) => Vec::new(),
@@ -205,15 +217,17 @@ pub fn take_set_session(headers: &mut HeaderMap) -> Vec<http::HeaderValue> {
     } else {
         Vec::new()
     };
-    // Another spelling (`Set_Session`, `Set.Session`) is not the protocol,
-    // but must not reach clients either.
-    let stray: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| same_name(n.as_str().as_bytes(), b"set-session"))
-        .cloned()
-        .collect();
-    for name in stray {
-        headers.remove(name);
+    if stray {
+        // Another spelling (`Set_Session`, `Set.Session`) is not the
+        // protocol, but must not reach clients either.
+        let stray: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| same_name(n.as_str().as_bytes(), b"set-session"))
+            .cloned()
+            .collect();
+        for name in stray {
+            headers.remove(name);
+        }
     }
     values
 }
@@ -330,6 +344,14 @@ mod tests {
         let values = take_set_session(&mut headers);
         assert_eq!(values, ["{\"a\":1}", "regenerate"]);
         assert!(headers.is_empty());
+        // A stray spelling alone: removed, and nothing taken.
+        let mut headers = map(&[("content-type", "text/plain"), ("Set.Session", "destroy")]);
+        assert!(take_set_session(&mut headers).is_empty());
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-type"]);
+        // Neither: untouched.
+        let mut headers = map(&[("content-type", "text/plain"), ("x-set-session", "destroy")]);
+        assert!(take_set_session(&mut headers).is_empty());
+        assert_eq!(headers.len(), 2);
     }
 
     #[test]

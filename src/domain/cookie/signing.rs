@@ -113,7 +113,9 @@ impl Signer {
                 let mut mac = self.keys[0].clone();
                 mac.update(id.as_str().as_bytes());
                 let tag = mac.finalize().into_bytes();
-                let written = STANDARD_NO_PAD.encode_slice(tag, &mut computed).unwrap_or(0);
+                let written = STANDARD_NO_PAD
+                    .encode_slice(tag, &mut computed)
+                    .unwrap_or(0);
                 &computed[..written]
             }
         };

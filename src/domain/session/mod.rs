@@ -1,8 +1,10 @@
 //! The session model: ids, session data, and what the upstream may do to them.
 //!
 //! Everything here is pure: no I/O, no HTTP types. `ops` parses `Set-Session`
-//! values and plans their effect; `ascii_json` renders data as header-safe JSON;
-//! `identity` says which user a session belongs to.
+//! values and plans their effect; `patch` keeps a merge patch as the upstream
+//! wrote it when it can be merged by copying bytes, and `text_patch` merges
+//! it into a session's rendering; `ascii_json` renders data as header-safe
+//! JSON; `identity` says which user a session belongs to.
 
 pub mod ascii_json;
 pub mod identity;
