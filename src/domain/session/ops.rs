@@ -528,15 +528,20 @@ mod tests {
             .collect()
     }
 
+    /// A random session, with its map built and as its text alone.
+    fn random_session(rng: &mut impl rand::Rng) -> (SessionData, SessionData) {
+        let with_map = SessionData::new(super::super::test_json::random_object(rng, 2));
+        let text_only = SessionData::from_ascii_json(with_map.ascii_json().clone());
+        (with_map, text_only)
+    }
+
     #[test]
     fn a_write_planned_on_the_text_is_the_one_planned_on_the_map() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let mut on_text = 0;
         for _ in 0..3000 {
-            let map = super::super::test_json::random_object(&mut rng, 2);
-            let with_map = SessionData::new(map);
-            let text_only = SessionData::from_ascii_json(with_map.ascii_json().clone());
+            let (with_map, text_only) = random_session(&mut rng);
             let ops: Vec<SessionOp> = (0..rng.random_range(1..4))
                 .map(|_| match rng.random_range(0..10) {
                     0 => SessionOp::Remember(Duration::from_secs(60)),
@@ -569,9 +574,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(12);
         let mut plain = 0;
         for _ in 0..3000 {
-            let map = super::super::test_json::random_object(&mut rng, 2);
-            let with_map = SessionData::new(map);
-            let text_only = SessionData::from_ascii_json(with_map.ascii_json().clone());
+            let (with_map, text_only) = random_session(&mut rng);
             let patch = random_patch(&mut rng);
             let written = super::super::ascii_json::object_to_ascii(&patch);
             let parsed = parse(&written, 1 << 16).expect("a rendered patch parses");
