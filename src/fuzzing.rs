@@ -15,7 +15,7 @@ use crate::domain::cookie::SessionCookie;
 use crate::domain::path;
 use crate::domain::routes::{Deny, ProtectRule, Routes};
 use crate::domain::secret::Secret;
-use crate::domain::session::ops::{self, Patch};
+use crate::domain::session::ops::{self, Patch, SessionOp};
 use crate::domain::session::SessionData;
 use crate::util::tokens;
 
@@ -79,6 +79,40 @@ pub fn set_session(data: &[u8]) {
     let current = SessionData::new(map);
     let _ = ops::plan(Some(&current), &parsed, 64 * 1024, Some("user"));
     let _ = ops::plan(None, &parsed, 64 * 1024, None);
+    // Patches kept as written plan, on a session kept as text, exactly as
+    // their maps do.
+    let as_maps: Vec<SessionOp> = parsed
+        .iter()
+        .map(|op| match op {
+            SessionOp::Patch(patch) => SessionOp::Patch(patch.map().clone().into()),
+            other => other.clone(),
+        })
+        .collect();
+    let text_only = SessionData::from_ascii_json(current.ascii_json().clone());
+    for rotate_on in [None, Some("user")] {
+        assert_eq!(
+            outcome(ops::plan(Some(&text_only), &parsed, 64 * 1024, rotate_on)),
+            outcome(ops::plan(Some(&text_only), &as_maps, 64 * 1024, rotate_on)),
+            "a patch as written and its map planned differently"
+        );
+    }
+}
+
+/// What a plan comes to, as text to compare.
+fn outcome(planned: Result<ops::Plan, ops::SetSessionError>) -> String {
+    match planned {
+        Ok(ops::Plan::Write {
+            data,
+            fresh_id,
+            remember,
+        }) => format!(
+            "write {:?} fresh={fresh_id} remember={remember:?}",
+            data.ascii_json()
+        ),
+        Ok(ops::Plan::Keep) => "keep".into(),
+        Ok(ops::Plan::Delete) => "delete".into(),
+        Err(error) => error.to_string(),
+    }
 }
 
 /// The path canonicaliser and the route match: what is matched is what is
