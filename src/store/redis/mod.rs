@@ -70,7 +70,7 @@ use super::{Commit, Committed, Loaded, SessionStore, StoreError, Stored, Times};
 use crate::domain::session::lifetime::{Lifetimes, Stamp};
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
-use cache::{Cached, Guard, SessionCache};
+use cache::{Guard, Hit, SessionCache};
 use commands::Scripts;
 use conn::Connection;
 use group::Known;
@@ -236,9 +236,9 @@ impl RedisStore {
 
     /// A load answered from the cache; `None` when the session is past a
     /// deadline of its stamp (the caller deletes it).
-    fn load_cached(cached: Cached, with_expiry: bool) -> Option<Loaded> {
+    fn load_cached(cached: Hit, with_expiry: bool) -> Option<Loaded> {
         let now = unix_millis(SystemTime::now());
-        let stamp = cached.decoded.stamp.unwrap_or_default();
+        let stamp = cached.stamp.unwrap_or_default();
         if stamp.is_expired(now) {
             return None;
         }
@@ -249,7 +249,7 @@ impl RedisStore {
             _ => None,
         };
         Some(Loaded::Live(Stored {
-            data: cached.decoded.data,
+            data: cached.data,
             times: times(&stamp, now, expires_in),
         }))
     }
