@@ -11,6 +11,7 @@
 
 pub mod memory;
 pub mod redis;
+mod slab;
 pub mod users;
 
 use std::future::Future;

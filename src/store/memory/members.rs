@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use super::agents::Agent;
 use super::key::Prefix;
-use super::slab::{Hashed, Slab};
+use crate::store::slab::{Hashed, Slab};
 
 /// Bytes of `created` kept.
 const CREATED_BYTES: usize = 6;

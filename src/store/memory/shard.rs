@@ -4,7 +4,7 @@
 
 use super::entry::{Entry, Nanos};
 use super::key::{Key, Prefix};
-use super::slab::{Hashed, Slab};
+use crate::store::slab::{Hashed, Slab};
 
 /// How many entries eviction looks at to choose a victim.
 const EVICTION_SAMPLE: usize = 16;

@@ -60,7 +60,6 @@
 //! Bounded: at most `store.cache_sessions` records; a full shard drops one
 //! to make room.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -71,6 +70,7 @@ use redis::aio::MultiplexedConnection;
 use super::record::Decoded;
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::SessionData;
+use crate::store::slab::{Hashed, Slab};
 use crate::util::coarse_clock;
 
 /// Shards, so that readers on different sessions do not wait on each
@@ -131,7 +131,89 @@ pub(super) struct Ticket {
     sent: Instant,
 }
 
-type Map = HashMap<Box<str>, Slot, foldhash::fast::RandomState>;
+/// A key as the cache looks it up: the id and its hash, computed once
+/// (the hash picks the shard and the place in its table).
+struct Key<'a> {
+    hash: u64,
+    id: &'a str,
+}
+
+/// What is held for one key.
+struct Entry {
+    hash: u64,
+    id: Box<str>,
+    slot: Slot,
+}
+
+impl Hashed for Entry {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A shard's records, packed ([`crate::store::slab`]). A `HashMap` of
+/// the same records keeps up to half of its buckets empty, each the size
+/// of an id and its slot (144 bytes): with a million records, some 300 MB
+/// of the cache's 750. Here it is the entries themselves (152 bytes, the
+/// hash included) and a table of 4-byte positions.
+#[derive(Default)]
+struct Map {
+    entries: Slab<Entry>,
+}
+
+impl Map {
+    fn find(&self, key: &Key<'_>) -> Option<usize> {
+        self.entries.find(key.hash, |entry| {
+            entry.hash == key.hash && *entry.id == *key.id
+        })
+    }
+
+    fn get(&self, key: &Key<'_>) -> Option<&Slot> {
+        let at = self.find(key)?;
+        self.entries.get(at).map(|entry| &entry.slot)
+    }
+
+    fn get_mut(&mut self, key: &Key<'_>) -> Option<&mut Slot> {
+        let at = self.find(key)?;
+        self.entries.get_mut(at).map(|entry| &mut entry.slot)
+    }
+
+    fn remove(&mut self, key: &Key<'_>) {
+        if let Some(at) = self.find(key) {
+            self.entries.remove_at(at);
+        }
+    }
+
+    /// Holds `slot` for `key`, which holds nothing yet; when `limit`
+    /// entries are held, one of them (any: they are equally likely to be
+    /// read again) is dropped first.
+    fn insert(&mut self, key: &Key<'_>, slot: Slot, limit: usize) {
+        let held = self.entries.len();
+        if held >= limit && held > 0 {
+            // The new key's hash says which, as good as a random pick.
+            self.entries.remove_at((key.hash % held as u64) as usize);
+        }
+        // The cache bounds a shard far below the slab's limit.
+        self.entries.insert(Entry {
+            hash: key.hash,
+            id: key.id.into(),
+            slot,
+        });
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        self.entries.retain(|entry| keep(&entry.slot));
+    }
+
+    fn clear(&mut self) {
+        self.entries = Slab::default();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// What `/metrics` shows of the cache.
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,9 +255,7 @@ impl SessionCache {
     pub fn new(capacity: usize, guards: usize) -> Self {
         let hasher = foldhash::fast::RandomState::default();
         Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(Map::with_hasher(hasher.clone())))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher,
             tracked: (0..guards.max(1)).map(|_| Tracked::default()).collect(),
@@ -186,9 +266,11 @@ impl SessionCache {
         }
     }
 
-    fn shard(&self, id: &str) -> &Mutex<Map> {
+    /// Where `id` is kept: its shard, and its key there.
+    fn locate<'a>(&self, id: &'a str) -> (&Mutex<Map>, Key<'a>) {
         let hash = self.hasher.hash_one(id);
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        (shard, Key { hash, id })
     }
 
     /// The guard a worker's requests use.
@@ -220,8 +302,9 @@ impl SessionCache {
     /// is not past its expiry.
     pub fn get(&self, id: &str) -> Option<Hit> {
         let now = coarse_clock::now();
-        let mut shard = lock(self.shard(id));
-        let found = match shard.get(id) {
+        let (shard, key) = self.locate(id);
+        let mut shard = lock(shard);
+        let found = match shard.get(&key) {
             Some(Slot::Filled { cached, guard }) if self.is_live(*guard) => {
                 if cached.expires.is_none_or(|at| now < at) {
                     Some(Hit {
@@ -230,7 +313,7 @@ impl SessionCache {
                         expires: cached.expires,
                     })
                 } else {
-                    shard.remove(id);
+                    shard.remove(&key);
                     None
                 }
             }
@@ -255,20 +338,14 @@ impl SessionCache {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let sent = coarse_clock::now();
         let reserved = Slot::Reserved { ticket, guard };
-        let mut shard = lock(self.shard(id));
+        let (shard, key) = self.locate(id);
+        let mut shard = lock(shard);
         // A key already held (a session's every write after its first
-        // read) keeps its allocation.
-        if let Some(slot) = shard.get_mut(id) {
+        // read) keeps its entry.
+        if let Some(slot) = shard.get_mut(&key) {
             *slot = reserved;
         } else {
-            if shard.len() >= self.per_shard {
-                // Any record: they are equally likely to be read again.
-                let victim = shard.keys().next().cloned();
-                if let Some(victim) = victim {
-                    shard.remove(&victim);
-                }
-            }
-            shard.insert(id.into(), reserved);
+            shard.insert(&key, reserved, self.per_shard);
         }
         drop(shard);
         // Turned off meanwhile: its records may have been dropped before
@@ -300,8 +377,8 @@ impl SessionCache {
             let at = ticket.sent + ttl;
             at.checked_sub(coarse_clock::TICK).unwrap_or(ticket.sent)
         });
-        let mut shard = lock(self.shard(id));
-        if let Some(slot) = shard.get_mut(id) {
+        let (shard, key) = self.locate(id);
+        if let Some(slot) = lock(shard).get_mut(&key) {
             if let Slot::Reserved {
                 ticket: held,
                 guard,
@@ -325,7 +402,8 @@ impl SessionCache {
     /// lost update. Not counted as a hit or a miss.
     pub fn entry(&self, id: &str) -> Option<Cached> {
         let now = coarse_clock::now();
-        match lock(self.shard(id)).get(id) {
+        let (shard, key) = self.locate(id);
+        match lock(shard).get(&key) {
             Some(Slot::Filled { cached, guard })
                 if self.is_live(*guard) && cached.expires.is_none_or(|at| now < at) =>
             {
@@ -337,16 +415,18 @@ impl SessionCache {
 
     /// Drops whatever is held for `id`: its record or a claim.
     pub fn forget(&self, id: &str) {
-        lock(self.shard(id)).remove(id);
+        let (shard, key) = self.locate(id);
+        lock(shard).remove(&key);
     }
 
     /// An invalidation for session `id` from the tracked connection
     /// `from`: drops what `from` guards (see the module documentation).
     pub fn invalidate(&self, id: &str, from: Guard) {
         self.invalidations.fetch_add(1, Ordering::Relaxed);
-        let mut shard = lock(self.shard(id));
-        if shard.get(id).is_some_and(|slot| slot.guard() == from) {
-            shard.remove(id);
+        let (shard, key) = self.locate(id);
+        let mut shard = lock(shard);
+        if shard.get(&key).is_some_and(|slot| slot.guard() == from) {
+            shard.remove(&key);
         }
     }
 
@@ -381,7 +461,7 @@ impl SessionCache {
 
     fn drop_guarded(&self, guard: Guard) {
         for shard in self.shards.iter() {
-            lock(shard).retain(|_, slot| slot.guard() != guard);
+            lock(shard).retain(|slot| slot.guard() != guard);
         }
     }
 
@@ -561,6 +641,32 @@ mod tests {
         for id in &held {
             assert_eq!(served(&cache, id).as_deref(), Some("bob"));
         }
+    }
+
+    #[test]
+    fn every_record_is_found_under_its_own_id_as_keys_come_and_go() {
+        // About 30 keys a shard: past the slab's linear search, into its
+        // table, and back as they go.
+        let cache = SessionCache::new(10_000, 1);
+        cache.turn_on(A, None);
+        let ids: Vec<String> = (0..1000).map(|n| format!("session-{n}")).collect();
+        for id in &ids {
+            filled(&cache, id, A, id);
+        }
+        for (n, id) in ids.iter().enumerate() {
+            match n % 3 {
+                0 => cache.forget(id),
+                1 if n % 2 == 0 => cache.invalidate(id, A),
+                _ => {}
+            }
+        }
+        let gone = |n: usize| n % 3 == 0 || (n % 3 == 1 && n % 2 == 0);
+        for (n, id) in ids.iter().enumerate() {
+            let expected = (!gone(n)).then(|| id.clone());
+            assert_eq!(served(&cache, id), expected, "{id}");
+        }
+        let kept = (0..ids.len()).filter(|&n| !gone(n)).count();
+        assert_eq!(cache.len(), kept);
     }
 
     #[test]

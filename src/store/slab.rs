@@ -1,5 +1,6 @@
 //! A set kept as a dense vector plus a hash table of positions into it:
-//! what a shard keeps its sessions in, and the user index a user's members.
+//! what a memory-store shard keeps its sessions in, the user index a
+//! user's members, and a shard of the Redis store's cache its records.
 //!
 //! Why not a `HashMap`: its buckets hold the entries themselves, and its
 //! table grows by doubling and is never more than 7/8 full, so up to half
@@ -18,11 +19,11 @@ use hashbrown::HashTable;
 const LINEAR: usize = 8;
 
 /// An entry: how it hashes.
-pub(super) trait Hashed {
+pub(crate) trait Hashed {
     fn hash(&self) -> u64;
 }
 
-pub(super) struct Slab<T> {
+pub(crate) struct Slab<T> {
     entries: Vec<T>,
     /// Positions in `entries`, when there are more than [`LINEAR`].
     table: HashTable<u32>,
