@@ -7,7 +7,9 @@
 //! different keys never lose each other's writes. Expiry is the store's job.
 //!
 //! Two stores: [`memory`] (in this process, the default) and [`redis`]
-//! (shared by instances and with express-session + connect-redis).
+//! (shared by instances and with express-session + connect-redis). Both
+//! keep what they hold in memory (the memory store its sessions, the
+//! Redis store its client-side cache) packed, in `slab`'s set.
 
 pub mod memory;
 pub mod redis;

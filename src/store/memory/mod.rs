@@ -21,10 +21,10 @@
 //! is filed under its id's 32 bytes ([`key`]) in a packed [`Entry`] of 64
 //! bytes that holds a JSON of up to 22 bytes itself (a larger one is boxed
 //! beside it), the one form of its data kept ([`entry`]); a shard's table
-//! is a dense vector with a table of positions ([`crate::store::slab`]); the user index
-//! keeps 40 bytes per member ([`index`]). One million signed-in sessions
-//! of `{"user":"alice"}` take about 145 bytes each, index and allocator
-//! slack included (`bench/footprint.sh`).
+//! is a dense vector with a table of positions ([`crate::store::slab`]);
+//! the user index keeps 40 bytes per member ([`index`]). One million
+//! signed-in sessions of `{"user":"alice"}` take about 145 bytes each,
+//! index and allocator slack included (`bench/footprint.sh`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
