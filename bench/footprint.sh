@@ -29,47 +29,11 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 
 declare -A PID=() # what this script started: name -> PID
 
-log() { printf '%s\n' "$*" >&2; }
-die() {
-    log "footprint.sh: $*"
-    exit 1
-}
+SCRIPT=footprint.sh
+# shellcheck source=bench/processes.sh
+. "$BENCH_DIR/processes.sh"
 
-port_is_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
-
-require_free_port() {
-    ! port_is_open "$1" || die "something already listens on $1; stop it first"
-}
-
-wait_for_port() { # name address
-    local name=$1 addr=$2 tries
-    for ((tries = 0; tries < 100; tries++)); do
-        port_is_open "$addr" && return 0
-        kill -0 "${PID[$name]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$name did not start listening on $addr; the end of its log:"
-    tail -n 20 "$RUN_DIR/$name.log" >&2 || true
-    die "$name failed to start"
-}
-
-stop_everything() {
-    local name pid waited
-    for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
-    for name in "${!PID[@]}"; do
-        pid=${PID[$name]}
-        for ((waited = 0; waited < 50; waited++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name did not stop within 5 s of SIGTERM; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-    PID=()
-}
+stop_everything() { stop_started; }
 
 require_tools() {
     local tool

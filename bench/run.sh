@@ -120,11 +120,9 @@ CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cl
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
-log() { printf '%s\n' "$*" >&2; }
-die() {
-    log "run.sh: $*"
-    exit 1
-}
+SCRIPT=run.sh
+# shellcheck source=bench/processes.sh
+. "$BENCH_DIR/processes.sh"
 
 # --- tools ---------------------------------------------------------------
 
@@ -297,24 +295,6 @@ make_tls_files() {
 }
 
 # --- processes -----------------------------------------------------------
-
-port_is_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
-
-require_free_port() {
-    ! port_is_open "$1" || die "something already listens on $1; stop it first"
-}
-
-wait_for_port() { # name address
-    local name=$1 addr=$2 tries
-    for ((tries = 0; tries < 100; tries++)); do
-        port_is_open "$addr" && return 0
-        kill -0 "${PID[$name]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$name did not start listening on $addr; the end of its log:"
-    tail -n 20 "$RUN_DIR/$name.log" >&2 || true
-    die "$name failed to start"
-}
 
 start_upstream() {
     require_free_port "$UPSTREAM_ADDR"
@@ -499,22 +479,9 @@ require_all_running() {
 }
 
 stop_everything() {
-    local name pid waited
-    for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
-    for name in "${!PID[@]}"; do
-        pid=${PID[$name]}
-        for ((waited = 0; waited < 50; waited++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name did not stop within 5 s of SIGTERM; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_started
+    local pid
     for pid in "${NGINX_WORKERS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    PID=()
 }
 
 child_pids() { # parent PID -> its children's PIDs, from /proc/*/stat

@@ -1,0 +1,48 @@
+# Sourced by the bench scripts (bench/run.sh, footprint.sh, locality.sh):
+# messages, and the processes a script starts, waits for and stops. The
+# script sets SCRIPT (its name, for messages), RUN_DIR (where each
+# process's log is, as NAME.log) and `declare -A PID=()` (what it
+# started: name -> PID) before it calls these.
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "$SCRIPT: $*"
+    exit 1
+}
+
+port_is_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+require_free_port() {
+    ! port_is_open "$1" || die "something already listens on $1; stop it first"
+}
+
+wait_for_port() { # name address
+    local name=$1 addr=$2 tries
+    for ((tries = 0; tries < 100; tries++)); do
+        port_is_open "$addr" && return 0
+        kill -0 "${PID[$name]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$name did not start listening on $addr; the end of its log:"
+    tail -n 20 "$RUN_DIR/$name.log" >&2 || true
+    die "$name failed to start"
+}
+
+# SIGTERM to everything started, SIGKILL to what is still there 5 s later.
+stop_started() {
+    local name pid waited
+    for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
+    for name in "${!PID[@]}"; do
+        pid=${PID[$name]}
+        for ((waited = 0; waited < 50; waited++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name did not stop within 5 s of SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    PID=()
+}
