@@ -49,7 +49,7 @@ stop_everything() { stop_started; }
 require_tools() {
     local tool
     for tool in wrk curl cargo awk; do
-        command -v "$tool" >/dev/null || die "needs $tool"
+        command -v "$tool" >/dev/null || die "needs $tool (Debian's wrk, curl)"
     done
     [[ $STORE != redis ]] || command -v "$REDIS_SERVER" >/dev/null ||
         die "needs $REDIS_SERVER (Debian's redis-server) for STORE=redis"
@@ -150,7 +150,10 @@ median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", (NR % 2) ? v[(NR
 
 main() {
     [[ $STORE == memory || $STORE == redis ]] || die "STORE must be memory or redis, not '$STORE'"
-    [[ $SESSIONS =~ ^[1-9][0-9]*$ && $HOT =~ ^[1-9][0-9]*$ ]] || die "SESSIONS and HOT must be positive numbers"
+    local name
+    for name in SESSIONS HOT REPS SECONDS_EACH WARMUP THREADS CONNECTIONS; do
+        [[ ${!name} =~ ^[1-9][0-9]*$ ]] || die "$name must be a positive number, not '${!name}'"
+    done
     ((HOT < SESSIONS)) || die "HOT ($HOT) must be fewer than SESSIONS ($SESSIONS)"
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR"
