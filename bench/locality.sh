@@ -102,27 +102,12 @@ start_cloakroom() {
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
 }
 
-# SESSIONS logins (GET /login, bench/login.lua), their cookies into
-# $RUN_DIR/all, as bench/run.sh makes them.
+# SESSIONS logins (GET /login, make_logins), their cookies into
+# $RUN_DIR/all, as bench/run.sh makes them; the first HOT into $RUN_DIR/hot.
 make_sessions() {
-    local file=$RUN_DIR/all made=0 wrk_pid
     log "making $SESSIONS sessions with GET /login"
-    BENCH_SESSIONS=$SESSIONS BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
-        wrk -t "$THREADS" -c "$CONNECTIONS" -d 3600s -s "$BENCH_DIR/login.lua" \
-        "http://$CLOAKROOM_ADDR/login" >"$RUN_DIR/login.txt" 2>&1 &
-    wrk_pid=$!
-    while kill -0 "$wrk_pid" 2>/dev/null; do
-        made=$( (cat "$file".* 2>/dev/null || true) | wc -l)
-        ((made < SESSIONS)) || break
-        sleep 0.2
-    done
-    kill -INT "$wrk_pid" 2>/dev/null || true
-    wait "$wrk_pid" 2>/dev/null || true
-    awk -v n="$SESSIONS" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
-    rm -f "$file".*
-    made=$(wc -l <"$file")
-    ((made == SESSIONS)) || die "made $made of $SESSIONS sessions; see $RUN_DIR/login.txt"
-    head -n "$HOT" "$file" >"$RUN_DIR/hot"
+    make_logins "http://$CLOAKROOM_ADDR/login" "$SESSIONS" "$RUN_DIR/all" "$RUN_DIR/login.txt"
+    head -n "$HOT" "$RUN_DIR/all" >"$RUN_DIR/hot"
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[cloakroom]}/stat"; }

@@ -1,8 +1,9 @@
 # Sourced by the bench scripts (bench/run.sh, footprint.sh, locality.sh):
-# messages, and the processes a script starts, waits for and stops. The
-# script sets SCRIPT (its name, for messages), RUN_DIR (where each
-# process's log is, as NAME.log) and `declare -A PID=()` (what it
-# started: name -> PID) before it calls these.
+# messages, the processes a script starts, waits for and stops, and the
+# logins that make its sessions. The script sets SCRIPT (its name, for
+# messages), RUN_DIR (where each process's log is, as NAME.log),
+# `declare -A PID=()` (what it started: name -> PID), and for make_logins
+# BENCH_DIR, THREADS and CONNECTIONS, before it calls these.
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -45,4 +46,29 @@ stop_started() {
         wait "$pid" 2>/dev/null || true
     done
     PID=()
+}
+
+# COUNT logins with wrk and bench/login.lua at URL (a GET that answers
+# with a session, such as /login); their cookies, one per line, into FILE,
+# wrk's output into OUT. wrk runs until its threads' files hold them all
+# (its threads stop at their share; wrk itself waits for its -d, so it is
+# interrupted then).
+make_logins() { # url count file out
+    local url=$1 count=$2 file=$3 out=$4 wrk_pid made=0
+    BENCH_SESSIONS=$count BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
+        wrk -t "$THREADS" -c "$CONNECTIONS" -d 3600s -s "$BENCH_DIR/login.lua" \
+        "$url" >"$out" 2>&1 &
+    wrk_pid=$!
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+        # No file yet: none made.
+        made=$( (cat "$file".* 2>/dev/null || true) | wc -l)
+        ((made < count)) || break
+        sleep 0.2
+    done
+    kill -INT "$wrk_pid" 2>/dev/null || true
+    wait "$wrk_pid" 2>/dev/null || true
+    awk -v n="$count" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
+    rm -f "$file".*
+    made=$(wc -l <"$file")
+    ((made == count)) || die "made $made of $count sessions at $url; see $out"
 }

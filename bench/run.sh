@@ -783,29 +783,10 @@ peak_rss_kb() { # PID -> the largest its resident set has been, in kB
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
 
-# The target's logins (sessions_of) with wrk and bench/login.lua; their
-# cookies, one per line, into the file given. wrk runs until the threads'
-# files hold them all (its threads stop at their share; wrk itself waits
-# for its -d, so it is interrupted then).
+# The target's logins (sessions_of); their cookies, one per line, into
+# the file given (make_logins, bench/processes.sh).
 make_sessions() { # target file
-    local target=$1 file=$2 out=$RUN_DIR/login-$1.txt wrk_pid made=0 count
-    count=$(sessions_of "$target")
-    BENCH_SESSIONS=$count BENCH_THREADS=$THREADS BENCH_COOKIES_OUT=$file \
-        wrk -t "$THREADS" -c "$CONNECTIONS" -d 3600s -s "$BENCH_DIR/login.lua" \
-        "$(target_url "$target" anonymous)login" >"$out" 2>&1 &
-    wrk_pid=$!
-    while kill -0 "$wrk_pid" 2>/dev/null; do
-        # No file yet: none made.
-        made=$( (cat "$file".* 2>/dev/null || true) | wc -l)
-        ((made < count)) || break
-        sleep 0.2
-    done
-    kill -INT "$wrk_pid" 2>/dev/null || true
-    wait "$wrk_pid" 2>/dev/null || true
-    awk -v n="$count" 'NR <= n' "$file".* >"$file" 2>/dev/null || true
-    rm -f "$file".*
-    made=$(wc -l <"$file")
-    ((made == count)) || die "made $made of $count sessions through $target; see $out"
+    make_logins "$(target_url "$1" anonymous)login" "$(sessions_of "$1")" "$2" "$RUN_DIR/login-$1.txt"
 }
 
 # Makes SESSIONS sessions through each Cloakroom target (GET /login); its
