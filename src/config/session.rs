@@ -157,16 +157,24 @@ pub(super) fn build_session(
     }
     let ttl = check.positive_duration("session.ttl", &s.ttl);
     let lifetime = build_lifetime(s, check);
-    let fields = s
-        .headers
-        .fields
-        .iter()
-        .filter_map(|(name, pointer)| {
-            field_header(name, pointer)
-                .map_err(|m| check.fail(&format!("session.headers.fields.\"{name}\""), m))
-                .ok()
-        })
-        .collect();
+    let mut fields: Vec<(HeaderName, String)> = Vec::new();
+    for (name, pointer) in &s.headers.fields {
+        let at = format!("session.headers.fields.\"{name}\"");
+        match field_header(name, pointer) {
+            // Names are case-insensitive: `X-User` and `x-user` are one
+            // header, which would be sent twice.
+            Ok((header, _)) if fields.iter().any(|(seen, _)| *seen == header) => {
+                check.fail(
+                    &at,
+                    format!(
+                        "`{name}` names a header already in the list (header names ignore case)"
+                    ),
+                );
+            }
+            Ok(field) => fields.push(field),
+            Err(message) => check.fail(&at, message),
+        }
+    }
     Some(SessionConfig {
         secrets: secrets?,
         save_uninitialized: s.save_uninitialized,

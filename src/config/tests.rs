@@ -61,6 +61,22 @@ deny = "maybe"
 }
 
 #[test]
+fn a_field_header_named_twice_in_two_spellings_is_refused() {
+    let text = format!(
+        "{MINIMAL}\n[session.headers.fields]\n\"X-User\" = \"/user\"\n\"x-user\" = \"/name\"\n\"X-Role\" = \"/role\"\n"
+    );
+    let error = Config::from_toml_str(&text).unwrap_err();
+    assert_eq!(error.issues.len(), 1, "{:?}", error.issues);
+    // The map's order: `X-Role`, `X-User`, then its other spelling.
+    assert_eq!(error.issues[0].key, "session.headers.fields.\"x-user\"");
+    assert!(
+        error.issues[0].message.contains("already"),
+        "{}",
+        error.issues[0].message
+    );
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_line() {
     let error =
         Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();

@@ -14,13 +14,14 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::domain::headers::{X_SESSION, X_SESSION_ID, X_SESSION_OMITTED};
 use crate::domain::session::ascii_json;
 use crate::domain::session::scan::{self, Scan};
 use crate::domain::session::{SessionData, SessionId};
+use crate::util::additions::AppendHeader;
 
 /// Marks an encoded (non-plain) per-field value.
 pub const ENCODED_PREFIX: &str = "json:";
@@ -94,24 +95,35 @@ impl SessionHeaders {
         }
     }
 
+    /// The most headers [`Self::inject`] adds.
+    pub fn count(&self) -> usize {
+        2 + self.fields.len()
+    }
+
     /// Names of the per-field headers, for scrubbing.
     pub fn field_names(&self) -> impl Iterator<Item = HeaderName> + '_ {
         self.fields.iter().map(|(name, _)| name.clone())
     }
 
-    /// Adds the session headers (the request was scrubbed before).
-    pub fn inject(&self, headers: &mut HeaderMap, id: &SessionId, data: &SessionData) -> Omissions {
+    /// Appends the session headers to `headers`, which holds none of
+    /// them (a request was scrubbed before).
+    pub fn inject(
+        &self,
+        headers: &mut impl AppendHeader,
+        id: &SessionId,
+        data: &SessionData,
+    ) -> Omissions {
         let mut omissions = Omissions::default();
         // Ids are URL-safe base64 by construction: always a valid value.
         if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-            headers.insert(X_SESSION_ID, value);
+            headers.append_header(X_SESSION_ID, value);
         }
         match self.session_value(data) {
             Some(value) => {
-                headers.insert(X_SESSION, value);
+                headers.append_header(X_SESSION, value);
             }
             None => {
-                headers.insert(X_SESSION_OMITTED, TOO_LARGE);
+                headers.append_header(X_SESSION_OMITTED, TOO_LARGE);
                 omissions.session = true;
             }
         }
@@ -125,7 +137,7 @@ impl SessionHeaders {
             };
             match encoded.filter(|v| v.len() <= self.budget) {
                 Some(value) => {
-                    headers.insert(name.clone(), value);
+                    headers.append_header(name.clone(), value);
                 }
                 None => omissions.fields.push(name.clone()),
             }

@@ -14,6 +14,7 @@ use crate::domain::cookie::signing::Signature;
 use crate::domain::session::{SessionData, SessionId};
 use crate::metrics::RouteKind;
 use crate::store::Times;
+use crate::util::additions::Additions;
 use crate::util::body::ClientBody;
 
 /// The session a request is served with.
@@ -147,6 +148,8 @@ pub(super) struct Outgoing {
     pub original: Uri,
     /// The canonical path, when it differs from the original's.
     pub canonical: Option<String>,
+    /// The headers the inject phase adds, sent after the client's.
+    pub added: Additions,
 }
 
 impl Outgoing {
@@ -164,6 +167,7 @@ impl Outgoing {
             host: None,
             original,
             canonical: None,
+            added: Additions::default(),
         }
     }
 

@@ -32,12 +32,13 @@ impl Proxy {
             parts,
             body,
             handshake,
+            added,
             ..
         } = request;
         let body = IdleTimeout::new(body, self.body_idle_timeout);
         Forwarding {
             started: self.observer.timing().then(Instant::now),
-            sending: self.upstream.send(Request::from_parts(parts, body)),
+            sending: self.upstream.send(Request::from_parts(parts, body), added),
             handshake,
             tunnel: None,
             upstream_time: None,

@@ -15,6 +15,7 @@ use crate::domain::{headers, path};
 use crate::metrics::{RouteKind, StoreOp};
 use crate::store::{Loaded, SessionStore};
 use crate::upstream::{self, Forwarding};
+use crate::util::additions::Additions;
 
 impl Proxy {
     /// Scrub: refuses a request body framing other than `chunked`, removes
@@ -175,8 +176,8 @@ impl Proxy {
     }
 
     /// Inject: the session cookie out, the session and forwarding headers
-    /// in (once each), `Via`, and the target rewritten for the upstream
-    /// (origin form, canonical path, `Host`).
+    /// (once each) and `Via` added ([`Outgoing::added`]), and the target
+    /// rewritten for the upstream (origin form, canonical path, `Host`).
     #[inline]
     pub(super) fn inject(
         &self,
@@ -188,10 +189,12 @@ impl Proxy {
         let headers = &mut request.parts.headers;
         context.https = client.tls || upstream::forwarded_https(headers, client.trusted);
         self.cookie.strip(headers, ticket);
+        // Session headers, three forwarding headers and `Via`.
+        let mut added = Additions::with_capacity(self.session_headers.count() + 4);
         if let Some(current) = &context.session {
             let omissions = self
                 .session_headers
-                .inject(headers, &current.id, &current.data);
+                .inject(&mut added, &current.id, &current.data);
             if omissions.any() {
                 tracing::error!(
                     session = %self.cookie.signer().log_tag(&current.id),
@@ -206,8 +209,9 @@ impl Proxy {
             trusted: client.trusted,
             proto: if context.https { "https" } else { "http" },
         };
-        upstream::add_forwarding(headers, forwarding, request.host.as_ref());
-        self.respond.add_via(headers);
+        upstream::add_forwarding(headers, &mut added, forwarding, request.host.as_ref());
+        self.respond.add_via(&mut added);
+        request.added = added;
         let host = request.host.take();
         self.upstream.retarget(
             &mut request.parts,
@@ -221,9 +225,6 @@ impl Proxy {
     }
 }
 
-/// The host the client asked for: the Host header, or the HTTP/2 authority.
-/// `Err` when HTTP/1.1 has none or there are several.
-#[inline]
 /// A `Host` value that is one `host[:port]`: a valid authority without
 /// user info or a list separator.
 ///
@@ -247,6 +248,9 @@ fn is_one_host(value: &[u8]) -> bool {
         && http::uri::Authority::try_from(value).is_ok()
 }
 
+/// The host the client asked for: the Host header, or the HTTP/2 authority.
+/// `Err` when HTTP/1.1 has none or there are several.
+#[inline]
 fn requested_host(
     parts: &http::request::Parts,
     target: &http::Uri,

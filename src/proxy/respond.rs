@@ -14,6 +14,7 @@ use super::client::Client;
 use super::error::{Fault, ProxyError};
 use crate::domain::routes::Denial;
 use crate::upstream::ResponseBody;
+use crate::util::additions::AppendHeader;
 use crate::util::body::IdleTimeout;
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 cloakroom");
@@ -46,9 +47,9 @@ impl Responder {
 
     /// `Via` on a message the proxy forwards (request or response).
     #[inline]
-    pub fn add_via(&self, headers: &mut http::HeaderMap) {
+    pub fn add_via(&self, headers: &mut impl AppendHeader) {
         if self.via {
-            headers.append(header::VIA, VIA);
+            headers.append_header(header::VIA, VIA);
         }
     }
 

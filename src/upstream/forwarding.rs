@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderValue};
 
 use crate::domain::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::util::additions::AppendHeader;
 use crate::util::tokens;
 
 /// Facts about the client connection the forwarding headers are built from.
@@ -32,32 +33,38 @@ pub fn forwarded_https(headers: &HeaderMap, trusted: bool) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case(b"https"))
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the
-/// chain is extended and its proto/host kept; from anyone else (whose
-/// copies were scrubbed) they are set afresh.
-pub fn add_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>, host: Option<&HeaderValue>) {
-    let earlier: Vec<&str> = if fwd.trusted {
-        headers
+/// Adds `X-Forwarded-For`, `-Proto` and `-Host` to `added`. From a
+/// trusted proxy the chain is extended (its copy taken out of `headers`)
+/// and its proto and host kept; from anyone else (whose copies were
+/// scrubbed) they are set afresh.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    added: &mut impl AppendHeader,
+    fwd: Forwarding<'_>,
+    host: Option<&HeaderValue>,
+) {
+    let mut chain = fwd.peer.clone();
+    if fwd.trusted && headers.contains_key(X_FORWARDED_FOR) {
+        let earlier: Vec<&str> = headers
             .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let chain = match (earlier.is_empty(), fwd.peer.to_str()) {
-        (false, Ok(peer)) => HeaderValue::from_str(&format!("{}, {peer}", earlier.join(", "))).ok(),
-        _ => Some(fwd.peer.clone()),
-    };
-    if let Some(chain) = chain {
-        headers.insert(X_FORWARDED_FOR, chain);
+            .collect();
+        if let (false, Ok(peer)) = (earlier.is_empty(), fwd.peer.to_str()) {
+            if let Ok(extended) = HeaderValue::from_str(&format!("{}, {peer}", earlier.join(", ")))
+            {
+                chain = extended;
+            }
+        }
+        headers.remove(X_FORWARDED_FOR);
     }
+    added.append_header(X_FORWARDED_FOR, chain);
     if !(fwd.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+        added.append_header(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
     }
     if !(fwd.trusted && headers.contains_key(X_FORWARDED_HOST)) {
         if let Some(host) = host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
+            added.append_header(X_FORWARDED_HOST, host.clone());
         }
     }
 }
@@ -71,21 +78,30 @@ pub fn address_header(addr: IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::additions::Additions;
+
+    /// The request's headers as the upstream receives them.
+    fn forwarded(
+        mut headers: HeaderMap,
+        fwd: Forwarding<'_>,
+        host: Option<&HeaderValue>,
+    ) -> HeaderMap {
+        let mut added = Additions::default();
+        add_forwarding(&mut headers, &mut added, fwd, host);
+        added.append_to(&mut headers);
+        headers
+    }
 
     #[test]
     fn untrusted_peers_get_fresh_forwarding_headers() {
-        let mut headers = HeaderMap::new();
         let peer = HeaderValue::from_static("10.1.2.3");
         let fwd = Forwarding {
             peer: &peer,
             trusted: false,
             proto: "http",
         };
-        add_forwarding(
-            &mut headers,
-            fwd,
-            Some(&HeaderValue::from_static("app.example")),
-        );
+        let host = HeaderValue::from_static("app.example");
+        let headers = forwarded(HeaderMap::new(), fwd, Some(&host));
         assert_eq!(headers[X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "app.example");
@@ -102,9 +118,37 @@ mod tests {
             trusted: true,
             proto: "http",
         };
-        add_forwarding(&mut headers, fwd, None);
-        assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1, 10.0.0.1");
+        let host = HeaderValue::from_static("app.example");
+        let headers = forwarded(headers, fwd, Some(&host));
+        let chain: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(chain, ["1.1.1.1, 10.0.0.1"]);
+        let proto: Vec<_> = headers.get_all(X_FORWARDED_PROTO).iter().collect();
+        assert_eq!(proto, ["https"]);
+        assert_eq!(headers[X_FORWARDED_HOST], "app.example");
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_in_several_fields_becomes_one() {
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("public.example"));
+        let peer = HeaderValue::from_static("10.0.0.1");
+        let fwd = Forwarding {
+            peer: &peer,
+            trusted: true,
+            proto: "https",
+        };
+        let host = HeaderValue::from_static("app.example");
+        let headers = forwarded(headers, fwd, Some(&host));
+        let chain: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(chain, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
         assert_eq!(headers[X_FORWARDED_PROTO], "https");
+        let hosts: Vec<_> = headers.get_all(X_FORWARDED_HOST).iter().collect();
+        assert_eq!(hosts, ["public.example"]);
     }
 
     #[test]

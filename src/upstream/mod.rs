@@ -29,6 +29,7 @@ use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio_rustls::TlsConnector;
 
+use crate::util::additions::Additions;
 use crate::util::body::{ClientBody, IdleTimeout};
 use settings::UpstreamSettings;
 
@@ -141,7 +142,8 @@ impl Upstream {
         Ok(())
     }
 
-    /// Sends `request` and returns the response once its head has arrived.
+    /// Sends `request`, with the headers `added` after its own, and
+    /// returns the response once its head has arrived.
     ///
     /// Not an `async fn`: the request is consumed here, before the future
     /// is made (encoded into a head for a direct exchange, boxed with the
@@ -150,18 +152,22 @@ impl Upstream {
     /// built) holds one small exchange and no copy of the request.
     pub fn send(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
+        added: Additions,
     ) -> Sending<
         impl Future<Output = DirectResult> + Send + '_,
         impl Future<Output = PooledResult> + Send + '_,
     > {
         let exchange = match &self.direct {
             Some(pool) if direct::eligible(&request) => Exchange::Direct {
-                future: pool.send(direct::Head::encode(&request)),
+                future: pool.send(direct::Head::encode(&request, &added)),
             },
-            _ => Exchange::Pooled {
-                future: Box::pin(self.pool.send(chunk_unsized_body(request))),
-            },
+            _ => {
+                added.append_to(request.headers_mut());
+                Exchange::Pooled {
+                    future: Box::pin(self.pool.send(chunk_unsized_body(request))),
+                }
+            }
         };
         // From the coarse clock (no clock read per request): the timeout
         // may end up to one tick (20 ms) early.

@@ -1,6 +1,7 @@
 //! Small utilities the layers above share: bodies in flight, a coarse
 //! clock, the worker index, dates.
 
+pub mod additions;
 pub mod base64_256;
 pub mod body;
 pub mod coarse_clock;

@@ -70,6 +70,22 @@ async fn forwarding_headers_from_a_trusted_proxy_are_extended() {
     assert_eq!(seen.all("x-forwarded-host"), ["evil"]);
     assert_eq!(seen.header("x-real-ip"), Some("1.2.3.4"));
 
+    // A chain in two fields becomes one, on a GET and on a POST alike.
+    for request in [
+        bare().get(proxy.url("/")),
+        bare().post(proxy.url("/echo")).body("x"),
+    ] {
+        request
+            .header("X-Forwarded-For", "1.2.3.4")
+            .header("X-Forwarded-For", "5.6.7.8")
+            .send()
+            .await
+            .unwrap();
+        let seen = upstream.last();
+        assert_eq!(seen.all("x-forwarded-for"), ["1.2.3.4, 5.6.7.8, 127.0.0.1"]);
+        assert_eq!(seen.all("x-forwarded-proto"), ["http"]);
+    }
+
     bare().get(proxy.url("/")).send().await.unwrap();
     let seen = upstream.last();
     assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"], "chain starts");
@@ -133,6 +149,19 @@ async fn via_is_added_both_ways_only_when_enabled() {
         .collect();
     assert_eq!(via, ["1.1 cloakroom"]);
     assert_eq!(upstream.last().all("via"), ["1.1 cloakroom"]);
+
+    // A request that came through another proxy: the list is extended,
+    // ours last, on a GET and on a POST alike (each client of the
+    // upstream writes the headers the proxy adds).
+    for request in [
+        bare().get(proxy.url("/")),
+        bare().post(proxy.url("/echo")).body("x"),
+    ] {
+        request.header("Via", "1.1 edge").send().await.unwrap();
+        let seen = upstream.last();
+        assert_eq!(seen.all("via"), ["1.1 edge", "1.1 cloakroom"]);
+        assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"]);
+    }
 }
 
 #[tokio::test]

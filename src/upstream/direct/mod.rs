@@ -42,6 +42,7 @@ use super::endpoint::Endpoint;
 use super::error::ExchangeError;
 use super::idle::IdleLists;
 use super::UpstreamBody;
+use crate::util::additions::Additions;
 
 pub use body::DirectBody;
 use response::exchange;
@@ -159,20 +160,22 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn encode(request: &Request<UpstreamBody>) -> Self {
+    /// The request's head, with the headers `added` after its own.
+    pub fn encode(request: &Request<UpstreamBody>, added: &Additions) -> Self {
         let target = request
             .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .as_bytes();
-        let mut out = Vec::with_capacity(256 + request.headers().len() * 48);
+        let fields = request.headers().len() + added.len();
+        let mut out = Vec::with_capacity(256 + fields * 48);
         out.extend_from_slice(request.method().as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(target);
         out.extend_from_slice(b" HTTP/1.1\r\n");
         // Names and values are valid by construction: no CR, LF or other
         // control byte can be in them.
-        for (name, value) in request.headers() {
+        for (name, value) in request.headers().iter().chain(added.iter()) {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
