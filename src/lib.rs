@@ -18,7 +18,7 @@
 //! | 3 | `proxy` | one request: the phases over a per-request context, the user index kept around the commit (limits, `destroy-all`) and the admin operations, forward-auth answers, every response the proxy writes itself, request errors and their statuses, the access line and metrics of each request |
 //! | 2 | `upstream`, [`store`] | the upstream clients (direct and hyper's), framing, forwarding headers; the session store trait, its conformance suite, the memory and Redis stores and their user index |
 //! | 1 | `domain`, `tls`, `metrics` | sessions and `Set-Session`, the cookie and its signature, routes, paths, header names and scrubbing, the secret newtype; certificates, the acceptor, reloads, the upstream TLS client; the exported metrics |
-//! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads |
+//! | 0 | `util` | bodies in flight, the coarse clock, the worker index, dates, header lists, parsed heads, the headers added to a request |
 //!
 //! Test-only modules (`tests.rs`, `tests/`) sit outside the layers.
 //!
