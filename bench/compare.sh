@@ -61,15 +61,6 @@ require_tools() {
     fi
 }
 
-free_port() {
-    local port tries
-    for ((tries = 0; tries < 100; tries++)); do
-        port=$((20000 + RANDOM % 20000))
-        port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
-    done
-    die "found no free port for redis-server"
-}
-
 # The upstream, the redis-server (STORE=redis) and the configuration both
 # binaries run with.
 start_shared() {
@@ -88,12 +79,7 @@ start_shared() {
     else
         store='kind = "memory"'
     fi
-    awk -v listen="$CLOAKROOM_ADDR" -v upstream="http://$UPSTREAM_ADDR" -v store="$store" '
-        /^\[/ { table = $0; print; if (table == "[store]") print store; next }
-        table == "[store]" { next }
-        table == "[server]" && /^listen = / { print "listen = \"" listen "\""; next }
-        table == "[upstream]" && /^url = / { print "url = \"" upstream "\""; next }
-        { print }' "$BENCH_DIR/proxy.bench.toml" >"$RUN_DIR/proxy.compare.toml"
+    bench_config "$CLOAKROOM_ADDR" "http://$UPSTREAM_ADDR" "$store" "$RUN_DIR/proxy.compare.toml"
 }
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system clock ticks

@@ -55,15 +55,6 @@ require_tools() {
         die "needs $REDIS_SERVER (Debian's redis-server) for STORE=redis"
 }
 
-free_port() {
-    local port tries
-    for ((tries = 0; tries < 100; tries++)); do
-        port=$((20000 + RANDOM % 20000))
-        port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
-    done
-    die "found no free port for redis-server"
-}
-
 start_upstream() {
     require_free_port "$UPSTREAM_ADDR"
     "$TARGET_DIR/release/examples/bench_upstream" "$UPSTREAM_ADDR" >"$RUN_DIR/upstream.log" 2>&1 &
@@ -89,12 +80,7 @@ start_cloakroom() {
     else
         store=$(printf 'kind = "memory"\nmax_sessions = %s' $((SESSIONS + SESSIONS / 4 + 1024)))
     fi
-    awk -v listen="$CLOAKROOM_ADDR" -v upstream="http://$UPSTREAM_ADDR" -v store="$store" '
-        /^\[/ { table = $0; print; if (table == "[store]") print store; next }
-        table == "[store]" { next }
-        table == "[server]" && /^listen = / { print "listen = \"" listen "\""; next }
-        table == "[upstream]" && /^url = / { print "url = \"" upstream "\""; next }
-        { print }' "$BENCH_DIR/proxy.bench.toml" >"$config"
+    bench_config "$CLOAKROOM_ADDR" "http://$UPSTREAM_ADDR" "$store" "$config"
     printf '\n[ops]\nlisten = "%s"\n' "$OPS_ADDR" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$config" >"$RUN_DIR/cloakroom.log" 2>&1 &

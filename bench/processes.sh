@@ -1,9 +1,11 @@
-# Sourced by the bench scripts (bench/run.sh, footprint.sh, locality.sh):
-# messages, the processes a script starts, waits for and stops, and the
+# Sourced by the bench scripts (bench/run.sh, footprint.sh, locality.sh,
+# compare.sh): messages, the processes a script starts, waits for and
+# stops, free ports, the bench config on a script's own addresses, and the
 # logins that make its sessions. The script sets SCRIPT (its name, for
 # messages), RUN_DIR (where each process's log is, as NAME.log),
-# `declare -A PID=()` (what it started: name -> PID), and for make_logins
-# BENCH_DIR, THREADS and CONNECTIONS, before it calls these.
+# `declare -A PID=()` (what it started: name -> PID), BENCH_DIR (for
+# bench_config and make_logins), and for make_logins THREADS and
+# CONNECTIONS, before it calls these.
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -27,6 +29,29 @@ wait_for_port() { # name address
     log "$name did not start listening on $addr; the end of its log:"
     tail -n 20 "$RUN_DIR/$name.log" >&2 || true
     die "$name failed to start"
+}
+
+# A free port on 127.0.0.1, probed at random away from the fixed ones.
+free_port() {
+    local port tries
+    for ((tries = 0; tries < 100; tries++)); do
+        port=$((20000 + RANDOM % 20000))
+        port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
+    done
+    die "found no free port"
+}
+
+# bench/proxy.bench.toml (in BENCH_DIR) listening on LISTEN, in front of
+# UPSTREAM (a URL), its [store] table's contents replaced by STORE (lines
+# of TOML), written to OUT.
+bench_config() { # listen upstream store out
+    awk -v listen="$1" -v upstream="$2" -v store="$3" '
+        /^\[/ { table = $0; print; if (table == "[store]") print store; next }
+        table == "[store]" { next }
+        table == "[server]" && /^listen = / { print "listen = \"" listen "\""; next }
+        table == "[upstream]" && /^url = / { print "url = \"" upstream "\""; next }
+        { print }' "$BENCH_DIR/proxy.bench.toml" >"$4"
+    grep -q "^listen = \"$1\"" "$4" || die "could not set server.listen in $4"
 }
 
 # SIGTERM to everything started, SIGKILL to what is still there 5 s later.

@@ -423,16 +423,6 @@ start_cloakroom_idle() {
     wait_for_port cloakroom-idle "$CLOAKROOM_IDLE_ADDR"
 }
 
-# A free port on 127.0.0.1, probed at random away from the fixed ones.
-free_port() {
-    local port tries
-    for ((tries = 0; tries < 100; tries++)); do
-        port=$((20000 + RANDOM % 20000))
-        port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
-    done
-    die "found no free port for redis-server"
-}
-
 # A redis-server of our own: no persistence, files in the run directory.
 start_redis() { # name (redis, redis-mid, redis-scale)
     local name=$1 addr
