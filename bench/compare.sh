@@ -105,8 +105,10 @@ load() { # seconds output
 run() { # binary label
     local binary=$1 label=$2 before after requests errors
     require_free_port "$CLOAKROOM_ADDR"
+    # The running binary's log is cloakroom.log (what wait_for_port shows
+    # if it fails to start), kept as cloakroom-LABEL.log once it stops.
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$binary" --config "$RUN_DIR/proxy.compare.toml" \
-        >"$RUN_DIR/cloakroom-$label.log" 2>&1 &
+        >"$RUN_DIR/cloakroom.log" 2>&1 &
     PID[cloakroom]=$!
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
     if [[ $SCENARIO != anonymous ]]; then
@@ -119,6 +121,7 @@ run() { # binary label
     kill -TERM "${PID[cloakroom]}" 2>/dev/null || true
     wait "${PID[cloakroom]}" 2>/dev/null || true
     unset 'PID[cloakroom]'
+    mv "$RUN_DIR/cloakroom.log" "$RUN_DIR/cloakroom-$label.log"
     [[ $STORE != redis ]] || "$REDIS_CLI" -p "$REDIS_PORT" FLUSHALL >/dev/null
     requests=$(sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p' "$RUN_DIR/load-$label.txt")
     errors=$(sed -n 's/^BENCH .*socket_errors=\([0-9]*\) status_errors=\([0-9]*\).*/\1 \2/p' "$RUN_DIR/load-$label.txt")
