@@ -1,4 +1,4 @@
-//! The HTTP/1 front (src/http1) over raw sockets: pipelined requests, the
+//! The HTTP/1 front (src/edge/http1) over raw sockets: pipelined requests, the
 //! hand-over to hyper in the middle of a connection, body framing that
 //! must never be read past, `Connection: close`, and the graceful drain of
 //! idle and busy connections.

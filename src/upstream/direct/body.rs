@@ -131,7 +131,7 @@ pub(super) fn take_line(
     Ok(Some(line.slice(..at - 1)))
 }
 
-/// The body of a simple exchange, read off its connection as it is polled.
+/// The body of a direct exchange, read off its connection as it is polled.
 /// The connection returns to the pool once the body is complete (and the
 /// response allowed it); dropped half-read, it is closed.
 pub struct DirectBody {
