@@ -20,8 +20,9 @@
 # replaced with STORE's), SESSIONS logins make the sessions (GET /login),
 # WARMUP seconds of load, then SECONDS_EACH seconds measured: requests/s,
 # and CPU per request from /proc (Cloakroom's, plus redis-server's with
-# STORE=redis). Prints a Markdown table on stdout (per round and medians,
-# new ÷ old); progress goes to stderr; logs stay in bench/results/compare/.
+# STORE=redis). Prints a Markdown table on stdout (per round, medians and
+# their 95% intervals, new ÷ old); progress goes to stderr; logs stay in
+# bench/results/compare/.
 set -euo pipefail
 
 STORE=${STORE:-memory}                # memory or redis
@@ -49,6 +50,8 @@ declare -A PID=() # what this script started: name -> PID
 SCRIPT=compare.sh
 # shellcheck source=bench/processes.sh
 . "$BENCH_DIR/processes.sh"
+# shellcheck source=bench/stats.sh
+. "$BENCH_DIR/stats.sh"
 
 require_tools() {
     local tool
@@ -131,8 +134,6 @@ run() { # binary label
         'BEGIN { printf "%d %.0f\n", r / s, t * 1e9 / hz / r }')
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 main() {
     [[ -n ${OLD:-} && -n ${NEW:-} ]] || die "set OLD and NEW to the two cloakroom binaries"
     [[ -x $OLD ]] || die "OLD ($OLD) is not an executable"
@@ -186,7 +187,8 @@ Compare: OLD=$OLD, NEW=$NEW; $SCENARIO, $STORE store$([[ $SCENARIO == anonymous 
 
 | round | old req/s | new req/s | rate new ÷ old | old CPU µs/req | new CPU µs/req | CPU new ÷ old |
 |---:|---:|---:|---:|---:|---:|---:|
-${rows}| median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median) |
+${rows}| median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median_of) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median_of) |
+| 95% interval of the median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median_interval) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median_interval) |
 EOF
 }
 

@@ -13,8 +13,8 @@
 #   STORE=redis bench/locality.sh            # Redis store, its cache with room for all
 #   SESSIONS=100000 REPS=9 bench/locality.sh
 #
-# Prints a Markdown table on stdout (per repetition and medians: the rate
-# and Cloakroom's CPU per request, all ÷ hot); progress goes to stderr; the
+# Prints a Markdown table on stdout (per repetition, medians and their 95%
+# intervals: the rate and Cloakroom's CPU per request, all ÷ hot); progress goes to stderr; the
 # logs and the config of the last run stay in bench/results/locality/.
 set -euo pipefail
 
@@ -43,6 +43,8 @@ declare -A PID=() # what this script started: name -> PID
 SCRIPT=locality.sh
 # shellcheck source=bench/processes.sh
 . "$BENCH_DIR/processes.sh"
+# shellcheck source=bench/stats.sh
+. "$BENCH_DIR/stats.sh"
 
 stop_everything() { stop_started; }
 
@@ -117,8 +119,6 @@ phase() { # cookie-file seconds
 
 metric() { curl -sS "http://$OPS_ADDR/metrics" | awk -v name="$1" '$1 == name { print $2 }'; }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 main() {
     [[ $STORE == memory || $STORE == redis ]] || die "STORE must be memory or redis, not '$STORE'"
     local name
@@ -181,7 +181,8 @@ Locality, commit $commit (working tree as built): $STORE store holding $SESSIONS
 
 | rep | hot req/s | all req/s | rate all ÷ hot | hot CPU µs/req | all CPU µs/req | CPU all ÷ hot |
 |---:|---:|---:|---:|---:|---:|---:|
-${rows}| median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median) |
+${rows}| median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median_of) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median_of) |
+| 95% interval of the median | | | $(awk '{ print $1 }' "$RUN_DIR/ratios" | median_interval) | | | $(awk '{ print $2 }' "$RUN_DIR/ratios" | median_interval) |
 EOF
 }
 

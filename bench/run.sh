@@ -123,6 +123,8 @@ TLS_CHECK="not run (no TLS scenario)"
 SCRIPT=run.sh
 # shellcheck source=bench/processes.sh
 . "$BENCH_DIR/processes.sh"
+# shellcheck source=bench/stats.sh
+. "$BENCH_DIR/stats.sh"
 
 # --- tools ---------------------------------------------------------------
 
@@ -891,41 +893,39 @@ load_line() {
 }
 
 # The req/s ratio of each repetition (the two targets of one repetition ran
-# one after the other, so they saw the same machine), and their median:
-# "r1 r2 ...|median", or "n/a|n/a".
+# one after the other, so they saw the same machine), their median, and the
+# interval that holds the true median with 95% confidence (median_interval,
+# bench/stats.sh): "r1 r2 ...|median|interval", or "n/a|n/a|n/a".
 rep_ratios() { # scenario numerator denominator
-    awk -F'\t' -v s="$1" -v a="$2" -v b="$3" '
+    local ratios
+    ratios=$(awk -F'\t' -v s="$1" -v a="$2" -v b="$3" '
         $1 == s && $2 == a { num[$3] = $4 }
         $1 == s && $2 == b { den[$3] = $4 }
         END {
-            for (r = 1; (r in num) || (r in den); r++) {
-                if (!(r in num) || !(r in den) || den[r] <= 0) continue
-                v[++n] = num[r] / den[r]
-                list = list sep sprintf("%.2f", v[n]); sep = " "
-            }
-            if (n == 0) { print "n/a|n/a"; exit }
-            for (i = 2; i <= n; i++) {
-                x = v[i]
-                for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]
-                v[j + 1] = x
-            }
-            printf "%s|%.2f\n", list, n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }' "$RAW"
+            for (r = 1; (r in num) || (r in den); r++)
+                if ((r in num) && (r in den) && den[r] > 0) print num[r] / den[r]
+        }' "$RAW")
+    if [[ -z $ratios ]]; then
+        echo "n/a|n/a|n/a"
+        return
+    fi
+    printf '%s|%s|%s\n' "$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' <<<"$ratios")" \
+        "$(median_of 2 <<<"$ratios")" "$(median_interval 2 <<<"$ratios")"
 }
 
 ratio_table() { # proxy baseline scenario...
-    local proxy=$1 base=$2 scenario per_rep
+    local proxy=$1 base=$2 scenario list middle interval
     shift 2
     cat <<EOF
 
-| scenario | req/s, $proxy / $base | per repetition | their median | CPU per request, $proxy / $base |
-|---|---:|---|---:|---:|
+| scenario | req/s, $proxy / $base | per repetition | their median | 95% interval of that median | CPU per request, $proxy / $base |
+|---|---:|---|---:|---:|---:|
 EOF
     for scenario in "$@"; do
-        per_rep=$(rep_ratios "$scenario" "$proxy" "$base")
-        printf '| %s | %s | %s | %s | %s |\n' "$scenario" \
+        IFS='|' read -r list middle interval <<<"$(rep_ratios "$scenario" "$proxy" "$base")"
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" \
             "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" "$base" 4)")" \
-            "${per_rep%|*}" "${per_rep#*|}" \
+            "$list" "$middle" "$interval" \
             "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" "$base" 6)")"
     done
 }

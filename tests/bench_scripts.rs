@@ -1,0 +1,90 @@
+//! The benchmark scripts' own logic, checked where it can be without a
+//! benchmark: every script under `bench/` parses as bash, and the
+//! statistics the reports rest on (`bench/stats.sh`: the median of a list,
+//! and the interval that holds the true median with 95% confidence) give
+//! the values worked out by hand.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `script` in bash from the repository root, with `bench/stats.sh`
+/// sourced, and returns what it printed.
+fn with_stats(script: &str) -> String {
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!(". bench/stats.sh\n{script}"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "bash failed on {script:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("the output is text")
+}
+
+#[test]
+fn every_bench_script_parses() {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    let mut scripts: Vec<_> = std::fs::read_dir(&bench)
+        .expect("bench/ is there")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 8, "bench scripts found: {scripts:?}");
+    for script in scripts {
+        let status = Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .expect("bash runs");
+        assert!(status.success(), "{} does not parse", script.display());
+    }
+}
+
+#[test]
+fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+    assert_eq!(with_stats("printf '3\\n1\\n2\\n' | median_of"), "2.000\n");
+    assert_eq!(
+        with_stats("printf '0.9\\n1.1\\n1.0\\n0.8\\n' | median_of 2"),
+        "0.95\n"
+    );
+    // Numbers sort as numbers, not as text.
+    assert_eq!(with_stats("printf '10\\n9\\n100\\n' | median_of 0"), "10\n");
+    assert_eq!(with_stats("printf '' | median_of"), "n/a\n");
+}
+
+#[test]
+fn the_interval_of_fifteen_is_the_fourth_smallest_to_the_fourth_largest() {
+    // P(Bin(15, 1/2) <= 3) = 0.0176, twice that 3.5%: within 5%. With the
+    // fifth it would be 2 x 0.0592 = 11.8%: too wide a risk.
+    assert_eq!(with_stats("seq 15 -1 1 | median_interval 0"), "4-12\n");
+    // The repetitions' ratios of a real run (session writes with Redis on
+    // a CPU of its own), in the order they came.
+    let ratios = "0.69 0.75 0.73 0.70 0.71 0.62 0.71 0.62 0.73 0.73 0.71 0.79 0.77 0.73 0.65";
+    assert_eq!(
+        with_stats(&format!("printf '%s\\n' {ratios} | median_interval 2")),
+        "0.69-0.73\n"
+    );
+}
+
+#[test]
+fn few_numbers_give_their_extremes_with_the_confidence_they_have() {
+    // Six: the extremes miss the median with probability 2/64, 3.1%.
+    assert_eq!(with_stats("seq 6 | median_interval 0"), "1-6\n");
+    // Five: 2/32 = 6.25%, so the confidence is said: 93.8%.
+    assert_eq!(with_stats("seq 5 | median_interval 0"), "1-5 (93.8%)\n");
+    assert_eq!(with_stats("seq 3 | median_interval 0"), "1-3 (75.0%)\n");
+    // One number brackets nothing.
+    assert_eq!(with_stats("echo 1 | median_interval"), "n/a\n");
+    assert_eq!(with_stats("printf '' | median_interval"), "n/a\n");
+}
+
+#[test]
+fn the_interval_of_a_hundred_is_narrower_than_the_extremes() {
+    // P(Bin(100, 1/2) <= 39) = 0.0176 and <= 40 is 0.0284: the 40th
+    // smallest and the 40th largest (61st), for 96.5%.
+    assert_eq!(with_stats("seq 100 | median_interval 0"), "40-61\n");
+}
