@@ -892,19 +892,14 @@ load_line() {
     echo "${line#; }"
 }
 
-# The req/s ratio of each repetition (the two targets of one repetition ran
-# one after the other, so they saw the same machine), their median, and the
-# interval that holds the true median with 95% confidence (median_interval,
-# bench/stats.sh): "r1 r2 ...|median|interval", or "n/a|n/a|n/a".
-rep_ratios() { # scenario numerator denominator
+# The ratio of each repetition (the two targets of one repetition ran one
+# after the other, so they saw the same machine) in one column of $RAW (4:
+# req/s, 6: CPU per request), their median, and the interval that holds the
+# true median with 95% confidence (median_interval, bench/stats.sh):
+# "r1 r2 ...|median|interval", or "n/a|n/a|n/a".
+rep_ratios() { # scenario numerator denominator column
     local ratios
-    ratios=$(awk -F'\t' -v s="$1" -v a="$2" -v b="$3" '
-        $1 == s && $2 == a { num[$3] = $4 }
-        $1 == s && $2 == b { den[$3] = $4 }
-        END {
-            for (r = 1; (r in num) || (r in den); r++)
-                if ((r in num) && (r in den) && den[r] > 0) print num[r] / den[r]
-        }' "$RAW")
+    ratios=$(paired_ratios "$@" <"$RAW")
     if [[ -z $ratios ]]; then
         echo "n/a|n/a|n/a"
         return
@@ -914,19 +909,21 @@ rep_ratios() { # scenario numerator denominator
 }
 
 ratio_table() { # proxy baseline scenario...
-    local proxy=$1 base=$2 scenario list middle interval
+    local proxy=$1 base=$2 scenario list middle interval cpu_middle cpu_interval
     shift 2
     cat <<EOF
 
-| scenario | req/s, $proxy / $base | per repetition | their median | 95% interval of that median | CPU per request, $proxy / $base |
-|---|---:|---|---:|---:|---:|
+| scenario | req/s, $proxy / $base | per repetition | their median | 95% interval of that median | CPU per request, $proxy / $base | CPU per repetition: median [95% interval] |
+|---|---:|---|---:|---:|---:|---:|
 EOF
     for scenario in "$@"; do
-        IFS='|' read -r list middle interval <<<"$(rep_ratios "$scenario" "$proxy" "$base")"
-        printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" \
+        IFS='|' read -r list middle interval <<<"$(rep_ratios "$scenario" "$proxy" "$base" 4)"
+        IFS='|' read -r _ cpu_middle cpu_interval <<<"$(rep_ratios "$scenario" "$proxy" "$base" 6)"
+        printf '| %s | %s | %s | %s | %s | %s | %s [%s] |\n' "$scenario" \
             "$(ratio "$(median "$scenario" "$proxy" 4)" "$(median "$scenario" "$base" 4)")" \
             "$list" "$middle" "$interval" \
-            "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" "$base" 6)")"
+            "$(ratio "$(median "$scenario" "$proxy" 6)" "$(median "$scenario" "$base" 6)")" \
+            "$cpu_middle" "$cpu_interval"
     done
 }
 

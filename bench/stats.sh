@@ -1,6 +1,7 @@
 # Sourced by the bench scripts that report medians (bench/run.sh,
-# compare.sh, locality.sh): the median of a list of numbers, and an interval
-# that says how far to trust it.
+# compare.sh, locality.sh): the median of a list of numbers, an interval
+# that says how far to trust it, and the paired per-repetition ratios such
+# medians are taken of.
 
 # The median of the numbers on standard input (one per line), with
 # `decimals` decimals (3 unless given); "n/a" when there are none.
@@ -42,5 +43,21 @@ median_interval() { # [decimals]
             printf "%.*f-%.*f", d, v[k], d, v[n - k + 1]
             if (2 * below > 0.05) printf " (%.1f%%)", 100 * (1 - 2 * below)
             printf "\n"
+        }'
+}
+
+# The ratios, one per line in repetition order, of two targets' figures in
+# each repetition both ran: standard input is a run's raw.tsv (scenario,
+# target, repetition, then the figures; bench/run.sh), `column` the figure
+# (4: req/s, 6: CPU per request). A repetition where either figure is
+# missing, "n/a", or the denominator is 0 gives none.
+paired_ratios() { # scenario numerator denominator column
+    awk -F'\t' -v s="$1" -v a="$2" -v b="$3" -v c="$4" '
+        $1 == s && ($2 == a || $2 == b) && $3 + 0 > last + 0 { last = $3 + 0 }
+        $1 == s && $2 == a && $c != "n/a" { num[$3] = $c }
+        $1 == s && $2 == b && $c != "n/a" { den[$3] = $c }
+        END {
+            for (r = 1; r <= last; r++)
+                if ((r in num) && (r in den) && den[r] > 0) print num[r] / den[r]
         }'
 }

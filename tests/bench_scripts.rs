@@ -1,8 +1,9 @@
 //! The benchmark scripts' own logic, checked where it can be without a
 //! benchmark: every script under `bench/` parses as bash, and the
 //! statistics the reports rest on (`bench/stats.sh`: the median of a list,
-//! and the interval that holds the true median with 95% confidence) give
-//! the values worked out by hand.
+//! the interval that holds the true median with 95% confidence, and the
+//! per-repetition ratios of two targets) give the values worked out by
+//! hand.
 
 use std::path::Path;
 use std::process::Command;
@@ -87,4 +88,32 @@ fn the_interval_of_a_hundred_is_narrower_than_the_extremes() {
     // P(Bin(100, 1/2) <= 39) = 0.0176 and <= 40 is 0.0284: the 40th
     // smallest and the 40th largest (61st), for 96.5%.
     assert_eq!(with_stats("seq 100 | median_interval 0"), "40-61\n");
+}
+
+#[test]
+fn ratios_pair_the_two_targets_of_each_repetition() {
+    // A run's raw.tsv: scenario, target, repetition, req/s, p99, CPU per
+    // request, errors, other load, user CPU. Repetition 2 has no nginx
+    // line, repetition 3 no CPU figure for Cloakroom, and another
+    // scenario's lines must not be mixed in.
+    let raw = [
+        "session-read\tnginx\t1\t50000\t3000\t18.00\t0\t0.01\t4.0",
+        "session-read\tcloakroom\t1\t49000\t3100\t18.90\t0\t0.01\t5.0",
+        "session-write\tnginx\t1\t10000\t3000\t90.00\t0\t0.01\t4.0",
+        "session-read\tcloakroom\t2\t70000\t3100\t10.00\t0\t0.01\t5.0",
+        "session-read\tnginx\t3\t40000\t3000\t20.00\t0\t0.01\t4.0",
+        "session-read\tcloakroom\t3\t44000\t3100\tn/a\t0\t0.01\t5.0",
+        "session-read\tnginx\t4\t50000\t3000\t16.00\t0\t0.01\t4.0",
+        "session-read\tcloakroom\t4\t51000\t3100\t15.20\t0\t0.01\t5.0",
+    ]
+    .join("\n");
+    let pairs = |column: u8| {
+        with_stats(&format!(
+            "printf '%s\\n' '{raw}' | paired_ratios session-read cloakroom nginx {column}"
+        ))
+    };
+    // req/s: repetitions 1, 3 and 4, in order.
+    assert_eq!(pairs(4), "0.98\n1.1\n1.02\n");
+    // CPU per request: repetition 3 has none.
+    assert_eq!(pairs(6), "1.05\n0.95\n");
 }
