@@ -35,6 +35,19 @@ const MAX_ID_LEN: usize = 128;
 /// Random bytes in an id the proxy makes.
 pub const ID_BYTES: usize = 32;
 
+/// The bytes an id may hold, by value: ASCII letters and digits, `-`, `_`
+/// and `.`.
+static ID_CHARACTERS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < table.len() {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        byte += 1;
+    }
+    table
+};
+
 /// A session id: URL-safe base64 characters (and `.`, which custom
 /// express-session id generators use) only, so it can never break a header,
 /// a cookie or a Redis key.
@@ -71,11 +84,15 @@ impl SessionId {
     /// Accepts an id in the shape the proxy (or express-session) issues.
     /// Callers must only pass ids whose signature has been verified.
     pub fn parse(text: &str) -> Option<Self> {
+        // Every byte looked up, none branched on: an id's characters are
+        // random, so a test per class (digit, letter, other) would mispredict
+        // on about every third byte, which cost more than the rest of reading
+        // the cookie.
         let ok = !text.is_empty()
             && text.len() <= MAX_ID_LEN
             && text
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                .fold(true, |ok, b| ok & ID_CHARACTERS[usize::from(b)]);
         ok.then(|| Self(text.into()))
     }
 
@@ -245,6 +262,14 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?}");
         }
         assert!(SessionId::parse("tXGk0a3TLJ5B8Hqz-1yjG8ZKhaD6YUHj").is_some());
+        // Every ASCII character, one by one, and in the middle of an id.
+        for b in 0..=127u8 {
+            let allowed = b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+            let alone = char::from(b).to_string();
+            let inside = format!("ab{alone}cd");
+            assert_eq!(SessionId::parse(&alone).is_some(), allowed, "{b:#04x}");
+            assert_eq!(SessionId::parse(&inside).is_some(), allowed, "{b:#04x}");
+        }
     }
 
     #[test]
