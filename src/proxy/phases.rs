@@ -9,7 +9,7 @@ use super::context::{Context, Current, Outgoing, SessionOutcome};
 use super::error::ProxyError;
 use super::upgrade;
 use super::Proxy;
-use crate::domain::cookie::{Candidate, Ticket};
+use crate::domain::cookie::{Candidate, Candidates, Ticket};
 use crate::domain::routes;
 use crate::domain::{headers, path};
 use crate::metrics::{RouteKind, StoreOp};
@@ -80,7 +80,7 @@ impl Proxy {
     #[inline]
     pub(super) async fn load(
         &self,
-        candidates: Vec<Candidate>,
+        candidates: Candidates,
         context: &mut Context<'_>,
     ) -> Result<(), ProxyError> {
         let mut found: Option<Current> = None;

@@ -15,11 +15,13 @@
 pub mod settings;
 pub mod signing;
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::time::OffsetDateTime;
 use cookie::Cookie;
 use http::header::{self, HeaderMap, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::domain::session::SessionId;
 use crate::util::date;
@@ -38,11 +40,15 @@ pub struct Candidate {
     pub signature: Option<Signature>,
 }
 
+/// A request's verified ids: held inline for the usual one cookie, so that
+/// reading it allocates nothing but the id.
+pub type Candidates = SmallVec<[Candidate; 1]>;
+
 /// What the request's cookies claim.
 #[derive(Debug, Default)]
 pub struct Ticket {
     /// Distinct verified ids, in order of appearance.
-    pub candidates: Vec<Candidate>,
+    pub candidates: Candidates,
     /// A cookie with our name had a signature none of our secrets made.
     pub forged: bool,
     /// At least one cookie with our name was present.
@@ -265,7 +271,8 @@ impl SessionCookie {
         let max_age = match lifetime {
             Some(lifetime) => {
                 out.push_str(&rendered.path_and_domain);
-                out.push_str(&format!("; Max-Age={}", lifetime.as_secs()));
+                // Writing into a `String` cannot fail.
+                let _ = write!(out, "; Max-Age={}", lifetime.as_secs());
                 Some(lifetime)
             }
             None => {
@@ -286,7 +293,11 @@ impl SessionCookie {
         }
         // Name, path and domain were validated at start-up and the value is
         // percent-encoded ASCII, so the header is always valid. The text
-        // becomes the header's bytes as it is, without a copy.
+        // becomes the header's bytes as it is, without a copy; trimmed to
+        // its length first (in place: the allocator keeps a block that
+        // shrinks by less than half), since `Bytes` takes a buffer with
+        // spare room only with a second allocation to track it.
+        out.shrink_to_fit();
         HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
             .unwrap_or_else(|_| HeaderValue::from_static(""))
     }

@@ -184,8 +184,9 @@ pub fn plan(
     if ops.is_empty() {
         return Ok(Plan::Keep);
     }
-    if let Some(planned) =
-        current.and_then(|current| plan_on_text(current, ops, max_bytes, rotate_on))
+    if let Some(planned) = current
+        .and_then(SessionData::text_only)
+        .and_then(|text| plan_on_text(text, ops, max_bytes, rotate_on))
     {
         return planned;
     }
@@ -243,16 +244,16 @@ pub fn plan(
     }
 }
 
-/// [`plan`] for the common write, on the session's text alone (see
-/// [`text_patch`]): patches, and `remember=`, on a session kept as text,
-/// none naming the identity key. `None`: the map path decides.
-fn plan_on_text(
-    current: &SessionData,
+/// [`plan`] for the common write, on the text of a session kept as text
+/// (see [`text_patch`]): patches, and `remember=`, none naming the
+/// identity key. `None`: the map path decides. A store that keeps the text
+/// calls it on its own bytes first, without building a [`SessionData`].
+pub fn plan_on_text(
+    text: &[u8],
     ops: &[SessionOp],
     max_bytes: usize,
     rotate_on: Option<&str>,
 ) -> Option<Result<Plan, SetSessionError>> {
-    let text = current.text_only()?;
     let mut remember = None;
     let mut patched = false;
     for op in ops {
@@ -271,7 +272,10 @@ fn plan_on_text(
         SessionOp::Patch(patch) => Some(patch),
         _ => None,
     });
-    let rendered = text_patch::apply(text, patches)?;
+    let mut rendered = text_patch::apply(text, patches)?;
+    // `Bytes` takes a buffer with spare room only with a second allocation
+    // to track it; the allocator shrinks a block by less than half in place.
+    rendered.shrink_to_fit();
     if rendered.len() > max_bytes {
         return Some(Err(SetSessionError::SessionTooLarge(
             rendered.len(),
@@ -562,7 +566,8 @@ mod tests {
                     String::from_utf8_lossy(with_map.ascii_json())
                 );
             }
-            on_text += usize::from(plan_on_text(&text_only, &ops, max_bytes, None).is_some());
+            on_text +=
+                usize::from(plan_on_text(text_only.ascii_json(), &ops, max_bytes, None).is_some());
         }
         // Most writes took the text path: the comparison covers it.
         assert!(on_text > 1500, "{on_text} of 3000 planned on the text");

@@ -15,6 +15,8 @@
 //! stops at the value it found ([`value_at_rendered`]); [`members`], which
 //! reads records other programs wrote, always walks the whole text.
 
+use smallvec::SmallVec;
+
 /// serde_json's recursion limit: deeper text is left to serde, which
 /// refuses it.
 const MAX_DEPTH: usize = 128;
@@ -77,15 +79,19 @@ pub fn value_at_rendered<'a>(json: &'a [u8], tokens: &[String]) -> Scan<&'a [u8]
 /// text of its value.
 pub type Member<'a> = (&'a [u8], &'a [u8]);
 
+/// An object's members: a session's few held inline, without an
+/// allocation.
+pub type Members<'a> = SmallVec<[Member<'a>; 8]>;
+
 /// The members of the JSON object `json`, in order; `None` when it is not
 /// one object, or a key holds an escape.
-pub fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
+pub fn members(json: &[u8]) -> Option<Members<'_>> {
     let mut cursor = Cursor::new(json);
     cursor.skip_space();
     if cursor.peek() != Some(b'{') {
         return None;
     }
-    let mut members = Vec::new();
+    let mut members = Members::new();
     cursor.object(|cursor, key| {
         let key = plain(key)?;
         cursor.skip_space();
@@ -323,7 +329,7 @@ mod tests {
             (b"a", br#""q\"}""#),
             (b"c", b"null"),
         ];
-        assert_eq!(members, expected);
-        assert_eq!(super::members(b"{}"), Some(Vec::new()));
+        assert_eq!(members.as_slice(), expected);
+        assert_eq!(super::members(b"{}"), Some(Members::new()));
     }
 }

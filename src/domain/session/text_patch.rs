@@ -12,6 +12,7 @@
 //! the map path.
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use super::ascii_json;
 use super::patch::{Member, Patch};
@@ -27,6 +28,10 @@ enum Key<'a> {
     Added(&'a str),
 }
 
+/// The session's members as the patches leave them: a session's few held
+/// inline, without an allocation.
+type Fields<'a> = SmallVec<[(Key<'a>, Slot<'a>); 8]>;
+
 enum Slot<'a> {
     /// As written in the text or in a plain patch.
     Written(&'a [u8]),
@@ -40,7 +45,7 @@ pub fn apply<'a>(text: &'a [u8], patches: impl Iterator<Item = &'a Patch>) -> Op
     if written.len() > MAX_MEMBERS {
         return None;
     }
-    let mut members: Vec<(Key<'_>, Slot<'_>)> = Vec::with_capacity(written.len() + 2);
+    let mut members: Fields<'_> = SmallVec::with_capacity(written.len() + 2);
     for (key, value) in written {
         // Duplicate keys are no rendering of a map.
         if members.iter().any(|(k, _)| key_bytes(k) == key) {
@@ -62,7 +67,7 @@ pub fn apply<'a>(text: &'a [u8], patches: impl Iterator<Item = &'a Patch>) -> Op
 
 /// Merges one patch member into `members`; `false` when the map path
 /// must decide.
-fn merge<'a>(members: &mut Vec<(Key<'a>, Slot<'a>)>, member: Member<'a>) -> bool {
+fn merge<'a>(members: &mut Fields<'a>, member: Member<'a>) -> bool {
     let (key, slot, removes) = match member {
         Member::Written { key, value } => {
             (Key::Written(key), Slot::Written(value), value == b"null")

@@ -130,7 +130,8 @@ impl Entry {
         decode_stamp(self.record.bytes()).0
     }
 
-    fn json(&self) -> &[u8] {
+    /// The session's JSON, as it was written.
+    pub fn json(&self) -> &[u8] {
         let record = self.record.bytes();
         if self.word & STAMPED == 0 {
             return record;

@@ -327,18 +327,25 @@ impl SessionStore for MemoryStore {
         };
         let mut shard = lock(self.inner.shard(&key));
         let (nanos, millis) = (self.inner.nanos(now), self.inner.millis(now));
-        let (current, stamp, logged_in) = match shard.get(&key) {
+        let (planned, stamp, logged_in) = match shard.get(&key) {
             Some(entry) if entry.is_live(nanos) && !entry.stamp().is_expired(millis) => {
-                (entry.data(), entry.stamp(), entry.is_logged_in())
+                // The common write is planned on the entry's own text; the
+                // rest on data built from it.
+                let planned =
+                    ops::plan_on_text(entry.json(), commit.ops, commit.max_bytes, commit.rotate_on)
+                        .unwrap_or_else(|| {
+                            ops::plan(
+                                Some(&entry.data()),
+                                commit.ops,
+                                commit.max_bytes,
+                                commit.rotate_on,
+                            )
+                        });
+                (planned, entry.stamp(), entry.is_logged_in())
             }
             _ => return Ok(Committed::Vanished),
         };
-        match ops::plan(
-            Some(&current),
-            commit.ops,
-            commit.max_bytes,
-            commit.rotate_on,
-        )? {
+        match planned? {
             Plan::Keep => Ok(Committed::Unchanged),
             Plan::Delete => {
                 shard.remove(&key);
