@@ -174,7 +174,7 @@ fn plain_text_at(data: &SessionData, tokens: &[String]) -> Option<HeaderValue> {
         return None;
     };
     let inner = text.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.contains(&b'\\') || !is_plain(std::str::from_utf8(inner).ok()?) {
+    if inner.contains(&b'\\') || !is_plain(inner) {
         return None;
     }
     HeaderValue::from_maybe_shared(json.slice_ref(inner)).ok()
@@ -183,7 +183,7 @@ fn plain_text_at(data: &SessionData, tokens: &[String]) -> Option<HeaderValue> {
 /// Encodes one value for a per-field header.
 pub fn encode_field(value: &Value) -> Option<HeaderValue> {
     if let Value::String(text) = value {
-        if is_plain(text) {
+        if is_plain(text.as_bytes()) {
             return HeaderValue::from_str(text).ok();
         }
     }
@@ -194,13 +194,14 @@ pub fn encode_field(value: &Value) -> Option<HeaderValue> {
 
 /// Visible ASCII with inner spaces only, and not mistakable for an encoded
 /// value (header parsers trim outer spaces, so those would not round-trip).
-fn is_plain(text: &str) -> bool {
-    let bytes = text.as_bytes();
+/// Bytes, so that text from the session's rendering needs no UTF-8 check:
+/// only ASCII passes.
+fn is_plain(bytes: &[u8]) -> bool {
     !bytes.is_empty()
         && bytes.iter().all(|b| (0x20..0x7f).contains(b))
         && bytes[0] != b' '
         && bytes[bytes.len() - 1] != b' '
-        && !text.starts_with(ENCODED_PREFIX)
+        && !bytes.starts_with(ENCODED_PREFIX.as_bytes())
 }
 
 #[cfg(test)]

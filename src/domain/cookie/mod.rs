@@ -15,8 +15,8 @@
 pub mod settings;
 pub mod signing;
 
-use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cookie::time::OffsetDateTime;
 use cookie::Cookie;
@@ -254,47 +254,47 @@ impl SessionCookie {
         lifetime: Option<std::time::Duration>,
     ) -> HeaderValue {
         let rendered = &self.rendered;
-        let mut out = String::with_capacity(
+        // Bytes, not a `String`: every part is ASCII, and the header value
+        // checks them once at the end.
+        let mut out = Vec::with_capacity(
             self.config.name.len()
                 + id.as_str().len()
                 + signing::ENCODED_EXTRA
                 + rendered.before_secure.len()
                 + 96,
         );
-        out.push_str(&self.config.name);
-        out.push('=');
+        out.extend_from_slice(self.config.name.as_bytes());
+        out.push(b'=');
         self.signer.sign_encoded_into(id, known, &mut out);
-        out.push_str(&rendered.before_secure);
+        out.extend_from_slice(rendered.before_secure.as_bytes());
         if secure {
-            out.push_str("; Secure");
+            out.extend_from_slice(b"; Secure");
         }
         let max_age = match lifetime {
             Some(lifetime) => {
-                out.push_str(&rendered.path_and_domain);
-                // Writing into a `String` cannot fail.
+                out.extend_from_slice(rendered.path_and_domain.as_bytes());
+                // Writing into a `Vec` cannot fail.
                 let _ = write!(out, "; Max-Age={}", lifetime.as_secs());
                 Some(lifetime)
             }
             None => {
-                out.push_str(&rendered.after_secure);
+                out.extend_from_slice(rendered.after_secure.as_bytes());
                 self.config.max_age
             }
         };
         if let Some(max_age) = max_age {
             let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-            out.push_str("; Expires=");
-            let before = out.len();
-            push_http_date(&mut out, since_epoch.saturating_add(max_age));
-            if out.len() == before {
-                // Past the year 9999: a session cookie, as the cookie crate
-                // writes an expiry it cannot represent.
-                out.truncate(before - "; Expires=".len());
+            // Past the year 9999 there is none: a session cookie, as the
+            // cookie crate writes an expiry it cannot represent.
+            if let Some(date) = date::imf_fixdate(since_epoch.saturating_add(max_age)) {
+                out.extend_from_slice(b"; Expires=");
+                out.extend_from_slice(&date);
             }
         }
         // Name, path and domain were validated at start-up and the value is
-        // percent-encoded ASCII, so the header is always valid. The text
-        // becomes the header's bytes as it is, without a copy; trimmed to
-        // its length first (in place: the allocator keeps a block that
+        // percent-encoded ASCII, so the header is always valid. The bytes
+        // become the header's as they are, without a copy; trimmed to
+        // their length first (in place: the allocator keeps a block that
         // shrinks by less than half), since `Bytes` takes a buffer with
         // spare room only with a second allocation to track it.
         out.shrink_to_fit();
@@ -327,15 +327,6 @@ fn to_header(cookie: &Cookie<'_>) -> HeaderValue {
     // Names, paths and domains were validated at start-up and the value is
     // percent-encoded ASCII, so the header is always valid.
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// Appends an IMF-fixdate (see [`date::imf_fixdate`]); nothing when
-/// the date is past the year 9999.
-fn push_http_date(out: &mut String, since_epoch: Duration) {
-    if let Some(text) = date::imf_fixdate(since_epoch) {
-        // ASCII by construction.
-        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
-    }
 }
 
 /// Every `name=value` pair in every `Cookie` header (HTTP/2 may split them),

@@ -99,13 +99,16 @@ impl Signer {
     /// `known` is the id's signature when a request's cookie carried it
     /// (see [`Self::check`]); it is used as it is, and computed otherwise.
     pub fn sign_encoded(&self, id: &SessionId, known: Option<&Signature>) -> String {
-        let mut out = String::with_capacity(id.as_str().len() + ENCODED_EXTRA);
+        let mut out = Vec::with_capacity(id.as_str().len() + ENCODED_EXTRA);
         self.sign_encoded_into(id, known, &mut out);
-        out
+        // ASCII: the id's characters, base64 and percent escapes.
+        String::from_utf8(out).unwrap_or_default()
     }
 
-    /// [`Self::sign_encoded`], appended to `out`.
-    pub fn sign_encoded_into(&self, id: &SessionId, known: Option<&Signature>, out: &mut String) {
+    /// [`Self::sign_encoded`], appended to `out` as bytes: the cookie it
+    /// goes into becomes a header value, checked there, so no UTF-8 check
+    /// is made on the way.
+    pub fn sign_encoded_into(&self, id: &SessionId, known: Option<&Signature>, out: &mut Vec<u8>) {
         let mut computed = [0u8; SIG_LEN];
         let sig: &[u8] = match known {
             Some(Signature(text)) => text,
@@ -119,18 +122,17 @@ impl Signer {
                 &computed[..written]
             }
         };
-        out.push_str("s%3A");
-        out.push_str(id.as_str());
-        out.push('.');
-        // Base64 is ASCII, so each run between `+` and `/` is UTF-8; about
-        // one character in 32 is either, so runs are long.
+        out.extend_from_slice(b"s%3A");
+        out.extend_from_slice(id.as_str().as_bytes());
+        out.push(b'.');
+        // About one character in 32 is `+` or `/`, so runs are long.
         let mut rest = sig;
         while let Some(at) = memchr::memchr2(b'+', b'/', rest) {
-            out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
-            out.push_str(if rest[at] == b'+' { "%2B" } else { "%2F" });
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(if rest[at] == b'+' { b"%2B" } else { b"%2F" });
             rest = &rest[at + 1..];
         }
-        out.push_str(std::str::from_utf8(rest).unwrap_or_default());
+        out.extend_from_slice(rest);
     }
 
     /// Checks a signed value (already cookie-decoded), as bytes: a value
