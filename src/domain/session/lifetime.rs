@@ -128,6 +128,47 @@ impl Stamp {
     }
 }
 
+// A stamp's binary encoding, for stores that keep it beside a session's
+// JSON: a byte saying which of `absolute`, `idle` and `remember` follow
+// (bits 0, 1, 2), `created`, then those present, each 8 bytes
+// little-endian: 9 to 33 bytes.
+
+/// Appends `stamp`'s encoding to `out`.
+pub fn encode_stamp(stamp: &Stamp, out: &mut Vec<u8>) {
+    let optional = [stamp.absolute, stamp.idle, stamp.remember];
+    let present = optional.iter().enumerate().fold(0u8, |bits, (bit, value)| {
+        bits | (u8::from(value.is_some()) << bit)
+    });
+    out.push(present);
+    out.extend_from_slice(&stamp.created.to_le_bytes());
+    for value in optional.into_iter().flatten() {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// The stamp encoded at the start of `bytes`, and the bytes it took.
+pub fn decode_stamp(bytes: &[u8]) -> (Stamp, usize) {
+    let present = bytes.first().copied().unwrap_or(0);
+    let mut at = 1;
+    let mut next = || {
+        let mut word = [0u8; 8];
+        if let Some(field) = bytes.get(at..at + 8) {
+            word.copy_from_slice(field);
+        }
+        at += 8;
+        u64::from_le_bytes(word)
+    };
+    let created = next();
+    let mut field = |bit: u8| (present & (1 << bit) != 0).then(&mut next);
+    let stamp = Stamp {
+        created,
+        absolute: field(0),
+        idle: field(1),
+        remember: field(2),
+    };
+    (stamp, at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

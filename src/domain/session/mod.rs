@@ -154,6 +154,17 @@ impl SessionData {
         }
     }
 
+    /// The data whose rendering is `json` (as [`Self::from_ascii_json`]),
+    /// over a copy of it: one block for a short session, as a store hands
+    /// out what it keeps.
+    pub fn copied(json: &[u8]) -> Self {
+        let json = match SmallJson::new(json) {
+            Some(small) => Bytes::from_owner(small),
+            None => Bytes::copy_from_slice(json),
+        };
+        Self::from_ascii_json(json)
+    }
+
     /// The rendering, when the map has not been parsed (the memory store's
     /// sessions): what a write can patch as text.
     pub fn text_only(&self) -> Option<&[u8]> {
@@ -233,6 +244,34 @@ impl SessionData {
             Some(map) => lookup::in_map(map, tokens).map(Cow::Borrowed),
             None => lookup::in_rendering(&self.json, tokens).map(Cow::Owned),
         }
+    }
+}
+
+/// Bytes a [`SmallJson`] holds.
+const SMALL: usize = 47;
+
+/// A short session's JSON, handed out as `Bytes` in one block: a copy into
+/// a `Vec` takes a second block as soon as the bytes are shared (into the
+/// `X-Session` header, on every session request), to count the sharers.
+struct SmallJson {
+    length: u8,
+    bytes: [u8; SMALL],
+}
+
+impl SmallJson {
+    fn new(json: &[u8]) -> Option<Self> {
+        let length = u8::try_from(json.len())
+            .ok()
+            .filter(|_| json.len() <= SMALL)?;
+        let mut bytes = [0u8; SMALL];
+        bytes[..json.len()].copy_from_slice(json);
+        Some(Self { length, bytes })
+    }
+}
+
+impl AsRef<[u8]> for SmallJson {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.length)]
     }
 }
 

@@ -17,10 +17,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::key::Key;
-use crate::domain::session::lifetime::Stamp;
+use crate::domain::session::lifetime::{decode_stamp, encode_stamp, Stamp};
 use crate::domain::session::SessionData;
 
 /// Nanoseconds since the store's epoch.
@@ -89,7 +87,8 @@ impl Entry {
         }
         let record = if stamp.is_set() {
             word |= STAMPED;
-            let mut record = encode_stamp(stamp);
+            let mut record = Vec::with_capacity(33 + json.len());
+            encode_stamp(stamp, &mut record);
             record.extend_from_slice(json);
             Record::new(&record)
         } else {
@@ -142,82 +141,8 @@ impl Entry {
 
     /// The session's data, built afresh.
     pub fn data(&self) -> Arc<SessionData> {
-        let json = self.json();
-        let json = match SmallJson::new(json) {
-            Some(small) => Bytes::from_owner(small),
-            None => Bytes::copy_from_slice(json),
-        };
-        Arc::new(SessionData::from_ascii_json(json))
+        Arc::new(SessionData::copied(self.json()))
     }
-}
-
-/// Bytes a [`SmallJson`] holds.
-const SMALL: usize = 47;
-
-/// A short session's JSON, handed out as `Bytes` in one block: a copy into
-/// a `Vec` takes a second block as soon as the bytes are shared (into the
-/// `X-Session` header, on every session request), to count the sharers.
-struct SmallJson {
-    length: u8,
-    bytes: [u8; SMALL],
-}
-
-impl SmallJson {
-    fn new(json: &[u8]) -> Option<Self> {
-        let length = u8::try_from(json.len())
-            .ok()
-            .filter(|_| json.len() <= SMALL)?;
-        let mut bytes = [0u8; SMALL];
-        bytes[..json.len()].copy_from_slice(json);
-        Some(Self { length, bytes })
-    }
-}
-
-impl AsRef<[u8]> for SmallJson {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.length)]
-    }
-}
-
-// A stamp's encoding: a byte saying which of `absolute`, `idle` and
-// `remember` follow (bits 0, 1, 2), `created`, then those present, each
-// 8 bytes little-endian.
-
-fn encode_stamp(stamp: &Stamp) -> Vec<u8> {
-    let optional = [stamp.absolute, stamp.idle, stamp.remember];
-    let mut out = Vec::with_capacity(1 + 8 * 4);
-    let present = optional.iter().enumerate().fold(0u8, |bits, (bit, value)| {
-        bits | (u8::from(value.is_some()) << bit)
-    });
-    out.push(present);
-    out.extend_from_slice(&stamp.created.to_le_bytes());
-    for value in optional.into_iter().flatten() {
-        out.extend_from_slice(&value.to_le_bytes());
-    }
-    out
-}
-
-/// The stamp at the start of `record`, and the bytes it took.
-fn decode_stamp(record: &[u8]) -> (Stamp, usize) {
-    let present = record.first().copied().unwrap_or(0);
-    let mut at = 1;
-    let mut next = || {
-        let mut word = [0u8; 8];
-        if let Some(bytes) = record.get(at..at + 8) {
-            word.copy_from_slice(bytes);
-        }
-        at += 8;
-        u64::from_le_bytes(word)
-    };
-    let created = next();
-    let mut field = |bit: u8| (present & (1 << bit) != 0).then(&mut next);
-    let stamp = Stamp {
-        created,
-        absolute: field(0),
-        idle: field(1),
-        remember: field(2),
-    };
-    (stamp, at)
 }
 
 #[cfg(test)]
@@ -293,8 +218,9 @@ mod tests {
     #[test]
     fn data_of_every_length_reads_back_and_outlives_its_entry() {
         let key = Key::of(&SessionId::generate()).unwrap();
-        // Around the inline record's limit and the short data's.
-        for length in 0..=SMALL + 3 {
+        // Around the inline record's limit and the short data's (47 bytes,
+        // `SessionData::copied`).
+        for length in 0..=50 {
             let written = data(json!({ "k": "x".repeat(length) }));
             let entry = Entry::new(key, &written, &Stamp::default(), 1, false);
             let read = entry.data();

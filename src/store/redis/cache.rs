@@ -67,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+use super::cache_entry::{CacheId, Record};
 use super::record::Decoded;
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::SessionData;
@@ -77,23 +78,18 @@ use crate::util::coarse_clock;
 /// other.
 const SHARDS: usize = 32;
 
-/// A session record as read from Redis, decoded.
-#[derive(Clone)]
+/// What a commit takes from a cached record ([`SessionCache::entry`]).
 pub(super) struct Cached {
     /// The value as Redis holds it: what a commit's compare-and-set
     /// expects, so that a write after a read needs no second `GET`.
-    pub raw: Arc<[u8]>,
+    pub raw: Vec<u8>,
     pub decoded: Decoded,
-    /// When Redis lets it go (less the clock's resolution); `None` when
-    /// the key has no time to live.
-    pub expires: Option<Instant>,
 }
 
 /// What a load takes from a cached record: its data and stamp, and when
 /// Redis lets it go. Not the raw record, which only a commit needs
 /// ([`SessionCache::entry`]): a read leaves it untouched, which among
-/// many sessions spares it a cache line (and two atomic updates of its
-/// count) that is seldom in the CPU's cache.
+/// many sessions spares it the cache lines it takes.
 pub(super) struct Hit {
     pub data: Arc<SessionData>,
     pub stamp: Option<Stamp>,
@@ -110,7 +106,7 @@ enum Slot {
         guard: Guard,
     },
     Filled {
-        cached: Cached,
+        record: Record,
         guard: Guard,
     },
 }
@@ -141,7 +137,7 @@ struct Key<'a> {
 /// What is held for one key.
 struct Entry {
     hash: u64,
-    id: Box<str>,
+    id: CacheId,
     slot: Slot,
 }
 
@@ -153,8 +149,8 @@ impl Hashed for Entry {
 
 /// A shard's records, packed ([`crate::store::slab`]). A `HashMap` of
 /// the same records keeps up to half of its buckets empty, each the size
-/// of an id and its slot (144 bytes): with a million records, some 300 MB
-/// of the cache's 750. Here it is the entries themselves (152 bytes, the
+/// of an id and its slot: with a million records, some 300 MB of what was
+/// once a cache of 750. Here it is the entries themselves (112 bytes, the
 /// hash included) and a table of 4-byte positions.
 #[derive(Default)]
 struct Map {
@@ -164,7 +160,7 @@ struct Map {
 impl Map {
     fn find(&self, key: &Key<'_>) -> Option<usize> {
         self.entries.find(key.hash, |entry| {
-            entry.hash == key.hash && *entry.id == *key.id
+            entry.hash == key.hash && entry.id.is(key.id)
         })
     }
 
@@ -196,7 +192,7 @@ impl Map {
         // The cache bounds a shard far below the slab's limit.
         self.entries.insert(Entry {
             hash: key.hash,
-            id: key.id.into(),
+            id: CacheId::new(key.id),
             slot,
         });
     }
@@ -305,12 +301,12 @@ impl SessionCache {
         let (shard, key) = self.locate(id);
         let mut shard = lock(shard);
         let found = match shard.get(&key) {
-            Some(Slot::Filled { cached, guard }) if self.is_live(*guard) => {
-                if cached.expires.is_none_or(|at| now < at) {
+            Some(Slot::Filled { record, guard }) if self.is_live(*guard) => {
+                if record.expires.is_none_or(|at| now < at) {
                     Some(Hit {
-                        data: Arc::clone(&cached.decoded.data),
-                        stamp: cached.decoded.stamp,
-                        expires: cached.expires,
+                        data: record.data(),
+                        stamp: record.stamp(),
+                        expires: record.expires,
                     })
                 } else {
                     shard.remove(&key);
@@ -368,7 +364,7 @@ impl SessionCache {
         id: &str,
         ticket: Ticket,
         raw: &[u8],
-        decoded: Decoded,
+        decoded: &Decoded,
         ttl: Option<Duration>,
     ) {
         let expires = ttl.map(|ttl| {
@@ -378,21 +374,24 @@ impl SessionCache {
             at.checked_sub(coarse_clock::TICK).unwrap_or(ticket.sent)
         });
         let (shard, key) = self.locate(id);
-        if let Some(slot) = lock(shard).get_mut(&key) {
-            if let Slot::Reserved {
-                ticket: held,
-                guard,
-            } = *slot
-            {
-                if held == ticket.number {
-                    let cached = Cached {
-                        raw: raw.into(),
-                        decoded,
-                        expires,
-                    };
-                    *slot = Slot::Filled { cached, guard };
-                }
-            }
+        let mut shard = lock(shard);
+        let Some(slot) = shard.get_mut(&key) else {
+            return;
+        };
+        let Slot::Reserved {
+            ticket: held,
+            guard,
+        } = *slot
+        else {
+            return;
+        };
+        if held != ticket.number {
+            return;
+        }
+        match Record::new(raw, decoded, expires) {
+            Some(record) => *slot = Slot::Filled { record, guard },
+            // Too large to keep (past 4 GiB): the claim goes.
+            None => shard.remove(&key),
         }
     }
 
@@ -404,10 +403,13 @@ impl SessionCache {
         let now = coarse_clock::now();
         let (shard, key) = self.locate(id);
         match lock(shard).get(&key) {
-            Some(Slot::Filled { cached, guard })
-                if self.is_live(*guard) && cached.expires.is_none_or(|at| now < at) =>
+            Some(Slot::Filled { record, guard })
+                if self.is_live(*guard) && record.expires.is_none_or(|at| now < at) =>
             {
-                Some(cached.clone())
+                Some(Cached {
+                    raw: record.raw().to_vec(),
+                    decoded: record.decoded(),
+                })
             }
             _ => None,
         }
@@ -502,7 +504,7 @@ mod tests {
 
     fn fill(cache: &SessionCache, id: &str, ticket: Ticket, who: &str) {
         let raw = who.as_bytes();
-        cache.fill(id, ticket, raw, data(who), None);
+        cache.fill(id, ticket, raw, &data(who), None);
     }
 
     fn filled(cache: &SessionCache, id: &str, guard: Guard, who: &str) {
@@ -608,12 +610,12 @@ mod tests {
         let cache = two_guards();
         let ticket = cache.reserve("a", A).unwrap();
         let zero = Some(Duration::ZERO);
-        cache.fill("a", ticket, b"", data("ada"), zero);
+        cache.fill("a", ticket, b"", &data("ada"), zero);
         assert!(cache.entry("a").is_none());
         assert!(cache.get("a").is_none());
         let ticket = cache.reserve("b", A).unwrap();
         let long = Duration::from_secs(3600);
-        cache.fill("b", ticket, b"", data("bob"), Some(long));
+        cache.fill("b", ticket, b"", &data("bob"), Some(long));
         assert!(cache.get("b").is_some());
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().misses, 1);
@@ -667,6 +669,12 @@ mod tests {
         }
         let kept = (0..ids.len()).filter(|&n| !gone(n)).count();
         assert_eq!(cache.len(), kept);
+    }
+
+    #[test]
+    fn an_entry_is_112_bytes() {
+        // The id inline and the record's one block: see `cache_entry`.
+        assert_eq!(std::mem::size_of::<Entry>(), 112);
     }
 
     #[test]

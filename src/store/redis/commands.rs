@@ -248,7 +248,7 @@ impl RedisStore {
         match (&reply, ticket) {
             (Ok((Some(_), Some(now))), Some(ticket)) if now[..] == *value => {
                 let ttl = Some(Duration::from_millis(millis));
-                cache.fill(id, ticket, value, written.clone(), ttl);
+                cache.fill(id, ticket, value, written, ttl);
             }
             _ => cache.forget(id),
         }
@@ -322,7 +322,7 @@ impl RedisStore {
         match (&outcome, ticket) {
             (Ok(Cas::Done), Some(ticket)) if cacheable => {
                 let ttl = Some(Duration::from_millis(millis));
-                cache.fill(id, ticket, value, written.clone(), ttl);
+                cache.fill(id, ticket, value, written, ttl);
             }
             _ => cache.forget(id),
         }
@@ -371,7 +371,7 @@ impl RedisStore {
             match (&outcome, ticket) {
                 (Ok(Cas::Done), Some(ticket)) => {
                     let ttl = Some(Duration::from_millis(millis));
-                    cache.fill(fresh_id, ticket, value, written.clone(), ttl);
+                    cache.fill(fresh_id, ticket, value, written, ttl);
                 }
                 _ => cache.forget(fresh_id),
             }

@@ -54,6 +54,7 @@
 //! reported as done when it was not.
 
 mod cache;
+mod cache_entry;
 mod commands;
 mod conn;
 mod group;
@@ -229,7 +230,7 @@ impl RedisStore {
     fn cached_record(&self, id: &SessionId) -> Option<Known> {
         let cached = self.cache()?.entry(id.as_str())?;
         Some(Known {
-            raw: cached.raw.to_vec(),
+            raw: cached.raw,
             decoded: Some(cached.decoded),
         })
     }
@@ -376,7 +377,7 @@ impl RedisStore {
                     id.as_str(),
                     ticket,
                     &fetched.raw,
-                    record::Decoded {
+                    &record::Decoded {
                         data: Arc::clone(&stored.data),
                         stamp: fetched.stamp,
                         cookie_at: None,
