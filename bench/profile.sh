@@ -14,8 +14,9 @@
 # over), SECONDS_EACH (8: each of the two phases), FREQ (999: samples per
 # second), TOP (40: functions listed), READ_FIRST (0: seconds of session
 # reads over the same cookies before anything is measured, as bench/run.sh's
-# session-read scenario precedes its session-write one), REDIS_SERVER and
-# REDIS_CLI (the programs to run).
+# session-read scenario precedes its session-write one), CACHE_SESSIONS
+# (the Redis store's cache_sessions; empty: its default, 100000), REDIS_SERVER
+# and REDIS_CLI (the programs to run).
 #
 # Cloakroom is built with frame pointers (`-C force-frame-pointers=yes`)
 # under target/profile (PROFILE_TARGET_DIR), so that perf can walk its
@@ -29,6 +30,7 @@ cd "$(dirname "$0")/.."
 
 SCENARIO=${SCENARIO:-session-write}
 STORE=${STORE:-memory}
+CACHE_SESSIONS=${CACHE_SESSIONS:-}
 SESSIONS=${SESSIONS:-1000}
 SECONDS_EACH=${SECONDS_EACH:-8}
 READ_FIRST=${READ_FIRST:-0}
@@ -89,6 +91,7 @@ if [[ $STORE == redis ]]; then
     # The benchmark's configuration with its [store] table replaced.
     awk '/^\[/ { in_store = ($0 == "[store]") } !in_store' bench/proxy.bench.toml >"$config"
     printf '[store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$redis_port" >>"$config"
+    [[ -z $CACHE_SESSIONS ]] || printf 'cache_sessions = %s\n' "$CACHE_SESSIONS" >>"$config"
 fi
 
 "$examples/bench_upstream" "$UPSTREAM" >"$OUT/upstream.log" 2>&1 &

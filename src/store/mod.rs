@@ -12,6 +12,7 @@
 //! Redis store its client-side cache) packed, in `slab`'s set.
 
 pub mod memory;
+mod positions;
 pub mod redis;
 mod slab;
 pub mod users;

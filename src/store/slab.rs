@@ -6,14 +6,15 @@
 //! table grows by doubling and is never more than 7/8 full, so up to half
 //! of the memory it holds for entries is empty buckets. Here the entries
 //! sit packed in a `Vec` (whose unused capacity is never touched, so it
-//! costs address space, not memory) and the table holds 4-byte positions.
+//! costs address space, not memory) and the table ([`Positions`]) holds
+//! 8-byte slots: a position and the hash bits a search compares first.
 //! Removing swaps the last entry into the hole and fixes its position.
 //!
 //! Up to [`LINEAR`] entries, no table at all: a search reads them in turn,
 //! which for a handful is as fast and spares a user with one or two
 //! sessions an allocation.
 
-use hashbrown::HashTable;
+use super::positions::Positions;
 
 /// Entries up to which there is no table.
 const LINEAR: usize = 8;
@@ -26,14 +27,14 @@ pub(crate) trait Hashed {
 pub(crate) struct Slab<T> {
     entries: Vec<T>,
     /// Positions in `entries`, when there are more than [`LINEAR`].
-    table: HashTable<u32>,
+    table: Positions,
 }
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
-            table: HashTable::new(),
+            table: Positions::default(),
         }
     }
 }
@@ -68,8 +69,8 @@ impl<T: Hashed> Slab<T> {
         }
         let entries = &self.entries;
         self.table
-            .find(hash, |&at| eq(&entries[at as usize]))
-            .map(|&at| at as usize)
+            .find(hash, |at| entries.get(at as usize).is_some_and(&mut eq))
+            .map(|at| at as usize)
     }
 
     pub fn get(&self, index: usize) -> Option<&T> {
@@ -92,18 +93,15 @@ impl<T: Hashed> Slab<T> {
         if at == LINEAR {
             self.build_table();
         } else if self.indexed() {
-            let entries = &self.entries;
-            self.table
-                .insert_unique(hash, position(at), |&i| entries[i as usize].hash());
+            self.table.insert(hash, position(at));
         }
         true
     }
 
     fn build_table(&mut self) {
-        let entries = &self.entries;
-        let mut table = HashTable::with_capacity(entries.len());
-        for (at, entry) in entries.iter().enumerate() {
-            table.insert_unique(entry.hash(), position(at), |&i| entries[i as usize].hash());
+        let mut table = Positions::with_capacity(self.entries.len());
+        for (at, entry) in self.entries.iter().enumerate() {
+            table.insert(entry.hash(), position(at));
         }
         self.table = table;
     }
@@ -114,19 +112,15 @@ impl<T: Hashed> Slab<T> {
         let last = self.entries.len() - 1;
         if self.indexed() {
             let hash = self.entries[index].hash();
-            if let Ok(found) = self.table.find_entry(hash, |&at| at as usize == index) {
-                found.remove();
-            }
+            self.table.remove(hash, position(index));
             if index != last {
                 let moved = self.entries[last].hash();
-                if let Some(at) = self.table.find_mut(moved, |&at| at as usize == last) {
-                    *at = position(index);
-                }
+                self.table.relocate(moved, position(last), position(index));
             }
         }
         let removed = self.entries.swap_remove(index);
         if self.entries.len() == LINEAR {
-            self.table = HashTable::new();
+            self.table = Positions::default();
         }
         removed
     }
@@ -154,8 +148,7 @@ impl<T: Hashed> Slab<T> {
         let (len, capacity) = (self.entries.len(), self.entries.capacity());
         if capacity > 64 && len < capacity / 4 {
             self.entries.shrink_to(len * 2);
-            let entries = &self.entries;
-            self.table.shrink_to(len, |&i| entries[i as usize].hash());
+            self.table.shrink_to(len);
         }
     }
 }
