@@ -7,14 +7,14 @@
 //! of the memory it holds for entries is empty buckets. Here the entries
 //! sit packed in a `Vec` (whose unused capacity is never touched, so it
 //! costs address space, not memory) and the table ([`Positions`]) holds
-//! 8-byte slots: a position and the hash bits a search compares first.
+//! 4-byte slots: a position and the hash bits a search compares first.
 //! Removing swaps the last entry into the hole and fixes its position.
 //!
 //! Up to [`LINEAR`] entries, no table at all: a search reads them in turn,
 //! which for a handful is as fast and spares a user with one or two
 //! sessions an allocation.
 
-use super::positions::Positions;
+use super::positions::{Positions, MAX_ENTRIES};
 
 /// Entries up to which there is no table.
 const LINEAR: usize = 8;
@@ -40,9 +40,14 @@ impl<T> Default for Slab<T> {
 }
 
 /// A position, as the table stores it. The stores bound their entries far
-/// below `u32::MAX` (see [`Slab::insert`]).
+/// below [`MAX_ENTRIES`] (see [`Slab::insert`]).
 fn position(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+/// The hash of the entry at `at`, for the table as it grows or shifts.
+fn hash_at<T: Hashed>(entries: &[T], at: u32) -> u64 {
+    entries.get(at as usize).map_or(0, Hashed::hash)
 }
 
 impl<T: Hashed> Slab<T> {
@@ -82,10 +87,11 @@ impl<T: Hashed> Slab<T> {
     }
 
     /// Adds `entry`, which no entry equals (callers find first); `false`
-    /// when the slab is full (`u32::MAX` entries), and `entry` is dropped.
+    /// when the slab is full ([`MAX_ENTRIES`], about 1.6 billion), and
+    /// `entry` is dropped.
     pub fn insert(&mut self, entry: T) -> bool {
         let at = self.entries.len();
-        if at >= u32::MAX as usize {
+        if at >= MAX_ENTRIES {
             return false;
         }
         let hash = entry.hash();
@@ -93,15 +99,17 @@ impl<T: Hashed> Slab<T> {
         if at == LINEAR {
             self.build_table();
         } else if self.indexed() {
-            self.table.insert(hash, position(at));
+            let entries = &self.entries;
+            self.table.insert(hash, position(at), |i| hash_at(entries, i));
         }
         true
     }
 
     fn build_table(&mut self) {
-        let mut table = Positions::with_capacity(self.entries.len());
-        for (at, entry) in self.entries.iter().enumerate() {
-            table.insert(entry.hash(), position(at));
+        let entries = &self.entries;
+        let mut table = Positions::with_capacity(entries.len());
+        for (at, entry) in entries.iter().enumerate() {
+            table.insert(entry.hash(), position(at), |i| hash_at(entries, i));
         }
         self.table = table;
     }
@@ -111,8 +119,9 @@ impl<T: Hashed> Slab<T> {
     pub fn remove_at(&mut self, index: usize) -> T {
         let last = self.entries.len() - 1;
         if self.indexed() {
-            let hash = self.entries[index].hash();
-            self.table.remove(hash, position(index));
+            let (entries, hash) = (&self.entries, self.entries[index].hash());
+            self.table
+                .remove(hash, position(index), |i| hash_at(entries, i));
             if index != last {
                 let moved = self.entries[last].hash();
                 self.table.relocate(moved, position(last), position(index));
@@ -148,7 +157,8 @@ impl<T: Hashed> Slab<T> {
         let (len, capacity) = (self.entries.len(), self.entries.capacity());
         if capacity > 64 && len < capacity / 4 {
             self.entries.shrink_to(len * 2);
-            self.table.shrink_to(len);
+            let entries = &self.entries;
+            self.table.shrink_to(len, |i| hash_at(entries, i));
         }
     }
 }
