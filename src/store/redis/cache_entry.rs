@@ -127,7 +127,7 @@ impl Record {
             data: self.data(),
             stamp: self.stamp(),
             cookie_at: (!self.cookie_at.is_empty())
-                .then(|| self.cookie_at.start as usize..self.cookie_at.end as usize),
+                .then_some(self.cookie_at.start as usize..self.cookie_at.end as usize),
         }
     }
 }
