@@ -249,7 +249,10 @@ mod tests {
                 present[at].1 = 300 + n / 3;
             } else {
                 assert!(table.remove(hash(n), position, hash_at));
-                assert!(!table.remove(hash(n), position, hash_at), "{n} removed twice");
+                assert!(
+                    !table.remove(hash(n), position, hash_at),
+                    "{n} removed twice"
+                );
                 present.remove(at);
                 assert_eq!(table.find(hash(n), |found| found == position), None);
             }

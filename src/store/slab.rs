@@ -100,7 +100,8 @@ impl<T: Hashed> Slab<T> {
             self.build_table();
         } else if self.indexed() {
             let entries = &self.entries;
-            self.table.insert(hash, position(at), |i| hash_at(entries, i));
+            self.table
+                .insert(hash, position(at), |i| hash_at(entries, i));
         }
         true
     }

@@ -141,14 +141,20 @@ mod tests {
     fn an_id_is_found_under_itself_alone_inline_or_boxed() {
         for id in ["", "a", &"x".repeat(INLINE_ID), &"y".repeat(INLINE_ID + 1)] {
             let held = CacheId::new(id);
-            assert_eq!(matches!(held, CacheId::Inline { .. }), id.len() <= INLINE_ID);
+            assert_eq!(
+                matches!(held, CacheId::Inline { .. }),
+                id.len() <= INLINE_ID
+            );
             assert!(held.is(id), "{id}");
             assert!(!held.is(&format!("{id}z")), "{id}");
             assert!(id.is_empty() || !held.is(&id[1..]), "{id}");
         }
         // Cloakroom's ids are held inline.
         let ours = crate::domain::session::SessionId::generate();
-        assert!(matches!(CacheId::new(ours.as_str()), CacheId::Inline { .. }));
+        assert!(matches!(
+            CacheId::new(ours.as_str()),
+            CacheId::Inline { .. }
+        ));
     }
 
     #[test]
