@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-mod sharded;
+pub mod sharded;
 
 use self::sharded::{LatencyHistogram, ShardedCounter};
 

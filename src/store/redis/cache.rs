@@ -71,6 +71,7 @@ use super::cache_entry::{CacheId, Record};
 use super::record::Decoded;
 use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::SessionData;
+use crate::metrics::sharded::ShardedCounter;
 use crate::store::slab::{Hashed, Slab};
 use crate::util::coarse_clock;
 
@@ -234,8 +235,10 @@ pub(super) struct SessionCache {
     hasher: foldhash::fast::RandomState,
     tracked: Box<[Tracked]>,
     next_ticket: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// Counted on every read: per thread, so that the workers do not pass
+    /// one counter's cache line back and forth.
+    hits: ShardedCounter,
+    misses: ShardedCounter,
     invalidations: AtomicU64,
 }
 
@@ -256,8 +259,8 @@ impl SessionCache {
             hasher,
             tracked: (0..guards.max(1)).map(|_| Tracked::default()).collect(),
             next_ticket: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: ShardedCounter::default(),
+            misses: ShardedCounter::default(),
             invalidations: AtomicU64::new(0),
         }
     }
@@ -317,9 +320,9 @@ impl SessionCache {
         };
         drop(shard);
         if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.inc();
         } else if self.is_on() {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.inc();
         }
         found
     }
@@ -470,8 +473,8 @@ impl SessionCache {
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             tracking: self.is_on(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
             invalidations: self.invalidations.load(Ordering::Relaxed),
         }
     }
