@@ -230,4 +230,52 @@ mod tests {
         assert!(slab.entries.capacity() < peak / 4, "memory kept");
         assert_eq!(find(&slab, 8), None);
     }
+
+    /// An entry with a well-mixed hash, as the stores' are.
+    #[derive(Debug, PartialEq)]
+    struct Mixed(u64);
+
+    impl Hashed for Mixed {
+        fn hash(&self) -> u64 {
+            let mixed = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            mixed ^ (mixed >> 29)
+        }
+    }
+
+    #[test]
+    fn it_holds_what_a_set_holds_through_growth_removals_and_shrinking() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut slab = Slab::default();
+        let mut model = std::collections::HashSet::new();
+        let find = |slab: &Slab<Mixed>, key: u64| {
+            let probe = Mixed(key);
+            slab.find(probe.hash(), |entry| *entry == probe)
+        };
+        for round in 0..40_000u32 {
+            // Grows to a few thousand entries, then drains, twice.
+            let growing = (round / 10_000) % 2 == 0;
+            let key = rng.random_range(0..20_000u64);
+            if rng.random_bool(if growing { 0.7 } else { 0.3 }) {
+                if model.insert(key) {
+                    assert!(slab.insert(Mixed(key)));
+                }
+            } else if let Some(at) = find(&slab, key) {
+                assert!(model.remove(&key), "{key} found, never inserted");
+                assert_eq!(slab.remove_at(at), Mixed(key));
+            } else {
+                assert!(!model.contains(&key), "{key} lost");
+            }
+            if round % 5_000 == 4_999 {
+                slab.retain(|entry| entry.0 % 7 != 0);
+                model.retain(|key| key % 7 != 0);
+                assert_eq!(slab.len(), model.len());
+                for &key in &model {
+                    let at = find(&slab, key).unwrap_or_else(|| panic!("{key} lost"));
+                    assert_eq!(slab.get(at), Some(&Mixed(key)));
+                }
+            }
+        }
+        assert_eq!(slab.len(), model.len());
+    }
 }
