@@ -9,5 +9,6 @@ pub mod date;
 pub(crate) mod delegate_write;
 pub mod duration;
 pub mod head;
+pub mod own_lines;
 pub mod tokens;
 pub mod worker;

@@ -47,6 +47,7 @@ use crate::domain::session::lifetime::Stamp;
 use crate::domain::session::ops::{self, Plan};
 use crate::domain::session::{SessionData, SessionId};
 use crate::util::coarse_clock;
+use crate::util::own_lines::OwnLines;
 
 /// Upper bound on shards; fewer for small stores so the limit stays exact.
 const MAX_SHARDS: usize = 64;
@@ -56,7 +57,8 @@ const SESSIONS_PER_SHARD: usize = 1024;
 const MAX_SESSIONS: usize = u32::MAX as usize;
 
 struct Inner {
-    shards: Box<[Mutex<Shard>]>,
+    /// Each on lines of its own: see [`OwnLines`].
+    shards: Box<[OwnLines<Mutex<Shard>>]>,
     per_shard_limit: usize,
     evictions: AtomicU64,
     /// Read for every expiry decision.
@@ -123,7 +125,7 @@ impl MemoryStore {
             .next_power_of_two()
             .min(MAX_SHARDS);
         let inner = Arc::new(Inner {
-            shards: (0..shard_count).map(|_| Mutex::default()).collect(),
+            shards: (0..shard_count).map(|_| OwnLines::default()).collect(),
             per_shard_limit: max_sessions.div_ceil(shard_count),
             evictions: AtomicU64::new(0),
             clock,

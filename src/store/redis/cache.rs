@@ -74,6 +74,7 @@ use crate::domain::session::SessionData;
 use crate::metrics::sharded::ShardedCounter;
 use crate::store::slab::{Hashed, Slab};
 use crate::util::coarse_clock;
+use crate::util::own_lines::OwnLines;
 
 /// Shards, so that readers on different sessions do not wait on each
 /// other.
@@ -230,7 +231,8 @@ struct Tracked {
 }
 
 pub(super) struct SessionCache {
-    shards: Box<[Mutex<Map>]>,
+    /// Each on lines of its own: see [`OwnLines`].
+    shards: Box<[OwnLines<Mutex<Map>>]>,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
     tracked: Box<[Tracked]>,
@@ -254,7 +256,7 @@ impl SessionCache {
     pub fn new(capacity: usize, guards: usize) -> Self {
         let hasher = foldhash::fast::RandomState::default();
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            shards: (0..SHARDS).map(|_| OwnLines::default()).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             hasher,
             tracked: (0..guards.max(1)).map(|_| Tracked::default()).collect(),
