@@ -40,6 +40,7 @@ mod tunnels;
 mod upgrade;
 mod users;
 
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -198,70 +199,82 @@ impl Proxy {
 
     /// Serves one request; never fails: errors become short responses.
     /// Ends with the log phase, whatever happened before.
-    pub async fn handle<C: ClientConnection>(
-        &self,
+    ///
+    /// Written as a function returning an `async move` block, not as an
+    /// `async fn`, here and in [`Self::serve`]: an `async fn` keeps each
+    /// argument twice in its future (as passed, and as bound in its body),
+    /// and every request's future is moved, whole, where it is polled.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle<'a, C: ClientConnection>(
+        &'a self,
         request: Request<ClientBody>,
-        conn: &Arc<C>,
-    ) -> Response<ProxyBody> {
-        let mut context = Context::new(conn.client(), &request, &self.observer);
-        let mut response = match self.serve(request, &mut context, conn).await {
-            Ok(response) => response,
-            Err(error) => {
-                log::failure(self, &error, &context);
-                self.respond.error(&error)
-            }
-        };
-        self.respond.finish(&mut response, context.client);
-        log::record(self, &context, &response);
-        response
+        conn: &'a Arc<C>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<'a, C> {
+        async move {
+            let mut context = Context::new(conn.client(), &request, &self.observer);
+            // The request goes in as the outgoing one it becomes.
+            let mut response = match self.serve(Outgoing::new(request), &mut context, conn).await {
+                Ok(response) => response,
+                Err(error) => {
+                    log::failure(self, &error, &context);
+                    self.respond.error(&error)
+                }
+            };
+            self.respond.finish(&mut response, context.client);
+            log::record(self, &context, &response);
+            response
+        }
     }
 
     /// The phases, in order; the first that fails or answers ends the
     /// request.
-    async fn serve<C: ClientConnection>(
-        &self,
-        request: Request<ClientBody>,
-        context: &mut Context<'_>,
-        conn: &Arc<C>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut upstream_request = Outgoing::new(request);
-        self.scrub(&mut upstream_request, context)?;
-        if self.is_forward_auth(&upstream_request) {
-            // Boxed: a rare path, whose state would otherwise widen (and
-            // be copied with) every request's future.
-            return Box::pin(self.forward_auth(upstream_request, context)).await;
+    #[allow(clippy::manual_async_fn)]
+    fn serve<'a, 'c, 'x, C: ClientConnection>(
+        &'a self,
+        mut upstream_request: Outgoing,
+        context: &'c mut Context<'x>,
+        conn: &'a Arc<C>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<'a, 'c, 'x, C>
+    {
+        async move {
+            self.scrub(&mut upstream_request, context)?;
+            if self.is_forward_auth(&upstream_request) {
+                // Boxed: a rare path, whose state would otherwise widen (and
+                // be copied with) every request's future.
+                return Box::pin(self.forward_auth(upstream_request, context)).await;
+            }
+            self.canonicalise(&mut upstream_request, context)?;
+            let mut ticket = self.identify(&upstream_request, context);
+            // No verified cookie, nothing to look up (and no future to make).
+            if !ticket.candidates.is_empty() {
+                self.load(std::mem::take(&mut ticket.candidates), context)
+                    .await?;
+            }
+            if let Some(denial) = self.authorise(&upstream_request, context)? {
+                return Ok(self.respond.denied(denial));
+            }
+            self.inject(&mut upstream_request, &ticket, context)?;
+            // In a block of its own: the forwarding's state then shares room
+            // with the commit's in the request's future, which every request
+            // copies.
+            let (response, tunnel) = {
+                let mut forwarding = pin!(self.forward(upstream_request));
+                let response = forwarding.as_mut().await?;
+                let (tunnel, upstream_time) = forwarding.finish();
+                context.upstream_time = upstream_time;
+                (response, tunnel)
+            };
+            let (mut parts, body) = response.into_parts();
+            self.commit(&mut parts, tunnel.is_some(), context).await?;
+            // The tunnel opens only now, after the commit phase.
+            if let Some(tunnel) = tunnel {
+                let session = context
+                    .session
+                    .as_ref()
+                    .map(|current| self.tunnels.link(current.id.clone(), self.store.clone()));
+                tunnel.spawn(conn.clone(), session, self.tunnels.opened());
+            }
+            Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
         }
-        self.canonicalise(&mut upstream_request, context)?;
-        let mut ticket = self.identify(&upstream_request, context);
-        // No verified cookie, nothing to look up (and no future to make).
-        if !ticket.candidates.is_empty() {
-            self.load(std::mem::take(&mut ticket.candidates), context)
-                .await?;
-        }
-        if let Some(denial) = self.authorise(&upstream_request, context)? {
-            return Ok(self.respond.denied(denial));
-        }
-        self.inject(&mut upstream_request, &ticket, context)?;
-        // In a block of its own: the forwarding's state then shares room
-        // with the commit's in the request's future, which every request
-        // copies.
-        let (response, tunnel) = {
-            let mut forwarding = pin!(self.forward(upstream_request));
-            let response = forwarding.as_mut().await?;
-            let (tunnel, upstream_time) = forwarding.finish();
-            context.upstream_time = upstream_time;
-            (response, tunnel)
-        };
-        let (mut parts, body) = response.into_parts();
-        self.commit(&mut parts, tunnel.is_some(), context).await?;
-        // The tunnel opens only now, after the commit phase.
-        if let Some(tunnel) = tunnel {
-            let session = context
-                .session
-                .as_ref()
-                .map(|current| self.tunnels.link(current.id.clone(), self.store.clone()));
-            tunnel.spawn(conn.clone(), session, self.tunnels.opened());
-        }
-        Ok(self.respond.forwarded(parts, body, self.body_idle_timeout))
     }
 }
