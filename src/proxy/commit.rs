@@ -31,18 +31,27 @@ enum CookieUpdate {
     Cleared(HeaderValue),
 }
 
+/// What the commit phase has left to do once the head is cleaned: apply
+/// these `Set-Session` values (none: a touch or an unasked write).
+pub(super) struct PendingCommit {
+    set_session: Vec<HeaderValue>,
+    touch: bool,
+}
+
 impl Proxy {
-    /// The commit phase, on the upstream response's head: `Set-Session`
-    /// applied and removed, hop-by-hop headers removed (but an accepted
-    /// WebSocket handshake's own), and the session cookie set or cleared.
-    /// The head is worked on in place: it is not moved into the phase.
+    /// The commit phase's first step, on the upstream response's head:
+    /// `Set-Session` taken out, hop-by-hop headers removed (but an accepted
+    /// WebSocket handshake's own), and what is left to apply, if anything.
+    /// Synchronous: most responses end here, and the asynchronous step
+    /// ([`Self::commit`]) is then never built, nor its future moved into
+    /// the request's.
     #[inline]
-    pub(super) async fn commit(
+    pub(super) fn commit_head(
         &self,
         parts: &mut http::response::Parts,
         tunnel: bool,
-        context: &mut Context<'_>,
-    ) -> Result<(), ProxyError> {
+        context: &Context<'_>,
+    ) -> Option<PendingCommit> {
         let set_session = headers::take_set_session(&mut parts.headers);
         // Only Cloakroom issues its cookie.
         if self.cookie.strip_set_by_upstream(&mut parts.headers) {
@@ -61,11 +70,23 @@ impl Proxy {
         if set_session.is_empty() && !touch && !self.policy.acts_unasked(context.session.is_some())
         {
             // Nothing to apply: most requests end here.
-            return Ok(());
+            return None;
         }
+        Some(PendingCommit { set_session, touch })
+    }
+
+    /// The commit phase's second step, when [`Self::commit_head`] left
+    /// something to apply: the store written and the session cookie set or
+    /// cleared.
+    pub(super) async fn commit(
+        &self,
+        parts: &mut http::response::Parts,
+        pending: &PendingCommit,
+        context: &mut Context<'_>,
+    ) -> Result<(), ProxyError> {
         let secure = self.cookie.secure_for(context.https);
         let set_cookie = self
-            .apply(&set_session, secure, touch, context)
+            .apply(&pending.set_session, secure, pending.touch, context)
             .await
             .inspect_err(|error| {
                 // A login over the per-user limit is policy, not a fault:

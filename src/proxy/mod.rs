@@ -13,10 +13,12 @@
 //! 6. [`inject`](Proxy::inject): the session cookie stripped, session and
 //!    forwarding headers added once each, the target rewritten;
 //! 7. [`forward`](Proxy::forward): to the pooled upstream, bodies streamed;
-//! 8. [`commit`](Proxy::commit): `Set-Session` read and stripped, applied
-//!    atomically in the store, then the cookie set or cleared, all before
-//!    the response head goes to the client; an accepted WebSocket
-//!    handshake becomes a tunnel ([`upgrade`]) only after that;
+//! 8. [`commit`](Proxy::commit): `Set-Session` read and stripped
+//!    ([`commit_head`](Proxy::commit_head), synchronous; most responses
+//!    stop there), applied atomically in the store, then the cookie set or
+//!    cleared, all before the response head goes to the client; an
+//!    accepted WebSocket handshake becomes a tunnel ([`upgrade`]) only
+//!    after that;
 //! 9. [`log`](log::record): the outcome of the request, however it ended.
 //!
 //! [`Proxy::handle`] is the outer handler that renders errors and runs the
@@ -265,7 +267,9 @@ impl Proxy {
                 (response, tunnel)
             };
             let (mut parts, body) = response.into_parts();
-            self.commit(&mut parts, tunnel.is_some(), context).await?;
+            if let Some(pending) = self.commit_head(&mut parts, tunnel.is_some(), context) {
+                self.commit(&mut parts, &pending, context).await?;
+            }
             // The tunnel opens only now, after the commit phase.
             if let Some(tunnel) = tunnel {
                 let session = context
