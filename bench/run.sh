@@ -17,6 +17,8 @@
 #     SCENARIOS=session-read bench/run.sh   # 1k, 100k and 1M sessions side by side
 #   REDIS_CPUS=1 TARGETS="nginx cloakroom-redis" bench/run.sh
 #                                      # Redis on a CPU of its own
+#   TARGETS="nginx cloakroom-redis cloakroom-redis-unix" bench/run.sh
+#                                      # Redis over TCP and over its Unix socket
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -89,7 +91,11 @@ CLOAKROOM_SCALE_ADDR=127.0.0.1:3909
 CLOAKROOM_REDIS_SCALE_ADDR=127.0.0.1:3913
 CLOAKROOM_MID_ADDR=127.0.0.1:3914
 CLOAKROOM_REDIS_MID_ADDR=127.0.0.1:3915
-declare -A REDIS_AT=()      # redis-server name (redis, redis-mid, redis-scale) -> its address, a free port found at start
+# cloakroom-redis again, with a redis-server of its own that it reaches
+# through the server's Unix socket (store.url = "unix://..."), not TCP.
+CLOAKROOM_REDIS_UNIX_ADDR=127.0.0.1:3919
+declare -A REDIS_AT=()      # redis-server name (redis, redis-mid, redis-scale, redis-unix) -> its address, a free port found at start
+declare -A REDIS_SOCKET=()  # redis-server name -> the Unix socket its Cloakroom uses (redis-unix only)
 declare -A REDIS_RSS_BEFORE=() # redis-server name -> its RSS (kB) before and after the sessions were made
 declare -A REDIS_RSS_REST=()
 
@@ -116,7 +122,7 @@ declare -A SESSION_FILE=()  # Cloakroom target -> the file of its sessions' cook
 declare -A RSS_BEFORE=()    # Cloakroom target -> its RSS (kB) before the sessions were made
 declare -A RSS_REST=()      # Cloakroom target -> its RSS (kB) with them, before the load
 SESSION_CHECK="not run (Cloakroom is not among the targets)"
-CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale)
+CLOAKROOM_TARGETS=(cloakroom cloakroom-redis cloakroom-tls cloakroom-observed cloakroom-idle cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale cloakroom-redis-unix)
 TLS_TARGETS=()              # nginx-tls and/or cloakroom-tls, set in main
 TLS_CHECK="not run (no TLS scenario)"
 
@@ -426,15 +432,20 @@ start_cloakroom_idle() {
 }
 
 # A redis-server of our own: no persistence, files in the run directory.
-start_redis() { # name (redis, redis-mid, redis-scale)
+# redis-unix listens on a Unix socket as well, which its Cloakroom uses.
+start_redis() { # name (redis, redis-mid, redis-scale, redis-unix)
     local name=$1 addr
     addr=127.0.0.1:$(free_port)
     REDIS_AT[$name]=$addr
     mkdir -p "$RUN_DIR/$name"
-    local pin=()
+    local pin=() socket=()
     [[ -z $REDIS_CPUS ]] || pin=(taskset -c "$REDIS_CPUS")
+    if [[ $name == redis-unix ]]; then
+        REDIS_SOCKET[$name]=$RUN_DIR/$name/redis.sock
+        socket=(--unixsocket "${REDIS_SOCKET[$name]}" --unixsocketperm 700)
+    fi
     "${pin[@]}" "$(redis_bin)" --bind 127.0.0.1 --port "${addr#*:}" --save "" --appendonly no \
-        --dir "$RUN_DIR/$name" --logfile "" >"$RUN_DIR/$name.log" 2>&1 &
+        "${socket[@]}" --dir "$RUN_DIR/$name" --logfile "" >"$RUN_DIR/$name.log" 2>&1 &
     PID[$name]=$!
     wait_for_port "$name" "$addr"
 }
@@ -451,7 +462,9 @@ start_cloakroom_redis() { # target redis-name
         in_store { next }
         /^listen = / { print "listen = \"" listen "\""; next }
         { print }' "$BASE_CONFIG" >"$config"
-    printf '[store]\nkind = "redis"\nurl = "redis://%s"\n' "${REDIS_AT[$2]}" >>"$config"
+    local url=redis://${REDIS_AT[$2]}
+    [[ -z ${REDIS_SOCKET[$2]:-} ]] || url=unix://${REDIS_SOCKET[$2]}
+    printf '[store]\nkind = "redis"\nurl = "%s"\n' "$url" >>"$config"
     [[ -z $CACHE_SESSIONS ]] || printf 'cache_sessions = %s\n' "$CACHE_SESSIONS" >>"$config"
     env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
         --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
@@ -549,6 +562,7 @@ target_addr() { # target -> host:port
     cloakroom-redis-scale) echo "$CLOAKROOM_REDIS_SCALE_ADDR" ;;
     cloakroom-mid) echo "$CLOAKROOM_MID_ADDR" ;;
     cloakroom-redis-mid) echo "$CLOAKROOM_REDIS_MID_ADDR" ;;
+    cloakroom-redis-unix) echo "$CLOAKROOM_REDIS_UNIX_ADDR" ;;
     esac
 }
 
@@ -967,7 +981,7 @@ EOF
         if is_tls_scenario "$scenario"; then tls+=("$scenario"); else plain+=("$scenario"); fi
     done
     if ((${#plain[@]} > 0)) && wants_target nginx; then
-        for proxy in cloakroom cloakroom-redis cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale; do
+        for proxy in cloakroom cloakroom-redis cloakroom-mid cloakroom-redis-mid cloakroom-scale cloakroom-redis-scale cloakroom-redis-unix; do
             if wants_target "$proxy"; then ratio_table "$proxy" nginx "${plain[@]}"; fi
         done
     fi
@@ -984,6 +998,9 @@ EOF
             ratio_table "$proxy" cloakroom "${plain[@]}"
         fi
     done
+    if ((${#plain[@]} > 0)) && wants_target cloakroom-redis && wants_target cloakroom-redis-unix; then
+        ratio_table cloakroom-redis-unix cloakroom-redis "${plain[@]}"
+    fi
     if ((${#tls[@]} > 0)) && wants_target nginx-tls && wants_target cloakroom-tls; then
         ratio_table cloakroom-tls nginx-tls "${tls[@]}"
     fi
@@ -1068,6 +1085,10 @@ main() {
     if wants_target cloakroom-redis; then
         start_redis redis
         start_cloakroom_redis cloakroom-redis redis
+    fi
+    if wants_target cloakroom-redis-unix; then
+        start_redis redis-unix
+        start_cloakroom_redis cloakroom-redis-unix redis-unix
     fi
     local size
     for size in mid scale; do

@@ -4,7 +4,8 @@
 //! "redis"` takes `url` or `cluster_urls`, `prefix`, `password_env`,
 //! `connect_timeout`, `command_timeout` and `cache_sessions`. A key of the other kind is an
 //! error (it would be silently ignored). Redis URLs are checked here,
-//! offline: `cloakroom check` never connects.
+//! offline: `cloakroom check` never connects. `store.url` may name a Unix
+//! socket (`unix:///path?db=N&pass=…`); a cluster's nodes may not.
 
 use std::time::Duration;
 
@@ -221,15 +222,40 @@ fn redis_endpoint(raw: &RawStore, check: &mut Checker) -> Option<RedisEndpoint> 
 fn redis_url(key: &str, text: &str, check: &mut Checker) -> Option<RedisUrl> {
     let url = RedisUrl::new(text.to_owned());
     let scheme = text.split_once("://").map(|(scheme, _)| scheme);
-    if !matches!(scheme, Some("redis" | "rediss")) {
-        check.fail(
-            key,
-            format!(
-                "`{}` needs the redis:// or rediss:// (TLS) scheme, like \"redis://127.0.0.1:6379\"",
-                url.redacted()
-            ),
-        );
-        return None;
+    let single = key == "store.url";
+    let example = if url.is_unix_socket() {
+        "\"unix:///run/redis/redis.sock?db=0\""
+    } else {
+        "\"redis://user:password@host:6379/0\""
+    };
+    match scheme {
+        Some("redis" | "rediss") => {}
+        Some(_) if url.is_unix_socket() && single => {}
+        Some(_) if url.is_unix_socket() => {
+            check.fail(
+                key,
+                format!(
+                    "`{}` is a Unix socket, which names one server; a cluster's nodes need redis:// or rediss:// URLs",
+                    url.redacted()
+                ),
+            );
+            return None;
+        }
+        _ => {
+            let unix = if single {
+                ", or unix:// for a socket on this host"
+            } else {
+                ""
+            };
+            check.fail(
+                key,
+                format!(
+                    "`{}` needs the redis:// or rediss:// (TLS) scheme{unix}, like \"redis://127.0.0.1:6379\"",
+                    url.redacted()
+                ),
+            );
+            return None;
+        }
     }
     match url.expose().into_connection_info() {
         Ok(_) => Some(url),
@@ -238,7 +264,7 @@ fn redis_url(key: &str, text: &str, check: &mut Checker) -> Option<RedisUrl> {
             check.fail(
                 key,
                 format!(
-                    "`{}` is not a usable Redis URL ({detail}); write it like \"redis://user:password@host:6379/0\"",
+                    "`{}` is not a usable Redis URL ({detail}); write it like {example}",
                     url.redacted()
                 ),
             );

@@ -203,6 +203,7 @@ fn every_redis_store_problem_is_reported_with_its_key() {
     for (text, key, says) in [
         ("", "store.url", "is required"),
         ("url = \"http://127.0.0.1:6379\"", "store.url", "redis://"),
+        ("url = \"http://127.0.0.1:6379\"", "store.url", "unix://"),
         ("url = \"redis://\"", "store.url", "not a usable Redis URL"),
         (
             "cluster_urls = [\"redis://a:1\", \"rediss://b:1\"]",
@@ -233,6 +234,47 @@ fn redis_passwords_never_show() {
     assert_eq!(url.redacted(), "redis://app:***@cache.internal:6380/2");
     assert!(!format!("{redis:?}").contains("hunter2"));
     let error = redis_store("url = \"ftp://app:hunter2@cache.internal\"").unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[test]
+fn a_unix_socket_names_one_redis_server_and_its_password_never_shows() {
+    for scheme in ["unix", "redis+unix"] {
+        let redis = redis_store(&format!(
+            "url = \"{scheme}:///run/redis/redis.sock?db=2&pass=hunter2\""
+        ))
+        .unwrap();
+        let RedisEndpoint::Single(url) = &redis.endpoint else {
+            unreachable!()
+        };
+        assert!(url.is_unix_socket());
+        assert_eq!(
+            url.redacted(),
+            format!("{scheme}:///run/redis/redis.sock?db=2&pass=***")
+        );
+        assert!(!format!("{redis:?}").contains("hunter2"));
+        assert_eq!(redis.cache_sessions, 100_000, "one server: cached");
+    }
+
+    for (text, says) in [
+        (
+            "url = \"unix://redis.sock\"",
+            "write it like \"unix:///run/redis/redis.sock?db=0\"",
+        ),
+        (
+            "url = \"unix:///run/redis.sock?db=x\"",
+            "not a usable Redis URL",
+        ),
+        (
+            "cluster_urls = [\"unix:///run/redis.sock\"]",
+            "names one server",
+        ),
+    ] {
+        let error = redis_store(text).unwrap_err();
+        assert_eq!(error.issues.len(), 1, "{text}: {error}");
+        assert!(error.issues[0].message.contains(says), "{text}: {error}");
+    }
+    let error = redis_store("url = \"unix:///run/redis.sock?pass=hunter2&db=x\"").unwrap_err();
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 

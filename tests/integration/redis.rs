@@ -62,9 +62,25 @@ async fn two_instances_on_one_redis_share_a_session() {
     let Some((url, _server)) = some_redis("two_instances_on_one_redis_share_a_session") else {
         return;
     };
+    instances_share_a_session(&url, &url).await;
+}
+
+#[tokio::test]
+async fn an_instance_on_a_unix_socket_shares_sessions_with_one_on_tcp() {
+    let Some(server) = RedisServer::start_with_socket("an_instance_on_a_unix_socket_shares") else {
+        return;
+    };
+    instances_share_a_session(&server.url(), &server.socket_url()).await;
+    instances_share_a_session(&server.socket_url(), &server.url()).await;
+}
+
+/// Logs in through an instance on `first_url`, then reads, writes and
+/// destroys the session through one on `second_url`, each step seen by the
+/// first.
+async fn instances_share_a_session(first_url: &str, second_url: &str) {
     let upstream = Upstream::start().await;
-    let first = Proxy::start(&upstream, &redis_store(&url, "")).await;
-    let second = Proxy::start(&upstream, &redis_store(&url, "")).await;
+    let first = Proxy::start(&upstream, &redis_store(first_url, "")).await;
+    let second = Proxy::start(&upstream, &redis_store(second_url, "")).await;
     let login = log_in(&bare(), &first, "ada").await;
     let cookie = sid_pair(&login);
 

@@ -52,8 +52,9 @@ impl RedisEndpoint {
     }
 }
 
-/// A `redis://` or `rediss://` URL. It may hold a password, so `Debug` and
-/// [`RedisUrl::redacted`] mask it; only the store reads the real text.
+/// A `redis://`, `rediss://` or (one server on this host) `unix://` URL. It
+/// may hold a password (a unix URL's in its `pass` parameter), so `Debug`
+/// and [`RedisUrl::redacted`] mask it; only the store reads the real text.
 #[derive(Clone)]
 pub struct RedisUrl(String);
 
@@ -68,18 +69,43 @@ impl RedisUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// Whether this names a Unix domain socket (`unix://` or
+    /// `redis+unix://`, redis-rs's spellings) rather than a host and port.
+    pub fn is_unix_socket(&self) -> bool {
+        UNIX_SCHEMES
+            .iter()
+            .any(|scheme| self.0.split_once("://").is_some_and(|(s, _)| s == *scheme))
+    }
+
+    /// The URL with any password replaced by `***`: the user-info one of a
+    /// TCP URL, the `pass` parameter of a unix one.
     pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
-                url.to_string()
-            }
-            Ok(url) => url.to_string(),
-            Err(_) => "<unparsable URL>".into(),
+        let Ok(mut url) = url::Url::parse(&self.0) else {
+            return "<unparsable URL>".into();
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
         }
+        if url.query_pairs().any(|(key, _)| key == "pass") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "pass" {
+                        "***".into()
+                    } else {
+                        value.into_owned()
+                    };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
     }
 }
+
+/// The schemes of a Unix-socket URL that redis-rs reads.
+pub const UNIX_SCHEMES: [&str; 2] = ["unix", "redis+unix"];
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -79,6 +79,9 @@ pub fn valkey_program(test: &str) -> Option<String> {
     Some(program)
 }
 
+/// The socket of [`RedisServer::start_with_socket`], in the server's directory.
+const SOCKET_NAME: &str = "redis.sock";
+
 /// One `redis-server` child process on 127.0.0.1.
 pub struct RedisServer {
     pub port: u16,
@@ -94,6 +97,24 @@ impl RedisServer {
     /// `redis-server`.
     pub fn start(test: &str) -> Option<Self> {
         require("redis-server", test).then(|| Self::spawn(&["--save", "", "--appendonly", "no"]))
+    }
+
+    /// A fresh server without persistence that also listens on a Unix
+    /// socket in its directory (see [`Self::socket_url`]).
+    pub fn start_with_socket(test: &str) -> Option<Self> {
+        // Relative to `--dir`, which redis-server changes into first.
+        require("redis-server", test).then(|| {
+            Self::spawn(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+                SOCKET_NAME,
+                "--unixsocketperm",
+                "700",
+            ])
+        })
     }
 
     /// A server whose data survives `kill` + `restart` (append-only file,
@@ -189,6 +210,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The `unix://` URL of a server started with [`Self::start_with_socket`].
+    pub fn socket_url(&self) -> String {
+        format!("unix://{}", self.dir.join(SOCKET_NAME).display())
     }
 
     /// SIGKILL, as a crash: nothing is saved beyond what is already on disk.

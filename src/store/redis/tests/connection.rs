@@ -131,6 +131,62 @@ async fn the_password_comes_from_password_env_and_a_wrong_one_fails_start_up() {
     assert!(!shown.contains("wrong@"), "{shown}");
 }
 
+#[tokio::test]
+async fn a_unix_socket_takes_its_password_from_the_url_and_never_shows_it() {
+    let Some(server) = RedisServer::start_with_socket("a_unix_socket_takes_its_password") else {
+        return;
+    };
+    assert_eq!(
+        server
+            .command(&["CONFIG", "SET", "requirepass", "hunter2"])
+            .unwrap(),
+        "+OK"
+    );
+    let socket = server.socket_url();
+    let config = redis_config(&format!("url = \"{socket}?db=3&pass=hunter2\""), "");
+    let store = RedisStore::connect(&config).await.unwrap();
+    let id = conformance::create(&store, json!({"user": "ada"}), Duration::from_secs(60)).await;
+    let live = store.load(&id, true).await.unwrap();
+    assert_eq!(live.live().unwrap().map()["user"], json!("ada"));
+    // In the database the URL names, under connect-redis's key.
+    let key = format!("sess:{}", id.as_str());
+    for (db, expected) in [(0, false), (3, true)] {
+        let url = format!("redis://:hunter2@127.0.0.1:{}/{db}", server.port);
+        let mut plain = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut plain)
+            .await
+            .unwrap();
+        assert_eq!(exists, expected, "db {db}");
+    }
+
+    let wrong = redis_config(&format!("url = \"{socket}?pass=not-the-password-7c1\""), "");
+    let shown = RedisStore::connect(&wrong)
+        .await
+        .err()
+        .expect("wrong password")
+        .to_string();
+    assert!(shown.contains(&format!("{socket}?pass=***")), "{shown}");
+    assert!(!shown.contains("not-the-password"), "{shown}");
+
+    let missing = redis_config(
+        "url = \"unix:///nonexistent/redis.sock\"\nconnect_timeout = \"300ms\"",
+        "",
+    );
+    let shown = RedisStore::connect(&missing)
+        .await
+        .err()
+        .expect("no socket there")
+        .to_string();
+    assert!(shown.contains("unix:///nonexistent/redis.sock"), "{shown}");
+    assert!(shown.contains("store.url"), "{shown}");
+}
+
 /// A test CA and a certificate for 127.0.0.1 signed by it, made with
 /// openssl in `dir`: (CA, server certificate, server key).
 fn test_certificates(dir: &std::path::Path) -> (String, String, String) {

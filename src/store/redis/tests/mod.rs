@@ -174,6 +174,27 @@ mod with_the_native_compare_and_set_untracked {
     conformance::suite!(async untracked);
 }
 
+/// The same suite on a server reached through a Unix socket (`unix://`),
+/// tracked as in production: the tracked connections, their invalidations
+/// and the compare-and-set all go over the socket.
+mod over_a_unix_socket {
+    use super::*;
+
+    async fn tracked() -> Option<Harness> {
+        let server = RedisServer::start_with_socket("redis store conformance over a unix socket")?;
+        let config = redis_config(&format!("url = \"{}\"", server.socket_url()), "");
+        let store = RedisStore::connect(&config).await.unwrap();
+        let harness = Harness {
+            store,
+            server: Some(server),
+            _cluster: None,
+        };
+        Some(tracking(harness).await)
+    }
+
+    conformance::suite!(async tracked);
+}
+
 /// The same suite on a three-node Redis Cluster: regenerate crosses slots.
 mod on_a_cluster {
     use super::*;
