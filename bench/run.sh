@@ -19,6 +19,8 @@
 #                                      # Redis on a CPU of its own
 #   TARGETS="nginx cloakroom-redis cloakroom-redis-unix" bench/run.sh
 #                                      # Redis over TCP and over its Unix socket
+#   bench/pgo.sh && CLOAKROOM_BIN=target/pgo/release/cloakroom bench/run.sh
+#                                      # Cloakroom's profile-guided build
 #
 # Prints a Markdown report on stdout and writes it to bench/results/latest.md;
 # progress goes to stderr; logs and raw numbers of the last run stay in
@@ -106,6 +108,10 @@ RUN_DIR=$RESULTS_DIR/last-run
 RAW=$RUN_DIR/raw.tsv
 # Binaries are where cargo puts them (CARGO_TARGET_DIR, if set).
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+# The Cloakroom binary every Cloakroom target runs: CLOAKROOM_BIN (e.g.
+# target/pgo/release/cloakroom, which bench/pgo.sh builds), else the
+# release build this script makes.
+CLOAKROOM=${CLOAKROOM_BIN:-$TARGET_DIR/release/cloakroom}
 CLK_TCK=$(getconf CLK_TCK)
 # Generated per run (never committed): the certificate both TLS proxies
 # serve, and the shim that keeps wrk from resuming TLS sessions.
@@ -188,11 +194,12 @@ build_binaries() {
     [[ $LOAD != bench_load ]] || what+=(--example bench_load)
     local target
     for target in "${CLOAKROOM_TARGETS[@]}"; do
-        if wants_target "$target"; then
+        if wants_target "$target" && [[ -z ${CLOAKROOM_BIN:-} ]]; then
             what+=(--bin cloakroom)
             break
         fi
     done
+    [[ -z ${CLOAKROOM_BIN:-} || -x $CLOAKROOM_BIN ]] || die "CLOAKROOM_BIN ($CLOAKROOM_BIN) is not an executable"
     log "building ${what[*]} (release)"
     (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
 }
@@ -342,7 +349,7 @@ start_cloakroom_tls() {
     local config=$RUN_DIR/proxy.tls.toml
     sed -e "s|@CERT@|$TLS_CERT|" -e "s|@KEY@|$TLS_KEY|" \
         "$BENCH_DIR/proxy.bench.tls.toml" >"$config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$config" >"$RUN_DIR/cloakroom-tls.log" 2>&1 &
     PID[cloakroom-tls]=$!
     wait_for_port cloakroom-tls "$CLOAKROOM_TLS_ADDR"
@@ -383,7 +390,7 @@ start_cloakroom_sized() { # target
     local config=$RUN_DIR/proxy.$target.toml
     room_for "$(sessions_of "$target")" "$BASE_CONFIG" |
         sed -e "s|^listen = .*|listen = \"$addr\"|" >"$config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
     PID[$target]=$!
     wait_for_port "$target" "$addr"
@@ -392,7 +399,7 @@ start_cloakroom_sized() { # target
 start_cloakroom() {
     require_free_port "$CLOAKROOM_ADDR"
     # Only the secret in the bench config, whatever this shell exports.
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$BASE_CONFIG" >"$RUN_DIR/cloakroom.log" 2>&1 &
     PID[cloakroom]=$!
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
@@ -410,7 +417,7 @@ start_cloakroom_observed() {
         "$BASE_CONFIG" >"$config"
     printf '[ops]\nlisten = "%s"\n[log]\nformat = "json"\naccess = true\n' \
         "$CLOAKROOM_OBSERVED_OPS" >>"$config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn,cloakroom::access=info "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn,cloakroom::access=info "$CLOAKROOM" \
         --config "$config" >>"$ACCESS_LOG" 2>&1 &
     PID[cloakroom-observed]=$!
     wait_for_port cloakroom-observed "$CLOAKROOM_OBSERVED_ADDR"
@@ -425,7 +432,7 @@ start_cloakroom_idle() {
         -e "s|^ttl = .*|&\nidle_timeout = \"30m\"|" \
         "$BASE_CONFIG" >"$config"
     grep -q '^idle_timeout' "$config" || die "could not set idle_timeout in $config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$config" >"$RUN_DIR/cloakroom-idle.log" 2>&1 &
     PID[cloakroom-idle]=$!
     wait_for_port cloakroom-idle "$CLOAKROOM_IDLE_ADDR"
@@ -466,7 +473,7 @@ start_cloakroom_redis() { # target redis-name
     [[ -z ${REDIS_SOCKET[$2]:-} ]] || url=unix://${REDIS_SOCKET[$2]}
     printf '[store]\nkind = "redis"\nurl = "%s"\n' "$url" >>"$config"
     [[ -z $CACHE_SESSIONS ]] || printf 'cache_sessions = %s\n' "$CACHE_SESSIONS" >>"$config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$config" >"$RUN_DIR/$target.log" 2>&1 &
     PID[$target]=$!
     wait_for_port "$target" "$addr"
@@ -953,7 +960,7 @@ render_report() {
     cat <<EOF
 # Cloakroom benchmark
 
-- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $commit (working tree as built)
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $commit (working tree as built); Cloakroom binary: ${CLOAKROOM#"$REPO_DIR"/}
 - machine: nproc $(nproc --all), $(uname -sr), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 - tools: $(tool_versions)
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
