@@ -105,7 +105,7 @@ impl RedisUrl {
 }
 
 /// The schemes of a Unix-socket URL that redis-rs reads.
-pub const UNIX_SCHEMES: [&str; 2] = ["unix", "redis+unix"];
+const UNIX_SCHEMES: [&str; 2] = ["unix", "redis+unix"];
 
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
