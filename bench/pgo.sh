@@ -12,7 +12,9 @@
 # bench/proxy.bench.toml, with the memory store and then a Redis store on a
 # redis-server of its own; on each, SESSIONS logins (wrk and
 # bench/login.lua), then anonymous requests, session reads and session
-# writes with bench_load for TRAIN_SECONDS each; then the TLS config
+# writes with bench_load for TRAIN_SECONDS each, and forward-auth checks
+# (auth.forward_auth_path, as nginx's auth_request asks) with h2load over
+# HTTP/1.1; then the TLS config
 # (bench/proxy.bench.tls.toml, a throwaway certificate from openssl) under
 # h2load, over HTTP/2 and HTTP/1.1. Code no training request takes is
 # compiled for size, so every store and protocol a deployment uses must be
@@ -82,6 +84,14 @@ load() { # url seconds [cookie file]
         >>"$RUN_DIR/load.txt" 2>&1 || die "bench_load failed on $1; see $RUN_DIR/load.txt"
 }
 
+# COUNT requests with h2load, every one answered 2xx, or the training stops.
+h2load_ok() { # count output h2load-arguments...
+    local count=$1 out=$2
+    shift 2
+    h2load -n "$count" "$@" >"$out" 2>&1 || die "h2load failed; see $out"
+    grep -q "status codes: $count 2xx" "$out" || die "h2load had answers other than 2xx; see $out"
+}
+
 # The instrumented binary on CONFIG at ADDR until SIGTERM: it writes its
 # profile as it exits.
 run_instrumented() { # name config addr
@@ -102,12 +112,18 @@ train_store() { # name store-toml upstream-url
     addr=127.0.0.1:$(free_port)
     config=$RUN_DIR/proxy.$1.toml
     bench_config "$addr" "$3" "$2" "$config"
+    # Forward-auth on, for this script's own requests (from 127.0.0.1).
+    sed -i -e 's|^trusted_proxies = \[\]|trusted_proxies = ["127.0.0.1"]|' \
+        -e 's|^\[auth\]$|[auth]\nforward_auth_path = "/_cloakroom/auth"|' "$config"
+    grep -q '^forward_auth_path = ' "$config" || die "could not set auth.forward_auth_path in $config"
     run_instrumented "$1" "$config" "$addr"
-    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes"
+    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes, forward-auth checks"
     make_logins "http://$addr/login" "$SESSIONS" "$RUN_DIR/cookies-$1" "$RUN_DIR/login-$1.txt"
     load "http://$addr/" "$TRAIN_SECONDS"
     load "http://$addr/" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
     load "http://$addr/write" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
+    h2load_ok 20000 "$RUN_DIR/forward-auth-$1.txt" --h1 -c 16 \
+        -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" -H "x-original-uri: /" "http://$addr/_cloakroom/auth"
     stop_one "$1"
 }
 
@@ -128,10 +144,8 @@ train_tls() {
     cookie=$(curl -sk -D - -o /dev/null "https://$addr/login" | tr -d '\r' |
         awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }')
     [[ -n $cookie ]] || die "GET /login over TLS set no session cookie; see $RUN_DIR/tls.log"
-    h2load -n 40000 -c 32 -m 10 -H "cookie: $cookie" "https://$addr/" >>"$RUN_DIR/h2load.txt" 2>&1 ||
-        die "h2load failed; see $RUN_DIR/h2load.txt"
-    h2load --h1 -n 20000 -c 32 "https://$addr/" >>"$RUN_DIR/h2load.txt" 2>&1 ||
-        die "h2load --h1 failed; see $RUN_DIR/h2load.txt"
+    h2load_ok 40000 "$RUN_DIR/tls-h2.txt" -c 32 -m 10 -H "cookie: $cookie" "https://$addr/"
+    h2load_ok 20000 "$RUN_DIR/tls-h1.txt" --h1 -c 32 "https://$addr/"
     stop_one tls
 }
 
