@@ -25,7 +25,10 @@
 # component add llvm-tools`), wrk, curl, openssl, redis-server, h2load
 # (Debian's wrk, curl, openssl, redis-server, nghttp2-client). The builds
 # go to their own directories under target/ (pgo-instrumented/, pgo/), so
-# an ordinary `cargo build --release` is not rebuilt by their flags.
+# an ordinary `cargo build --release` is not rebuilt by their flags. Flags
+# already in RUSTFLAGS are kept and the profile's flag added to them (as
+# whenever RUSTFLAGS is set, cargo then reads no build.rustflags from its
+# config files).
 set -euo pipefail
 
 SESSIONS=${SESSIONS:-1000}          # logins per store, which the session requests rotate over
@@ -69,8 +72,8 @@ require_tools() {
 
 build_instrumented() {
     log "building the instrumented binary (into $INSTRUMENTED_DIR)"
-    (cd "$REPO_DIR" && cargo build --release --locked --bin cloakroom --target-dir "$INSTRUMENTED_DIR" \
-        --config "build.rustflags=[\"-Cprofile-generate=$PROFILES\"]")
+    (cd "$REPO_DIR" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES" \
+        cargo build --release --locked --bin cloakroom --target-dir "$INSTRUMENTED_DIR")
     (cd "$REPO_DIR" && cargo build --release --locked --example bench_upstream --example bench_load \
         --target-dir "$TARGET_DIR")
     # Build scripts and proc macros ran instrumented too: their profiles
@@ -172,8 +175,8 @@ build_optimized() {
     compgen -G "$PROFILES/*.profraw" >/dev/null || die "the training left no profile in $PROFILES"
     "$tool" merge -o "$MERGED" "$PROFILES"/*.profraw
     log "building the optimized binary (into $OPTIMIZED_DIR)"
-    (cd "$REPO_DIR" && cargo build --release --locked --bin cloakroom --target-dir "$OPTIMIZED_DIR" \
-        --config "build.rustflags=[\"-Cprofile-use=$MERGED\"]")
+    (cd "$REPO_DIR" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$MERGED" \
+        cargo build --release --locked --bin cloakroom --target-dir "$OPTIMIZED_DIR")
     log "done: $OPTIMIZED_DIR/release/cloakroom"
 }
 
