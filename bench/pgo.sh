@@ -12,9 +12,9 @@
 # bench/proxy.bench.toml, with the memory store and then a Redis store on a
 # redis-server of its own; on each, SESSIONS logins (wrk and
 # bench/login.lua), then anonymous requests, session reads and session
-# writes with bench_load for TRAIN_SECONDS each, and forward-auth checks
-# (auth.forward_auth_path, as nginx's auth_request asks) with h2load over
-# HTTP/1.1; then the TLS config
+# writes with bench_load for TRAIN_SECONDS each, POSTs with a 4 KiB body
+# and forward-auth checks (auth.forward_auth_path, as nginx's auth_request
+# asks) with h2load over HTTP/1.1; then the TLS config
 # (bench/proxy.bench.tls.toml, a throwaway certificate from openssl) under
 # h2load, over HTTP/2 and HTTP/1.1. Code no training request takes is
 # compiled for size, so every store and protocol a deployment uses must be
@@ -125,6 +125,8 @@ train_store() { # name store-toml upstream-url
     load "http://$addr/" "$TRAIN_SECONDS"
     load "http://$addr/" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
     load "http://$addr/write" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
+    h2load_ok 20000 "$RUN_DIR/post-$1.txt" --h1 -c 16 -d "$RUN_DIR/body.bin" \
+        -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" "http://$addr/"
     h2load_ok 20000 "$RUN_DIR/forward-auth-$1.txt" --h1 -c 16 \
         -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" -H "x-original-uri: /" "http://$addr/_cloakroom/auth"
     stop_one "$1"
@@ -148,6 +150,7 @@ train_tls() {
         awk 'tolower($1) == "set-cookie:" { split($2, c, ";"); if (c[1] ~ /^sid=/) { print c[1]; exit } }')
     [[ -n $cookie ]] || die "GET /login over TLS set no session cookie; see $RUN_DIR/tls.log"
     h2load_ok 40000 "$RUN_DIR/tls-h2.txt" -c 32 -m 10 -H "cookie: $cookie" "https://$addr/"
+    h2load_ok 20000 "$RUN_DIR/tls-h2-post.txt" -c 16 -m 10 -d "$RUN_DIR/body.bin" "https://$addr/"
     h2load_ok 20000 "$RUN_DIR/tls-h1.txt" --h1 -c 32 "https://$addr/"
     stop_one tls
 }
@@ -158,6 +161,8 @@ train() {
     "$TARGET_DIR/release/examples/bench_upstream" "$upstream" >"$RUN_DIR/upstream.log" 2>&1 &
     PID[upstream]=$!
     wait_for_port upstream "$upstream"
+    # What the POSTs send.
+    head -c 4096 /dev/urandom >"$RUN_DIR/body.bin"
     redis_port=$(free_port)
     redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
         --dir "$RUN_DIR" --logfile "" >"$RUN_DIR/redis.log" 2>&1 &
