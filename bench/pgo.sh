@@ -120,7 +120,7 @@ train_store() { # name store-toml upstream-url
         -e 's|^\[auth\]$|[auth]\nforward_auth_path = "/_cloakroom/auth"|' "$config"
     grep -q '^forward_auth_path = ' "$config" || die "could not set auth.forward_auth_path in $config"
     run_instrumented "$1" "$config" "$addr"
-    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes, forward-auth checks"
+    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes, POSTs, forward-auth checks"
     make_logins "http://$addr/login" "$SESSIONS" "$RUN_DIR/cookies-$1" "$RUN_DIR/login-$1.txt"
     load "http://$addr/" "$TRAIN_SECONDS"
     load "http://$addr/" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
