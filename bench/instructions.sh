@@ -14,6 +14,9 @@
 #                                        # 300 sessions' cookies, as
 #                                        # bench/run.sh's do (default 1: one
 #                                        # hot cookie)
+#   CLOAKROOM_BIN=target/pgo/release/cloakroom bench/instructions.sh
+#                                        # another Cloakroom binary (e.g.
+#                                        # bench/pgo.sh's); not built here
 #   TARGET=nginx bench/instructions.sh   # nginx (bench/nginx.conf, one
 #                                        # worker process) under the same
 #                                        # load, for comparison
@@ -25,6 +28,7 @@ SESSIONS=${SESSIONS:-1}
 CONFIG=${CONFIG:-bench/proxy.bench.toml}
 LOG=${LOG:-warn}
 TARGET=${TARGET:-cloakroom}
+CLOAKROOM_BIN=${CLOAKROOM_BIN:-}
 UPSTREAM=127.0.0.1:3900
 case $TARGET in
 cloakroom) PROXY=127.0.0.1:3901 ;;
@@ -66,13 +70,19 @@ for addr in "$UPSTREAM" "$PROXY"; do
     fi
 done
 
-cargo build --release --quiet --bin cloakroom --example bench_upstream
+if [[ -n $CLOAKROOM_BIN ]]; then
+    [[ -x $CLOAKROOM_BIN ]] || { echo "CLOAKROOM_BIN ($CLOAKROOM_BIN) is not an executable" >&2; exit 1; }
+    cargo build --release --quiet --example bench_upstream
+else
+    cargo build --release --quiet --bin cloakroom --example bench_upstream
+    CLOAKROOM_BIN=./target/release/cloakroom
+fi
 ./target/release/examples/bench_upstream "$UPSTREAM" >"$work/upstream.log" 2>&1 &
 pids+=($!)
 wait_port "$UPSTREAM"
 if [[ $TARGET == cloakroom ]]; then
     RUST_LOG=$LOG valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="${CALLGRIND_OUT:-$work/callgrind.out}" \
-        ./target/release/cloakroom --config "$CONFIG" >/dev/null 2>&1 &
+        "$CLOAKROOM_BIN" --config "$CONFIG" >/dev/null 2>&1 &
 else
     # One worker process and no master: callgrind follows one process,
     # whose instructions are then all of nginx's.
