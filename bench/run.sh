@@ -3,12 +3,15 @@
 # with its memory store and behind Cloakroom with a Redis store, for three
 # plain-HTTP scenarios measured with wrk; and, on request, nginx and
 # Cloakroom terminating TLS for two TLS scenarios (full handshakes with wrk,
-# HTTP/2 session reads with h2load); all in one run.
+# HTTP/2 session reads with h2load), and WebSocket messages echoed through
+# an open tunnel (bench_websocket); all in one run.
 # See bench/README.md for what each column means.
 #
 #   bench/run.sh                       # defaults: 3 runs of 10 s per cell
 #   DURATION=3 REPS=1 bench/run.sh     # a quick look
-#   SCENARIOS=all bench/run.sh         # the TLS scenarios as well
+#   SCENARIOS=all bench/run.sh         # the TLS and WebSocket scenarios as well
+#   SCENARIOS=websocket TARGETS="nginx cloakroom" bench/run.sh
+#                                      # messages through WebSocket tunnels
 #   SCENARIOS="tls-handshake h2-session-read" DURATION=5 REPS=1 bench/run.sh
 #   SESSIONS=1000000 bench/run.sh      # a scale run: cookies rotate over 1M sessions
 #   TARGETS="nginx cloakroom cloakroom-scale cloakroom-redis cloakroom-redis-scale" \
@@ -33,6 +36,7 @@ WARMUP=${WARMUP:-2}             # seconds of unmeasured load per cell first
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 STREAMS=${STREAMS:-10}          # h2load concurrent streams per connection (-m)
+MESSAGE_BYTES=${MESSAGE_BYTES:-1024}  # the websocket scenario's message size
 # The session scenarios' cookies rotate over this many sessions per
 # Cloakroom target, made through it with GET /login before measuring (1: one
 # hot cookie on every request, as this benchmark did before).
@@ -43,8 +47,11 @@ PLAIN_SCENARIOS=(anonymous session-read session-write)
 # cloakroom targets), only when SCENARIOS names them: they would take the
 # default run past 8 minutes.
 TLS_SCENARIOS=(tls-handshake h2-session-read)
+# Messages echoed through open WebSocket tunnels, against the plain targets,
+# only when SCENARIOS names it (or is all).
+WEBSOCKET_SCENARIOS=(websocket)
 SCENARIOS_DEFAULT="${PLAIN_SCENARIOS[*]}"
-[[ ${SCENARIOS:-} != all ]] || SCENARIOS="${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]}"
+[[ ${SCENARIOS:-} != all ]] || SCENARIOS="${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} ${WEBSOCKET_SCENARIOS[*]}"
 read -r -a SCENARIOS <<<"${SCENARIOS:-$SCENARIOS_DEFAULT}"
 
 # Fixed, because bench/proxy.bench.toml names them too.
@@ -192,6 +199,7 @@ install_missing_tools() {
 build_binaries() {
     local what=(--example bench_upstream)
     [[ $LOAD != bench_load ]] || what+=(--example bench_load)
+    ! wants_scenario websocket || what+=(--example bench_websocket)
     local target
     for target in "${CLOAKROOM_TARGETS[@]}"; do
         if wants_target "$target" && [[ -z ${CLOAKROOM_BIN:-} ]]; then
@@ -279,6 +287,12 @@ wants_tls() {
     return 1
 }
 
+wants_scenario() {
+    local scenario
+    for scenario in "${SCENARIOS[@]}"; do [[ $scenario == "$1" ]] && return 0; done
+    return 1
+}
+
 wants_plain() {
     local scenario
     for scenario in "${SCENARIOS[@]}"; do is_tls_scenario "$scenario" || return 0; done
@@ -288,8 +302,8 @@ wants_plain() {
 check_scenarios() {
     local scenario
     for scenario in "${SCENARIOS[@]}"; do
-        [[ " ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} " == *" $scenario "* ]] ||
-            die "unknown scenario '$scenario'; known: ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} (or all)"
+        [[ " ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} ${WEBSOCKET_SCENARIOS[*]} " == *" $scenario "* ]] ||
+            die "unknown scenario '$scenario'; known: ${PLAIN_SCENARIOS[*]} ${TLS_SCENARIOS[*]} ${WEBSOCKET_SCENARIOS[*]} (or all)"
     done
 }
 
@@ -577,6 +591,7 @@ target_url() { # target scenario
     local scheme=http path=/
     [[ $1 == *-tls ]] && scheme=https
     [[ $2 == session-write ]] && path=/write
+    [[ $2 == websocket ]] && scheme=ws path=/ws
     echo "$scheme://$(target_addr "$1")$path"
 }
 
@@ -666,10 +681,20 @@ run_h2load() { # target scenario seconds output-file
     rm -f "$log"
 }
 
+# websocket: CONNECTIONS tunnels of the session (opened before the clock
+# starts), each echoing one MESSAGE_BYTES message at a time; a message
+# echoed counts as a request.
+run_websocket() { # target scenario seconds output-file
+    BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_MESSAGE_BYTES=$MESSAGE_BYTES \
+        "$TARGET_DIR/release/examples/bench_websocket" "$THREADS" "$CONNECTIONS" "$3" \
+        "$(target_url "$1" "$2")" >"$4" 2>&1
+}
+
 run_load() { # target scenario seconds output-file
     case $2 in
     tls-handshake) run_wrk_handshakes "$@" ;;
     h2-session-read) run_h2load "$@" ;;
+    websocket) run_websocket "$@" ;;
     *) run_wrk "$@" ;;
     esac
 }
@@ -677,6 +702,7 @@ run_load() { # target scenario seconds output-file
 load_tool() { # scenario -> the name of its output files' prefix
     case $1 in
     h2-session-read) echo h2load ;;
+    websocket) echo bench_websocket ;;
     tls-handshake) echo wrk ;;
     *) echo "$LOAD" ;;
     esac
@@ -895,11 +921,12 @@ tool_versions() {
 }
 
 load_line() {
-    local scenario line="" plain=0 handshake=0 h2=0
+    local scenario line="" plain=0 handshake=0 h2=0 websocket=0
     for scenario in "${SCENARIOS[@]}"; do
         case $scenario in
         tls-handshake) handshake=1 ;;
         h2-session-read) h2=1 ;;
+        websocket) websocket=1 ;;
         *) plain=1 ;;
         esac
     done
@@ -910,6 +937,7 @@ load_line() {
     fi
     ((handshake == 0)) || line+="; tls-handshake: wrk -t $THREADS -c $CONNECTIONS -H 'Connection: close' over https, with bench/no_resume.c preloaded (one request per connection, every handshake a full one)"
     ((h2 == 0)) || line+="; h2-session-read: h2load -t $THREADS -c $CONNECTIONS -m $STREAMS (HTTP/2 over TLS) with the session cookie"
+    ((websocket == 0)) || line+="; websocket: bench_websocket $THREADS threads, $CONNECTIONS tunnels, messages of $MESSAGE_BYTES bytes"
     echo "${line#; }"
 }
 
@@ -949,7 +977,11 @@ EOF
 }
 
 render_report() {
-    local commit scenario target targets tls_lines=""
+    local commit scenario target targets tls_lines="" websocket_line=""
+    if wants_scenario websocket; then
+        websocket_line="
+- websocket rows: $CONNECTIONS WebSocket tunnels per target (to the upstream's echo at /ws, with the session cookie), opened before measuring; each sends a binary message of $MESSAGE_BYTES bytes and waits for its echo before the next, so req/s is messages echoed per second and CPU per request is CPU per round trip of a message"
+    fi
     commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "none yet")
     if wants_tls; then
         tls_lines="
@@ -966,7 +998,7 @@ render_report() {
 - load: $(load_line); per cell a ${WARMUP} s warm-up, then $REPS run(s) of $DURATION s; medians shown
 - sessions: the session-read and session-write requests rotate over $SESSIONS session cookie(s) per Cloakroom target ($MID_SESSIONS for the -mid twins, $SCALE_SESSIONS for the -scale twins), made through it with GET /login before measuring (h2-session-read sends one)
 - Redis cache: store.cache_sessions = ${CACHE_SESSIONS:-the default (100000)} in the Redis targets$(redis_line)
-- session check: $SESSION_CHECK$tls_lines
+- session check: $SESSION_CHECK$tls_lines$websocket_line
 - other processes' CPU during the measured runs: $(other_load) (near 0: a quiet machine)
 
 | scenario | target | req/s | p99 latency (ms) | CPU per request (µs) | of which user (µs) | errors |

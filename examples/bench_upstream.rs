@@ -13,6 +13,8 @@
 //! - `GET /whoami` answers 200 with the request's `X-User` header as the body
 //!   (empty without one): `bench/run.sh` uses it once, before measuring, to
 //!   check that Cloakroom recognises the benchmark's session cookie;
+//! - `GET /ws` with `Upgrade: websocket` is a WebSocket that echoes every
+//!   message it receives (`bench_websocket`'s load);
 //! - anything else answers 200 with the body `hello`.
 //!
 //! Run it with `cargo run --release --example bench_upstream [ADDR]`
@@ -32,14 +34,20 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3900";
 const SET_SESSION: &str = "set-session";
@@ -75,11 +83,16 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             // The answer never waits, so it is computed right away and handed
             // to hyper as an already-ready future.
-            let service = service_fn(move |request| std::future::ready(answer(&request, &writes)));
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                std::future::ready(match websocket_key(&request) {
+                    Some(key) => Ok(echo_websocket(&mut request, &key)),
+                    None => answer(&request, &writes),
+                })
+            });
             // Errors here are clients hanging up (wrk does at the end of each
             // run); there is nothing useful to report.
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
@@ -113,4 +126,38 @@ fn answer(
         headers.insert(SET_SESSION, value);
     }
     Ok(response)
+}
+
+/// The key of a WebSocket handshake to `/ws`, if the request is one.
+fn websocket_key(request: &Request<Incoming>) -> Option<Vec<u8>> {
+    let upgrade = request.headers().get(UPGRADE)?;
+    (request.uri().path() == "/ws" && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .then(|| request.headers().get(SEC_WEBSOCKET_KEY))
+        .flatten()
+        .map(|key| key.as_bytes().to_vec())
+}
+
+/// Answers the handshake with 101 and, once hyper hands the connection
+/// over, echoes every data message until the client closes.
+fn echo_websocket(request: &mut Request<Incoming>, key: &[u8]) -> Response<Full<Bytes>> {
+    let upgraded = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgraded.await else { return };
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            if (message.is_binary() || message.is_text()) && socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
