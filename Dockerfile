@@ -16,6 +16,12 @@
 #   RUNTIME_IMAGE  glibc, libgcc_s and the CA certificates (rediss:// and
 #                  https:// upstreams verify against them); no shell needed
 #
+# --build-arg PGO=true builds the profile-guided binary of bench/pgo.sh,
+# trained in the build stage on the benchmark's requests (the build stage
+# then installs redis-server, wrk, curl, openssl and h2load from Debian's
+# packages, and rustup's llvm-tools); see bench/README.md, "A
+# profile-guided build".
+#
 # `--target demo` builds the demo app of examples/demo.rs alone (it listens
 # on DEMO_APP_LISTEN, 0.0.0.0:3000), for compose.yaml.
 ARG BUILD_IMAGE=rust:1-bookworm
@@ -38,10 +44,18 @@ RUN mkdir src \
     && rm -r src
 COPY proxy.toml ./
 COPY src ./src
+# What a profile-guided build (--build-arg PGO=true) trains with.
+COPY bench ./bench
+COPY examples/bench_*.rs ./examples/
+COPY docker/build-release.sh ./docker/
+# PGO=false: `cargo build --release`. PGO=true: bench/pgo.sh's
+# profile-guided build (docker/build-release.sh installs its training's
+# tools), about three times as long.
+ARG PGO=false
 # The copied sources can be older than the empty ones built above: touched,
 # cargo sees that they changed.
 RUN touch src/lib.rs src/main.rs \
-    && cargo build --release --locked --bin cloakroom
+    && PGO=${PGO} docker/build-release.sh
 
 FROM build AS build-demo
 COPY examples/demo.rs ./examples/demo.rs

@@ -14,7 +14,8 @@
 # bench/login.lua), then anonymous requests, session reads and session
 # writes with bench_load for TRAIN_SECONDS each, POSTs with a 4 KiB body
 # and forward-auth checks (auth.forward_auth_path, as nginx's auth_request
-# asks) with h2load over HTTP/1.1; then the TLS config
+# asks) with h2load over HTTP/1.1, and messages through WebSocket tunnels
+# (bench_websocket) for TRAIN_SECONDS; then the TLS config
 # (bench/proxy.bench.tls.toml, a throwaway certificate from openssl) under
 # h2load, over HTTP/2 and HTTP/1.1. Code no training request takes is
 # compiled for size, so every store and protocol a deployment uses must be
@@ -75,7 +76,7 @@ build_instrumented() {
     (cd "$REPO_DIR" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES" \
         cargo build --release --locked --bin cloakroom --target-dir "$INSTRUMENTED_DIR")
     (cd "$REPO_DIR" && cargo build --release --locked --example bench_upstream --example bench_load \
-        --target-dir "$TARGET_DIR")
+        --example bench_websocket --target-dir "$TARGET_DIR")
     # Build scripts and proc macros ran instrumented too: their profiles
     # are not the proxy's.
     rm -rf "$PROFILES"
@@ -93,6 +94,15 @@ h2load_ok() { # count output h2load-arguments...
     shift 2
     h2load -n "$count" "$@" >"$out" 2>&1 || die "h2load failed; see $out"
     grep -q "status codes: $count 2xx" "$out" || die "h2load had answers other than 2xx; see $out"
+}
+
+# Messages echoed through 16 WebSocket tunnels of the session for
+# TRAIN_SECONDS, every handshake answered 101 and every message echoed.
+websocket_ok() { # url cookie output
+    BENCH_COOKIE=$2 "$TARGET_DIR/release/examples/bench_websocket" "$THREADS" 16 "$TRAIN_SECONDS" "$1" \
+        >"$3" 2>&1 || die "bench_websocket failed on $1; see $3"
+    grep -q '^BENCH requests=[1-9][0-9]* .* socket_errors=0 status_errors=0$' "$3" ||
+        die "WebSocket tunnels failed or echoed nothing; see $3"
 }
 
 # The instrumented binary on CONFIG at ADDR until SIGTERM: it writes its
@@ -120,7 +130,7 @@ train_store() { # name store-toml upstream-url
         -e 's|^\[auth\]$|[auth]\nforward_auth_path = "/_cloakroom/auth"|' "$config"
     grep -q '^forward_auth_path = ' "$config" || die "could not set auth.forward_auth_path in $config"
     run_instrumented "$1" "$config" "$addr"
-    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes, POSTs, forward-auth checks"
+    log "training on $1: $SESSIONS logins, then anonymous requests, session reads and writes, POSTs, forward-auth checks, WebSocket messages"
     make_logins "http://$addr/login" "$SESSIONS" "$RUN_DIR/cookies-$1" "$RUN_DIR/login-$1.txt"
     load "http://$addr/" "$TRAIN_SECONDS"
     load "http://$addr/" "$TRAIN_SECONDS" "$RUN_DIR/cookies-$1"
@@ -129,6 +139,7 @@ train_store() { # name store-toml upstream-url
         -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" "http://$addr/"
     h2load_ok 20000 "$RUN_DIR/forward-auth-$1.txt" --h1 -c 16 \
         -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" -H "x-original-uri: /" "http://$addr/_cloakroom/auth"
+    websocket_ok "ws://$addr/ws" "$(head -n 1 "$RUN_DIR/cookies-$1")" "$RUN_DIR/websocket-$1.txt"
     stop_one "$1"
 }
 

@@ -23,6 +23,9 @@
 #                                  shell               (for distroless cc-debian12)
 # With registry access, use the real ones instead:
 #   BUILD_IMAGE=rust:1-bookworm RUNTIME_IMAGE=gcr.io/distroless/cc-debian12 docker/check.sh
+# The profile-guided image (--build-arg PGO=true; its build stage fetches
+# the training's tools from Debian's packages):
+#   PGO=true docker/check.sh
 #
 # Every container runs with --network host, so all traffic stays on this
 # machine; the ports 3000 (the demo app), 8080 (Cloakroom) and 9090 (its
@@ -34,6 +37,8 @@ cd "$(dirname "$0")/.."
 BUILD_IMAGE=${BUILD_IMAGE:-cloakroom-local/rust:bookworm}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-cloakroom-local/cc:bookworm}
 IMAGE=${IMAGE:-cloakroom:check}
+# true: the profile-guided build (the Dockerfile's PGO build argument).
+PGO=${PGO:-false}
 DEMO_IMAGE=${DEMO_IMAGE:-cloakroom-demo:check}
 SUITE=bookworm
 # Optional: a Debian mirror URL for debootstrap (its default otherwise).
@@ -218,8 +223,9 @@ if [ "${#compose[@]}" -gt 0 ]; then
     echo "ok: ${compose[*]} config accepts compose.yaml"
 fi
 
-build_args=(--network host --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
-say "docker build -t $IMAGE (build stage on $BUILD_IMAGE, runtime on $RUNTIME_IMAGE)"
+build_args=(--network host --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE"
+    --build-arg "PGO=$PGO")
+say "docker build -t $IMAGE (build stage on $BUILD_IMAGE, runtime on $RUNTIME_IMAGE, PGO=$PGO)"
 started=$(date +%s)
 docker build "${build_args[@]}" -t "$IMAGE" .
 say "built in $(($(date +%s) - started)) s; docker build --target demo -t $DEMO_IMAGE"
