@@ -27,7 +27,7 @@
 ARG BUILD_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
 
-FROM ${BUILD_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS sources
 # The line tables (Cargo.toml's debug = "line-tables-only") would make the
 # binary four times larger; the image keeps the symbols only, so a backtrace
 # still names its functions. --build-arg RELEASE_STRIP=none keeps them.
@@ -44,6 +44,26 @@ RUN mkdir src \
     && rm -r src
 COPY proxy.toml ./
 COPY src ./src
+# The copied sources can be older than the empty ones built above: touched,
+# cargo sees that they changed.
+RUN touch src/lib.rs src/main.rs
+
+# The demo app's stages come before the proxy's build and do not use it:
+# `--target demo` then skips that build (with PGO=true a long one) on
+# BuildKit, which builds only the stages a target needs, and on Docker's
+# classic builder, which builds every stage up to the target.
+FROM sources AS build-demo
+COPY examples/demo.rs ./examples/demo.rs
+RUN cargo build --release --locked --example demo
+
+FROM ${RUNTIME_IMAGE} AS demo
+COPY --from=build-demo /src/target/release/examples/demo /usr/local/bin/cloakroom-demo
+ENV DEMO_APP_LISTEN=0.0.0.0:3000
+USER 65532:65532
+EXPOSE 3000
+ENTRYPOINT ["/usr/local/bin/cloakroom-demo", "--app-only"]
+
+FROM sources AS build
 # What a profile-guided build (--build-arg PGO=true) trains with.
 COPY bench ./bench
 COPY examples/bench_*.rs ./examples/
@@ -52,22 +72,7 @@ COPY docker/build-release.sh ./docker/
 # profile-guided build (docker/build-release.sh installs its training's
 # tools), about three times as long.
 ARG PGO=false
-# The copied sources can be older than the empty ones built above: touched,
-# cargo sees that they changed.
-RUN touch src/lib.rs src/main.rs \
-    && PGO=${PGO} docker/build-release.sh
-
-FROM build AS build-demo
-COPY examples/demo.rs ./examples/demo.rs
-RUN touch examples/demo.rs \
-    && cargo build --release --locked --example demo
-
-FROM ${RUNTIME_IMAGE} AS demo
-COPY --from=build-demo /src/target/release/examples/demo /usr/local/bin/cloakroom-demo
-ENV DEMO_APP_LISTEN=0.0.0.0:3000
-USER 65532:65532
-EXPOSE 3000
-ENTRYPOINT ["/usr/local/bin/cloakroom-demo", "--app-only"]
+RUN PGO=${PGO} docker/build-release.sh
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/cloakroom /usr/local/bin/cloakroom

@@ -26,7 +26,7 @@
 set -euo pipefail
 
 STORE=${STORE:-memory}                # memory or redis
-SCENARIO=${SCENARIO:-session-read}    # anonymous, session-read or session-write
+SCENARIO=${SCENARIO:-session-read}    # anonymous, session-read, session-write or websocket
 SESSIONS=${SESSIONS:-1000}            # sessions the session scenarios rotate over
 ROUNDS=${ROUNDS:-7}                   # runs of each binary
 SECONDS_EACH=${SECONDS_EACH:-8}       # seconds measured per run
@@ -97,6 +97,14 @@ all_ticks() {
 
 load() { # seconds output
     local cookies=
+    if [[ $SCENARIO == websocket ]]; then
+        # CONNECTIONS tunnels of one session, 1 KiB messages echoed (as in
+        # bench/run.sh's websocket scenario); a message counts as a request.
+        BENCH_COOKIE=$(head -n 1 "$RUN_DIR/cookies") "$TARGET_DIR/release/examples/bench_websocket" \
+            "$THREADS" "$CONNECTIONS" "$1" "ws://$CLOAKROOM_ADDR$PATH_ON" >"$2" 2>&1 ||
+            die "bench_websocket failed; see $2"
+        return
+    fi
     [[ $SCENARIO == anonymous ]] || cookies=$RUN_DIR/cookies
     BENCH_COOKIES=$cookies "$TARGET_DIR/release/examples/bench_load" \
         "$THREADS" "$CONNECTIONS" "$1" "http://$CLOAKROOM_ADDR$PATH_ON" >"$2" 2>&1 ||
@@ -134,6 +142,14 @@ run() { # binary label
         'BEGIN { printf "%d %.0f\n", r / s, t * 1e9 / hz / r }')
 }
 
+describe_load() {
+    case $SCENARIO in
+    anonymous) echo ", bench_load $THREADS threads $CONNECTIONS connections" ;;
+    websocket) echo ", bench_websocket $THREADS threads $CONNECTIONS tunnels of one session, 1 KiB messages (a message echoed counts as a request)" ;;
+    *) echo ", cookies rotating over $SESSIONS sessions, bench_load $THREADS threads $CONNECTIONS connections" ;;
+    esac
+}
+
 main() {
     [[ -n ${OLD:-} && -n ${NEW:-} ]] || die "set OLD and NEW to the two cloakroom binaries"
     [[ -x $OLD ]] || die "OLD ($OLD) is not an executable"
@@ -142,7 +158,8 @@ main() {
     case $SCENARIO in
     anonymous | session-read) PATH_ON=/ ;;
     session-write) PATH_ON=/write ;;
-    *) die "SCENARIO must be anonymous, session-read or session-write, not '$SCENARIO'" ;;
+    websocket) PATH_ON=/ws ;;
+    *) die "SCENARIO must be anonymous, session-read, session-write or websocket, not '$SCENARIO'" ;;
     esac
     local name
     for name in SESSIONS ROUNDS SECONDS_EACH WARMUP THREADS CONNECTIONS; do
@@ -154,8 +171,9 @@ main() {
     trap 'exit 130' INT TERM
 
     require_tools
-    log "building bench_upstream and bench_load (release)"
-    (cd "$REPO_DIR" && cargo build --release --quiet --example bench_upstream --example bench_load)
+    log "building bench_upstream, bench_load and bench_websocket (release)"
+    (cd "$REPO_DIR" && cargo build --release --quiet --example bench_upstream --example bench_load \
+        --example bench_websocket)
     start_shared
 
     local round old new rows=''
@@ -183,7 +201,7 @@ main() {
     local cpu_of='Cloakroom'
     [[ $STORE != redis ]] || cpu_of='Cloakroom + redis-server'
     cat <<EOF
-Compare: OLD=$OLD, NEW=$NEW; $SCENARIO, $STORE store$([[ $SCENARIO == anonymous ]] || echo ", cookies rotating over $SESSIONS sessions"), ${SECONDS_EACH}s per run after ${WARMUP}s of warm-up, $ROUNDS rounds alternating, bench_load $THREADS threads $CONNECTIONS connections; CPU per request: $cpu_of
+Compare: OLD=$OLD, NEW=$NEW; $SCENARIO, $STORE store$(describe_load), ${SECONDS_EACH}s per run after ${WARMUP}s of warm-up, $ROUNDS rounds alternating; CPU per request: $cpu_of
 
 | round | old req/s | new req/s | rate new ÷ old | old CPU µs/req | new CPU µs/req | CPU new ÷ old |
 |---:|---:|---:|---:|---:|---:|---:|
