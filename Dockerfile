@@ -70,7 +70,7 @@ COPY examples/bench_*.rs ./examples/
 COPY docker/build-release.sh ./docker/
 # PGO=false: `cargo build --release`. PGO=true: bench/pgo.sh's
 # profile-guided build (docker/build-release.sh installs its training's
-# tools), about three times as long.
+# tools), two to three times as long.
 ARG PGO=false
 RUN PGO=${PGO} docker/build-release.sh
 

@@ -8,7 +8,7 @@
 #              redis-server and nghttp2-client, and rustup's llvm-tools
 #              where the toolchain lacks llvm-profdata), then an
 #              instrumented build, the training and the optimized build,
-#              about three times as long as a plain build
+#              two to three times as long as a plain build
 #
 # bench/README.md ("A profile-guided build") has what the profile-guided
 # build is worth.
