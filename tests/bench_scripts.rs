@@ -1,5 +1,6 @@
 //! The benchmark scripts' own logic, checked where it can be without a
-//! benchmark: every script under `bench/` parses as bash, and the
+//! benchmark: every script under `bench/` and `docker/` parses as bash,
+//! `docker/build-release.sh` refuses a `PGO` it does not know, and the
 //! statistics the reports rest on (`bench/stats.sh`: the median of a list,
 //! the interval that holds the true median with 95% confidence, and the
 //! per-repetition ratios of two targets) give the values worked out by
@@ -25,16 +26,25 @@ fn with_stats(script: &str) -> String {
     String::from_utf8(output.stdout).expect("the output is text")
 }
 
-#[test]
-fn every_bench_script_parses() {
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
-    let mut scripts: Vec<_> = std::fs::read_dir(&bench)
-        .expect("bench/ is there")
+/// The shell scripts in the repository's directory `dir`.
+fn scripts_in(dir: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| path.extension().is_some_and(|e| e == "sh"))
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 8, "bench scripts found: {scripts:?}");
+    scripts
+}
+
+#[test]
+fn every_bench_and_docker_script_parses() {
+    let bench = scripts_in("bench");
+    assert!(bench.len() >= 8, "bench scripts found: {bench:?}");
+    let docker = scripts_in("docker");
+    assert!(docker.len() >= 2, "docker scripts found: {docker:?}");
+    let scripts = bench.into_iter().chain(docker);
     for script in scripts {
         let status = Command::new("bash")
             .arg("-n")
@@ -43,6 +53,23 @@ fn every_bench_script_parses() {
             .expect("bash runs");
         assert!(status.success(), "{} does not parse", script.display());
     }
+}
+
+#[test]
+fn the_image_build_refuses_a_pgo_setting_it_does_not_know() {
+    // Refused before anything is built or installed.
+    let output = Command::new("bash")
+        .arg("docker/build-release.sh")
+        .env("PGO", "yes")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("bash runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("PGO must be true or false, not 'yes'"),
+        "{stderr}"
+    );
 }
 
 #[test]
