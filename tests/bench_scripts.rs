@@ -1,13 +1,16 @@
 //! The benchmark scripts' own logic, checked where it can be without a
 //! benchmark: every script under `bench/` and `docker/` parses as bash,
-//! `docker/build-release.sh` refuses a `PGO` it does not know, and the
+//! `docker/build-release.sh` refuses a `PGO` it does not know, the
+//! WebSocket load (`examples/bench_websocket.rs`) counts what the upstream
+//! echoes and reports handshakes it refuses, and the
 //! statistics the reports rest on (`bench/stats.sh`: the median of a list,
 //! the interval that holds the true median with 95% confidence, and the
 //! per-repetition ratios of two targets) give the values worked out by
 //! hand.
 
-use std::path::Path;
-use std::process::Command;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// Runs `script` in bash from the repository root, with `bench/stats.sh`
 /// sourced, and returns what it printed.
@@ -70,6 +73,89 @@ fn the_image_build_refuses_a_pgo_setting_it_does_not_know() {
         stderr.contains("PGO must be true or false, not 'yes'"),
         "{stderr}"
     );
+}
+
+/// An example `cargo test` built beside this test (in
+/// `target/<profile>/examples/`).
+fn example(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test's own path");
+    let path = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps/")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples (or `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bench_websocket THREADS CONNECTIONS SECONDS URL`'s `BENCH` line, as
+/// numbers by name.
+fn websocket_load(connections: u32, url: &str) -> std::collections::HashMap<String, u64> {
+    let output = Command::new(example("bench_websocket"))
+        .args(["1", &connections.to_string(), "1", url])
+        .output()
+        .expect("bench_websocket runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("text");
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("BENCH "))
+        .unwrap_or_else(|| panic!("no BENCH line in {stdout:?}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("name=value");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_websocket_load_counts_echoes_and_reports_refused_handshakes() {
+    let mut upstream = Command::new(example("bench_upstream"))
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bench_upstream starts");
+    let stdout = upstream.stdout.take().expect("its stdout");
+    let upstream = Running(upstream);
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("bench_upstream says where it listens");
+    let addr = first
+        .trim()
+        .strip_prefix("bench_upstream listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    let echoed = websocket_load(2, &format!("ws://{addr}/ws"));
+    assert!(echoed["requests"] > 100, "{echoed:?}");
+    assert_eq!(echoed["socket_errors"], 0, "{echoed:?}");
+    assert_eq!(echoed["status_errors"], 0, "{echoed:?}");
+    assert!(echoed["p99_us"] > 0, "{echoed:?}");
+
+    // Anywhere but /ws the upstream answers 200, not 101: every handshake
+    // is counted as refused, and nothing as echoed.
+    let refused = websocket_load(3, &format!("ws://{addr}/elsewhere"));
+    assert_eq!(refused["requests"], 0, "{refused:?}");
+    assert_eq!(refused["status_errors"], 3, "{refused:?}");
+    drop(upstream);
 }
 
 #[test]
