@@ -32,6 +32,10 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 if ((${#missing[@]} > 0)); then
+    command -v apt-get >/dev/null || {
+        echo "build-release.sh: PGO=true needs ${missing[*]} for the training: install them in the build image, or build on a Debian one (apt-get)" >&2
+        exit 1
+    }
     echo "build-release.sh: installing ${missing[*]} for the training" >&2
     # The packages' scripts start no service here (redis-server's would):
     # the training starts its own.
