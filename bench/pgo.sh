@@ -175,10 +175,12 @@ train() {
     # What the POSTs send.
     head -c 4096 /dev/urandom >"$RUN_DIR/body.bin"
     redis_port=$(free_port)
+    # Not "redis": that is the name (and the log) of the Cloakroom that
+    # trains on this server, which train_store starts and stops.
     redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-        --dir "$RUN_DIR" --logfile "" >"$RUN_DIR/redis.log" 2>&1 &
-    PID[redis]=$!
-    wait_for_port redis "127.0.0.1:$redis_port"
+        --dir "$RUN_DIR" --logfile "" >"$RUN_DIR/redis-server.log" 2>&1 &
+    PID[redis-server]=$!
+    wait_for_port redis-server "127.0.0.1:$redis_port"
     train_store memory 'kind = "memory"' "http://$upstream"
     train_store redis "$(printf 'kind = "redis"\nurl = "redis://127.0.0.1:%s"' "$redis_port")" "http://$upstream"
     train_tls "http://$upstream"

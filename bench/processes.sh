@@ -31,11 +31,17 @@ wait_for_port() { # name address
     die "$name failed to start"
 }
 
-# A free port on 127.0.0.1, probed at random away from the fixed ones.
+# A free port on 127.0.0.1, probed at random away from the fixed ones, and
+# below the kernel's ephemeral range: a port there can be the local end of
+# some connection, which no listener answers on but which makes bind fail.
 free_port() {
-    local port tries
+    local port tries first=20000 span=20000 ephemeral
+    read -r ephemeral _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral=
+    if [[ $ephemeral =~ ^[0-9]+$ ]] && ((ephemeral > first + 1000)); then
+        span=$((ephemeral - first))
+    fi
     for ((tries = 0; tries < 100; tries++)); do
-        port=$((20000 + RANDOM % 20000))
+        port=$((first + RANDOM % span))
         port_is_open "127.0.0.1:$port" || { echo "$port"; return 0; }
     done
     die "found no free port"
