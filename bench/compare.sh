@@ -98,9 +98,10 @@ all_ticks() {
 load() { # seconds output
     local cookies=
     if [[ $SCENARIO == websocket ]]; then
-        # CONNECTIONS tunnels of one session, 1 KiB messages echoed (as in
-        # bench/run.sh's websocket scenario); a message counts as a request.
-        BENCH_COOKIE=$(head -n 1 "$RUN_DIR/cookies") "$TARGET_DIR/release/examples/bench_websocket" \
+        # CONNECTIONS tunnels, their cookies taken in turn from the
+        # sessions', 1 KiB messages echoed (as in bench/run.sh's websocket
+        # scenario); a message counts as a request.
+        BENCH_COOKIES=$RUN_DIR/cookies "$TARGET_DIR/release/examples/bench_websocket" \
             "$THREADS" "$CONNECTIONS" "$1" "ws://$CLOAKROOM_ADDR$PATH_ON" >"$2" 2>&1 ||
             die "bench_websocket failed; see $2"
         return
@@ -145,7 +146,7 @@ run() { # binary label
 describe_load() {
     case $SCENARIO in
     anonymous) echo ", bench_load $THREADS threads $CONNECTIONS connections" ;;
-    websocket) echo ", bench_websocket $THREADS threads $CONNECTIONS tunnels of one session, 1 KiB messages (a message echoed counts as a request)" ;;
+    websocket) echo ", bench_websocket $THREADS threads $CONNECTIONS tunnels over $SESSIONS sessions, 1 KiB messages (a message echoed counts as a request)" ;;
     *) echo ", cookies rotating over $SESSIONS sessions, bench_load $THREADS threads $CONNECTIONS connections" ;;
     esac
 }

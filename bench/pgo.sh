@@ -96,10 +96,11 @@ h2load_ok() { # count output h2load-arguments...
     grep -q "status codes: $count 2xx" "$out" || die "h2load had answers other than 2xx; see $out"
 }
 
-# Messages echoed through 16 WebSocket tunnels of the session for
-# TRAIN_SECONDS, every handshake answered 101 and every message echoed.
-websocket_ok() { # url cookie output
-    BENCH_COOKIE=$2 "$TARGET_DIR/release/examples/bench_websocket" "$THREADS" 16 "$TRAIN_SECONDS" "$1" \
+# Messages echoed through 16 WebSocket tunnels, of the sessions in the
+# cookie file in turn, for TRAIN_SECONDS, every handshake answered 101 and
+# every message echoed.
+websocket_ok() { # url cookie-file output
+    BENCH_COOKIES=$2 "$TARGET_DIR/release/examples/bench_websocket" "$THREADS" 16 "$TRAIN_SECONDS" "$1" \
         >"$3" 2>&1 || die "bench_websocket failed on $1; see $3"
     grep -q '^BENCH requests=[1-9][0-9]* .* socket_errors=0 status_errors=0$' "$3" ||
         die "WebSocket tunnels failed or echoed nothing; see $3"
@@ -139,7 +140,7 @@ train_store() { # name store-toml upstream-url
         -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" "http://$addr/"
     h2load_ok 20000 "$RUN_DIR/forward-auth-$1.txt" --h1 -c 16 \
         -H "cookie: $(head -n 1 "$RUN_DIR/cookies-$1")" -H "x-original-uri: /" "http://$addr/_cloakroom/auth"
-    websocket_ok "ws://$addr/ws" "$(head -n 1 "$RUN_DIR/cookies-$1")" "$RUN_DIR/websocket-$1.txt"
+    websocket_ok "ws://$addr/ws" "$RUN_DIR/cookies-$1" "$RUN_DIR/websocket-$1.txt"
     stop_one "$1"
 }
 

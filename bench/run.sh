@@ -613,7 +613,7 @@ session_owner() { # target
 
 # The file of cookies a scenario rotates over, or nothing (one cookie).
 scenario_cookie_file() { # target scenario
-    [[ $2 == session-read || $2 == session-write ]] || return 0
+    [[ $2 == session-read || $2 == session-write || $2 == websocket ]] || return 0
     echo "${SESSION_FILE[$(session_owner "$1")]:-}"
 }
 
@@ -681,11 +681,12 @@ run_h2load() { # target scenario seconds output-file
     rm -f "$log"
 }
 
-# websocket: CONNECTIONS tunnels of the session (opened before the clock
-# starts), each echoing one MESSAGE_BYTES message at a time; a message
-# echoed counts as a request.
+# websocket: CONNECTIONS tunnels (opened before the clock starts), their
+# handshakes' cookies taken in turn from the sessions' list, each echoing
+# one MESSAGE_BYTES message at a time; a message echoed counts as a request.
 run_websocket() { # target scenario seconds output-file
-    BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_MESSAGE_BYTES=$MESSAGE_BYTES \
+    BENCH_COOKIE=$(scenario_cookie "$1" "$2") BENCH_COOKIES=$(scenario_cookie_file "$1" "$2") \
+        BENCH_MESSAGE_BYTES=$MESSAGE_BYTES \
         "$TARGET_DIR/release/examples/bench_websocket" "$THREADS" "$CONNECTIONS" "$3" \
         "$(target_url "$1" "$2")" >"$4" 2>&1
 }
@@ -980,7 +981,7 @@ render_report() {
     local commit scenario target targets tls_lines="" websocket_line=""
     if wants_scenario websocket; then
         websocket_line="
-- websocket rows: $CONNECTIONS WebSocket tunnels per target (to the upstream's echo at /ws, with the session cookie), opened before measuring; each sends a binary message of $MESSAGE_BYTES bytes and waits for its echo before the next, so req/s is messages echoed per second and CPU per request is CPU per round trip of a message"
+- websocket rows: $CONNECTIONS WebSocket tunnels per target (to the upstream's echo at /ws, each with the next of the sessions' cookies), opened before measuring; each sends a binary message of $MESSAGE_BYTES bytes and waits for its echo before the next, so req/s is messages echoed per second and CPU per request is CPU per round trip of a message"
     fi
     commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "none yet")
     if wants_tls; then

@@ -9,8 +9,10 @@
 //! bench_websocket THREADS CONNECTIONS SECONDS ws://HOST:PORT/PATH
 //! ```
 //!
-//! `BENCH_COOKIE`, if set, goes with every handshake (a tunnel of that
-//! session). It prints the line `run.sh` parses, a message echoed counting
+//! `BENCH_COOKIES`, a file of cookies one per line, gives the tunnels their
+//! sessions in turn (tunnel `i` gets line `i` modulo their number), as
+//! browsers of many users would open them; `BENCH_COOKIE` instead gives
+//! every handshake the same one. It prints the line `run.sh` parses, a message echoed counting
 //! as a request: `BENCH requests=N duration_us=N p99_us=N socket_errors=N
 //! status_errors=N`, where `status_errors` are handshakes that did not end
 //! in `101` and `socket_errors` tunnels that broke or echoed something
@@ -59,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         Ok(n) => n.parse().context("BENCH_MESSAGE_BYTES")?,
         Err(_) => DEFAULT_MESSAGE_BYTES,
     };
-    let cookie = std::env::var("BENCH_COOKIE").ok().filter(|c| !c.is_empty());
+    let cookies = cookies()?;
     let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,8 +72,9 @@ fn main() -> anyhow::Result<()> {
         // Every tunnel open before the clock starts.
         let mut sockets = Vec::with_capacity(connections);
         let mut tally = Tally::default();
-        for _ in 0..connections {
-            match open(url, cookie.as_deref()).await {
+        for i in 0..connections {
+            let cookie = (!cookies.is_empty()).then(|| cookies[i % cookies.len()].as_str());
+            match open(url, cookie).await {
                 Ok(socket) => sockets.push(socket),
                 Err(WsError::Http(_)) => tally.status_errors += 1,
                 Err(_) => tally.socket_errors += 1,
@@ -102,6 +105,24 @@ fn main() -> anyhow::Result<()> {
         tally.status_errors
     );
     Ok(())
+}
+
+/// `BENCH_COOKIES`'s lines, or `BENCH_COOKIE`, or none.
+fn cookies() -> anyhow::Result<Vec<String>> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(file) = env("BENCH_COOKIES") {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if lines.is_empty() {
+            bail!("no cookies in {file}");
+        }
+        return Ok(lines);
+    }
+    Ok(env("BENCH_COOKIE").into_iter().collect())
 }
 
 type Socket =
