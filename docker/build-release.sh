@@ -2,13 +2,14 @@
 # The container image's release binary, at target/release/cloakroom, run
 # by the Dockerfile's build stage from the source tree's root:
 #
-#   PGO=false  `cargo build --release` (the default)
-#   PGO=true   the profile-guided build of bench/pgo.sh: its training's
-#              tools installed first (Debian's wrk, curl, openssl,
-#              redis-server and nghttp2-client, and rustup's llvm-tools
-#              where the toolchain lacks llvm-profdata), then an
-#              instrumented build, the training and the optimized build,
-#              two to three times as long as a plain build
+#   PGO=true   the profile-guided build of bench/pgo.sh (the Dockerfile's
+#              default): its training's tools installed first (Debian's
+#              wrk, curl, openssl, redis-server and nghttp2-client, and
+#              rustup's llvm-tools where the toolchain lacks
+#              llvm-profdata), then an instrumented build, the training
+#              and the optimized build, two to three times as long as a
+#              plain build
+#   PGO=false  `cargo build --release`
 #
 # bench/README.md ("A profile-guided build") has what the profile-guided
 # build is worth.
@@ -33,7 +34,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 if ((${#missing[@]} > 0)); then
     command -v apt-get >/dev/null || {
-        echo "build-release.sh: PGO=true needs ${missing[*]} for the training: install them in the build image, or build on a Debian one (apt-get)" >&2
+        echo "build-release.sh: PGO=true needs ${missing[*]} for the training: install them in the build image, build on a Debian one (apt-get), or build the plain binary (--build-arg PGO=false)" >&2
         exit 1
     }
     echo "build-release.sh: installing ${missing[*]} for the training" >&2
@@ -52,7 +53,7 @@ sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
 if [[ ! -x $sysroot/lib/rustlib/$host/bin/llvm-profdata ]]; then
     command -v rustup >/dev/null || {
-        echo "build-release.sh: PGO=true needs llvm-profdata from rustup's llvm-tools, and this toolchain has neither it nor rustup" >&2
+        echo "build-release.sh: PGO=true needs llvm-profdata from rustup's llvm-tools, and this toolchain has neither it nor rustup (--build-arg PGO=false builds the plain binary)" >&2
         exit 1
     }
     rustup component add llvm-tools

@@ -23,9 +23,10 @@
 #                                  shell               (for distroless cc-debian12)
 # With registry access, use the real ones instead:
 #   BUILD_IMAGE=rust:1-bookworm RUNTIME_IMAGE=gcr.io/distroless/cc-debian12 docker/check.sh
-# The profile-guided image (--build-arg PGO=true; its build stage fetches
-# the training's tools from Debian's packages):
-#   PGO=true docker/check.sh
+# The image is the profile-guided build by default, as the Dockerfile's
+# (its build stage fetches the training's tools from Debian's packages);
+# the plain one (--build-arg PGO=false):
+#   PGO=false docker/check.sh
 #
 # Every container runs with --network host, so all traffic stays on this
 # machine; the ports 3000 (the demo app), 8080 (Cloakroom) and 9090 (its
@@ -37,8 +38,9 @@ cd "$(dirname "$0")/.."
 BUILD_IMAGE=${BUILD_IMAGE:-cloakroom-local/rust:bookworm}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-cloakroom-local/cc:bookworm}
 IMAGE=${IMAGE:-cloakroom:check}
-# true: the profile-guided build (the Dockerfile's PGO build argument).
-PGO=${PGO:-false}
+# true: the profile-guided build; false: the plain one (the Dockerfile's
+# PGO build argument).
+PGO=${PGO:-true}
 DEMO_IMAGE=${DEMO_IMAGE:-cloakroom-demo:check}
 SUITE=bookworm
 # Optional: a Debian mirror URL for debootstrap (its default otherwise).
