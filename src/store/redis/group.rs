@@ -20,6 +20,7 @@
 //! same group finds its session gone (`Vanished`), as it would have one by
 //! one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -72,21 +73,52 @@ pub(super) struct Known {
     pub decoded: Option<Decoded>,
 }
 
-/// A commit, owning what it needs.
-struct Queued {
-    id: SessionId,
-    ops: Vec<SessionOp>,
+/// A commit as a write group plans it. One written inline borrows its id
+/// and operations from the request (no copies: the common case); one
+/// that waits in a queue owns them (`Queued<'static>`), since the writer
+/// task that takes it outlives the borrow.
+struct Queued<'a> {
+    id: Cow<'a, SessionId>,
+    ops: Cow<'a, [SessionOp]>,
     /// Given for a test, else made when the session moves.
     fresh_id: Option<SessionId>,
     ttl: Duration,
     max_bytes: usize,
-    rotate_on: Option<Box<str>>,
+    rotate_on: Option<Cow<'a, str>>,
     lifetimes: Lifetimes,
+}
+
+impl<'a> Queued<'a> {
+    /// `commit` for the session `id`, borrowing what it can.
+    fn borrowed(id: &'a SessionId, commit: Commit<'a>) -> Self {
+        Self {
+            id: Cow::Borrowed(id),
+            ops: Cow::Borrowed(commit.ops),
+            fresh_id: commit.fresh_id,
+            ttl: commit.ttl,
+            max_bytes: commit.max_bytes,
+            rotate_on: commit.rotate_on.map(Cow::Borrowed),
+            lifetimes: commit.lifetimes,
+        }
+    }
+
+    /// The same commit, owning everything: for a stripe's queue.
+    fn into_owned(self) -> Queued<'static> {
+        Queued {
+            id: Cow::Owned(self.id.into_owned()),
+            ops: Cow::Owned(self.ops.into_owned()),
+            fresh_id: self.fresh_id,
+            ttl: self.ttl,
+            max_bytes: self.max_bytes,
+            rotate_on: self.rotate_on.map(|key| Cow::Owned(key.into_owned())),
+            lifetimes: self.lifetimes,
+        }
+    }
 }
 
 /// A commit waiting in a stripe's queue, and where its result goes.
 struct Pending {
-    commit: Queued,
+    commit: Queued<'static>,
     reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
@@ -131,22 +163,14 @@ impl RedisStore {
         commit: Commit<'_>,
     ) -> Result<Committed, StoreError> {
         let index = stripe_of(current);
-        let queued = Queued {
-            id: current.clone(),
-            ops: commit.ops.to_vec(),
-            fresh_id: commit.fresh_id,
-            ttl: commit.ttl,
-            max_bytes: commit.max_bytes,
-            rotate_on: commit.rotate_on.map(Box::from),
-            lifetimes: commit.lifetimes,
-        };
+        let queued = Queued::borrowed(current, commit);
         let stripe = &self.shared.stripes[index];
         let (queued, remembered) = {
             let mut state = lock(stripe);
             if state.writing {
                 let (reply, result) = oneshot::channel();
                 state.queue.push(Pending {
-                    commit: queued,
+                    commit: queued.into_owned(),
                     reply,
                 });
                 (Err(result), None)
@@ -173,9 +197,11 @@ impl RedisStore {
             index,
             armed: true,
         };
-        let (known, unused) = match remembered {
-            Some((id, record)) if id == *current => (Some(record), None),
-            other => (None, other),
+        // The remembered id is kept for the record this write leaves, so
+        // that remembering it again copies no id.
+        let (known, unused, remembered_id) = match remembered {
+            Some((id, record)) if id == *current => (Some(record), None, Some(id)),
+            other => (None, other, None),
         };
         // Boxed, as in `write_stripe`: the group's future is large.
         let (mut results, written) =
@@ -184,7 +210,10 @@ impl RedisStore {
         {
             let mut state = lock(stripe);
             match written.filter(|r| r.raw.len() <= REMEMBERED_MAX_BYTES) {
-                Some(record) => state.remembered = Some((current.clone(), record)),
+                Some(record) => {
+                    let id = remembered_id.unwrap_or_else(|| current.clone());
+                    state.remembered = Some((id, record));
+                }
                 None => {
                     if let Some(unused) = unused {
                         state.remembered.get_or_insert(unused);
@@ -230,7 +259,7 @@ impl RedisStore {
                 std::mem::take(&mut state.queue)
             };
             for (id, group) in by_session(queue) {
-                let (commits, replies): (Vec<Queued>, Vec<_>) = group
+                let (commits, replies): (Vec<Queued<'static>>, Vec<_>) = group
                     .into_iter()
                     .map(|pending| (pending.commit, pending.reply))
                     .unzip();
@@ -253,7 +282,7 @@ impl RedisStore {
     async fn write_group(
         &self,
         id: &SessionId,
-        group: &[Queued],
+        group: &[Queued<'_>],
         known: Option<Known>,
     ) -> (Vec<Result<Committed, StoreError>>, Option<Known>) {
         let fail = |error: &StoreError| group.iter().map(|_| Err(copy(error))).collect();
@@ -289,7 +318,7 @@ impl RedisStore {
     async fn write_round(
         &self,
         id: &SessionId,
-        group: &[Queued],
+        group: &[Queued<'_>],
         expected: &Known,
     ) -> Result<Round, StoreError> {
         let Some(decoded) = expected.decoded() else {
@@ -442,17 +471,18 @@ fn by_session(mut queue: Vec<Pending>) -> Vec<(SessionId, Vec<Pending>)> {
     // One commit (the common case): no index to build.
     if queue.len() == 1 {
         if let Some(pending) = queue.pop() {
-            return vec![(pending.commit.id.clone(), vec![pending])];
+            return vec![(pending.commit.id.clone().into_owned(), vec![pending])];
         }
     }
     let mut groups: Vec<(SessionId, Vec<Pending>)> = Vec::new();
     let mut index: HashMap<SessionId, usize> = HashMap::new();
     for pending in queue {
-        match index.get(&pending.commit.id) {
+        match index.get(pending.commit.id.as_ref()) {
             Some(&at) => groups[at].1.push(pending),
             None => {
-                index.insert(pending.commit.id.clone(), groups.len());
-                groups.push((pending.commit.id.clone(), vec![pending]));
+                let id = pending.commit.id.clone().into_owned();
+                index.insert(id.clone(), groups.len());
+                groups.push((id, vec![pending]));
             }
         }
     }

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::domain::session::lifetime::{Stamp, STAMP_KEY};
 use crate::domain::session::ops::RESERVED_KEY;
@@ -448,21 +449,44 @@ fn refresh_expiry(text: &[u8], max_age: &[u8], expires: &[u8]) -> Option<Vec<u8>
     Some(out)
 }
 
+/// One of [`expiry_texts`]' values: on the stack, since every Redis write
+/// makes two (`originalMaxAge` has at most 20 digits, `expires` is a
+/// quoted date).
+type ExpiryText = SmallVec<[u8; DATE_LEN + 2]>;
+
 /// The new values of `originalMaxAge` and `expires`, as JSON text: the
 /// session's lifetime in ms and its expiry as a JavaScript date, or two
 /// `null`s for a browser-session cookie.
-fn expiry_texts(ttl: Duration, expiry: Option<SystemTime>) -> (Vec<u8>, Vec<u8>) {
+fn expiry_texts(ttl: Duration, expiry: Option<SystemTime>) -> (ExpiryText, ExpiryText) {
     match expiry {
         Some(expiry) => {
             let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            let mut expires = Vec::with_capacity(DATE_LEN + 2);
+            let mut expires = ExpiryText::new();
             expires.push(b'"');
             expires.extend_from_slice(&js_date_bytes(expiry));
             expires.push(b'"');
-            (millis.to_string().into_bytes(), expires)
+            (decimal(millis), expires)
         }
-        None => (b"null".to_vec(), b"null".to_vec()),
+        None => (
+            ExpiryText::from_slice(b"null"),
+            ExpiryText::from_slice(b"null"),
+        ),
     }
+}
+
+/// `n` in decimal ASCII digits.
+fn decimal(mut n: u64) -> ExpiryText {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ExpiryText::from_slice(&digits[start..])
 }
 
 /// `"key":value`, after a comma unless it is the object's first member.
@@ -566,6 +590,18 @@ mod tests {
 
     fn at(millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn a_lifetime_in_ms_is_written_as_its_decimal_digits() {
+        for n in [0, 7, 10, 86_400_000, 1_209_600_000, u64::MAX] {
+            assert_eq!(&decimal(n)[..], n.to_string().as_bytes(), "{n}");
+        }
+        let (max_age, expires) = expiry_texts(Duration::from_millis(86_400_000), Some(at(0)));
+        assert_eq!(&max_age[..], b"86400000");
+        assert_eq!(&expires[..], b"\"1970-01-01T00:00:00.000Z\"");
+        let (max_age, expires) = expiry_texts(Duration::from_millis(5), None);
+        assert_eq!((&max_age[..], &expires[..]), (&b"null"[..], &b"null"[..]));
     }
 
     /// What a write makes of `existing` at `now` for `ttl`.
