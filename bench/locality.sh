@@ -12,6 +12,7 @@
 #   bench/locality.sh                        # memory store, 1M sessions
 #   STORE=redis bench/locality.sh            # Redis store, its cache with room for all
 #   SESSIONS=100000 REPS=9 bench/locality.sh
+#   bench/pgo.sh && CLOAKROOM_BIN=target/pgo/release/cloakroom bench/locality.sh
 #
 # Prints a Markdown table on stdout (per repetition, medians and their 95%
 # intervals: the rate and Cloakroom's CPU per request, all ÷ hot); progress goes to stderr; the
@@ -37,6 +38,9 @@ REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=$REPO_DIR/bench
 RUN_DIR=$BENCH_DIR/results/locality
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+# The Cloakroom binary measured: CLOAKROOM_BIN (e.g. the profile-guided
+# target/pgo/release/cloakroom), else the release build this script makes.
+CLOAKROOM=${CLOAKROOM_BIN:-$TARGET_DIR/release/cloakroom}
 
 declare -A PID=() # what this script started: name -> PID
 
@@ -84,7 +88,7 @@ start_cloakroom() {
     fi
     bench_config "$CLOAKROOM_ADDR" "http://$UPSTREAM_ADDR" "$store" "$config"
     printf '\n[ops]\nlisten = "%s"\n' "$OPS_ADDR" >>"$config"
-    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$TARGET_DIR/release/cloakroom" \
+    env -u CLOAKROOM_SECRETS RUST_LOG=warn "$CLOAKROOM" \
         --config "$config" >"$RUN_DIR/cloakroom.log" 2>&1 &
     PID[cloakroom]=$!
     wait_for_port cloakroom "$CLOAKROOM_ADDR"
@@ -132,8 +136,14 @@ main() {
     trap 'exit 130' INT TERM
 
     require_tools
-    log "building cloakroom, bench_upstream and bench_load (release)"
-    (cd "$REPO_DIR" && cargo build --release --quiet --bin cloakroom --example bench_upstream --example bench_load)
+    local what=(--example bench_upstream --example bench_load)
+    if [[ -n ${CLOAKROOM_BIN:-} ]]; then
+        [[ -x $CLOAKROOM_BIN ]] || die "CLOAKROOM_BIN ($CLOAKROOM_BIN) is not an executable"
+    else
+        what+=(--bin cloakroom)
+    fi
+    log "building ${what[*]} (release)"
+    (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
     start_upstream
     start_cloakroom
     make_sessions
@@ -177,7 +187,7 @@ main() {
         cache=$(awk -v h="$hits" -v m="$misses" 'BEGIN { printf "; the Redis cache answered %.2f%% of the measured reads (%d hits, %d misses)", 100 * h / (h + m), h, m }')
     fi
     cat <<EOF
-Locality, commit $commit (working tree as built): $STORE store holding $SESSIONS sessions (RSS $rss MB), session reads rotating over the first $HOT of them ("hot") or over all ("all"), ${SECONDS_EACH}s each, alternated, bench_load $THREADS threads $CONNECTIONS connections$cache
+Locality, commit $commit (working tree as built; Cloakroom binary: ${CLOAKROOM_BIN:-the release build}): $STORE store holding $SESSIONS sessions (RSS $rss MB), session reads rotating over the first $HOT of them ("hot") or over all ("all"), ${SECONDS_EACH}s each, alternated, bench_load $THREADS threads $CONNECTIONS connections$cache
 
 | rep | hot req/s | all req/s | rate all ÷ hot | hot CPU µs/req | all CPU µs/req | CPU all ÷ hot |
 |---:|---:|---:|---:|---:|---:|---:|
