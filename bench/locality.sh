@@ -130,6 +130,8 @@ main() {
         [[ ${!name} =~ ^[1-9][0-9]*$ ]] || die "$name must be a positive number, not '${!name}'"
     done
     ((HOT < SESSIONS)) || die "HOT ($HOT) must be fewer than SESSIONS ($SESSIONS)"
+    [[ -z ${CLOAKROOM_BIN:-} || -x $CLOAKROOM_BIN ]] ||
+        die "CLOAKROOM_BIN ($CLOAKROOM_BIN) is not an executable"
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR"
     trap stop_everything EXIT
@@ -137,11 +139,7 @@ main() {
 
     require_tools
     local what=(--example bench_upstream --example bench_load)
-    if [[ -n ${CLOAKROOM_BIN:-} ]]; then
-        [[ -x $CLOAKROOM_BIN ]] || die "CLOAKROOM_BIN ($CLOAKROOM_BIN) is not an executable"
-    else
-        what+=(--bin cloakroom)
-    fi
+    [[ -n ${CLOAKROOM_BIN:-} ]] || what+=(--bin cloakroom)
     log "building ${what[*]} (release)"
     (cd "$REPO_DIR" && cargo build --release --quiet "${what[@]}")
     start_upstream

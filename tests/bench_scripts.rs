@@ -1,6 +1,7 @@
 //! The benchmark scripts' own logic, checked where it can be without a
 //! benchmark: every script under `bench/` and `docker/` parses as bash,
-//! `docker/build-release.sh` refuses a `PGO` it does not know, the
+//! `docker/build-release.sh` refuses a `PGO` it does not know,
+//! `bench/locality.sh` refuses a `CLOAKROOM_BIN` that is not there, the
 //! WebSocket load (`examples/bench_websocket.rs`) counts what the upstream
 //! echoes and reports handshakes it refuses, and the
 //! statistics the reports rest on (`bench/stats.sh`: the median of a list,
@@ -71,6 +72,23 @@ fn the_image_build_refuses_a_pgo_setting_it_does_not_know() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("PGO must be true or false, not 'yes'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_locality_benchmark_refuses_a_binary_that_is_not_there() {
+    // Refused before anything is built, started or deleted.
+    let output = Command::new("bash")
+        .arg("bench/locality.sh")
+        .env("CLOAKROOM_BIN", "target/no-such-dir/cloakroom")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("bash runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CLOAKROOM_BIN (target/no-such-dir/cloakroom) is not an executable"),
         "{stderr}"
     );
 }
